@@ -1,0 +1,8 @@
+"""Activation functions: Relu, Sigmoid, Gelu, Softmax and friends."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends import xp_of
+from .registry import kernel

@@ -1,0 +1,8 @@
+"""Control flow with subgraphs: If, Loop, Scan."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends import xp_of
+from .registry import kernel

@@ -1,0 +1,8 @@
+"""MatMul, Gemm, Einsum, MatMulInteger, Det and other linear algebra."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends import xp_of
+from .registry import kernel

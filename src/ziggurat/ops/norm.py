@@ -1,0 +1,8 @@
+"""Normalizations: BatchNormalization, LayerNormalization, InstanceNormalization, GroupNormalization, LRN, RMSNormalization, ..."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends import xp_of
+from .registry import kernel

@@ -1,0 +1,8 @@
+"""Quantization: QuantizeLinear, DequantizeLinear, QLinearConv, QLinearMatMul, DynamicQuantizeLinear, ..."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends import xp_of
+from .registry import kernel

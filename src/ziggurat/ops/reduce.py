@@ -1,0 +1,8 @@
+"""Reductions: Reduce*, ArgMax, ArgMin."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends import xp_of
+from .registry import kernel

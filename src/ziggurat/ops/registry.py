@@ -1,0 +1,97 @@
+"""The versioned kernel registry.
+
+A kernel is a module-level function named after its ONNX op. Inputs are positional (an omitted
+optional input arrives as ``None``; variadic ops take ``*inputs``), attributes are keyword-only with
+the spec's defaults, and it returns a tuple of outputs in ONNX order with the ONNX output dtypes::
+
+    @kernel("LeakyRelu", since=6)
+    def LeakyRelu(x, /, *, alpha=0.01):
+        return (np.where(x >= 0, x, x * x.dtype.type(alpha)),)
+
+Two keyword-only parameter names are reserved and filled in by the runtime, not from attributes:
+``n_outputs`` (how many outputs the node declares) and ``opset`` (the model's version of the
+kernel's domain). Graph attributes (If/Loop/Scan bodies) arrive as callables: ``body(*inputs)``
+returns the subgraph's outputs as a list, with outer-scope values already bound.
+
+The registry picks, for a model's opset, the kernel with the highest ``since`` not above it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+RESERVED = ("n_outputs", "opset")
+
+
+@dataclass(frozen=True)
+class KernelDef:
+    op_type: str
+    domain: str
+    since: int
+    fn: Callable[..., tuple]
+    attrs: dict[str, Any] = field(default_factory=dict)  # attribute -> default (REQUIRED if none)
+    wants: tuple[str, ...] = ()  # reserved parameters the function takes
+
+    @property
+    def module(self) -> str:
+        return self.fn.__module__.rsplit(".", 1)[-1]
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED = _Required()
+_KERNELS: dict[tuple[str, str], list[KernelDef]] = {}
+
+
+def _norm_domain(domain: str) -> str:
+    return "" if domain in ("", "ai.onnx") else domain
+
+
+def kernel(op_type: str, since: int = 1, domain: str = "") -> Callable:
+    """Register the decorated function as the kernel of ``op_type`` from opset ``since`` on."""
+
+    def register(fn: Callable) -> Callable:
+        attrs: dict[str, Any] = {}
+        wants: list[str] = []
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind is not inspect.Parameter.KEYWORD_ONLY:
+                continue
+            if p.name in RESERVED:
+                wants.append(p.name)
+            else:
+                attrs[p.name] = REQUIRED if p.default is inspect.Parameter.empty else p.default
+        kdef = KernelDef(op_type, _norm_domain(domain), since, fn, attrs, tuple(wants))
+        versions = _KERNELS.setdefault((kdef.domain, op_type), [])
+        if any(k.since == since for k in versions):
+            raise ValueError(f"kernel {domain or 'ai.onnx'}::{op_type} since {since} registered twice")
+        versions.append(kdef)
+        versions.sort(key=lambda k: k.since)
+        return fn
+
+    return register
+
+
+def lookup(op_type: str, domain: str, opset: int) -> KernelDef | None:
+    """The kernel for ``op_type`` at ``opset`` (highest ``since`` <= opset), or None."""
+    _load_all()
+    best = None
+    for k in _KERNELS.get((_norm_domain(domain), op_type), ()):
+        if k.since <= opset:
+            best = k
+    return best
+
+
+def all_kernels() -> list[KernelDef]:
+    """Every registered kernel version, sorted by domain, op and version."""
+    _load_all()
+    return sorted((k for ks in _KERNELS.values() for k in ks), key=lambda k: (k.domain, k.op_type, k.since))
+
+
+def _load_all() -> None:
+    from . import _families  # noqa: F401  (importing registers every kernel module)

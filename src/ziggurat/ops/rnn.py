@@ -1,0 +1,8 @@
+"""Recurrent ops: RNN, GRU, LSTM."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends import xp_of
+from .registry import kernel

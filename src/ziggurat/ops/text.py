@@ -1,0 +1,8 @@
+"""String ops: StringNormalizer, StringConcat, StringSplit, RegexFullMatch, TfIdfVectorizer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends import xp_of
+from .registry import kernel

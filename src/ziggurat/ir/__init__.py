@@ -1,6 +1,6 @@
 """Ziggurat's intermediate representation."""
 
 from . import dtypes
-from .graph import Dim, Graph, Model, Node, Type, ValueInfo
+from .graph import Dim, Graph, Model, Node, SparseTensor, Type, ValueInfo
 
-__all__ = ["Dim", "Graph", "Model", "Node", "Type", "ValueInfo", "dtypes"]
+__all__ = ["Dim", "Graph", "Model", "Node", "SparseTensor", "Type", "ValueInfo", "dtypes"]

@@ -43,6 +43,24 @@ class Type:
 
 
 @dataclass
+class SparseTensor:
+    """A COO sparse tensor: ``values`` (NNZ,), ``indices`` (NNZ,) linear or (NNZ, rank), ``dims``."""
+
+    values: np.ndarray
+    indices: np.ndarray
+    dims: tuple[int, ...]
+
+    def to_dense(self) -> np.ndarray:
+        dense = np.zeros(self.dims, dtype=self.values.dtype)
+        idx = np.asarray(self.indices, dtype=np.int64)
+        if idx.ndim == 2:
+            dense[tuple(idx.T)] = self.values
+        else:
+            dense.reshape(-1)[idx] = self.values
+        return dense
+
+
+@dataclass
 class ValueInfo:
     """A named, typed value: a graph input, output or annotated intermediate."""
 

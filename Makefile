@@ -1,0 +1,49 @@
+# Ziggurat developer commands. `make serve` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+MODELS ?= bench-models
+
+.PHONY: setup test test-fast serve bench lint format check-models conformance clean
+
+setup: $(STAMP)
+
+# Idempotent: re-installs only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# The whole suite, in parallel on all cores. pytest exits 5 when it collects no tests: that fails.
+test: setup
+	$(BIN)/python -m pytest -n auto -q -p no:cacheprovider
+
+serve: setup
+	$(BIN)/python scripts/make_demo_model.py
+	$(BIN)/ziggurat serve
+
+# Node conformance count (also part of `make test`).
+conformance: setup
+	$(BIN)/python tests/conformance/runner.py
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+
+format: setup
+	$(BIN)/ruff format src tests benchmarks scripts
+	$(BIN)/ruff check --fix src tests benchmarks scripts
+
+# Exports the benchmark models from ../shared (needs torch in a throw-away venv; not part of CI)
+# and checks each against onnxruntime.
+check-models: setup
+	bash ../shared/models/make_models.sh $(MODELS)
+	$(BIN)/python benchmarks/check_models.py $(MODELS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

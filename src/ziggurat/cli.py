@@ -1,0 +1,136 @@
+"""The ``ziggurat`` command: serve | run | inspect | bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ZigguratError
+
+
+def _parse_input(spec: str) -> tuple[str, object]:
+    name, sep, value = spec.partition("=")
+    if not sep or not name:
+        raise ZigguratError(f"--input expects NAME=FILE.npy or NAME=JSON, got {spec!r}")
+    path = Path(value)
+    if value.endswith(".npy"):
+        if not path.is_file():
+            raise ZigguratError(f"--input {name}: file {value} does not exist")
+        return name, np.load(path, allow_pickle=False)
+    if value.endswith(".json") and path.is_file():
+        return name, json.loads(path.read_text())
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ZigguratError(f"--input {name}: not a .npy file nor valid JSON ({exc})") from None
+
+
+def _coerce(sess, feeds: dict) -> dict:
+    """JSON lists become arrays of the input's declared dtype."""
+    from .ir import dtypes
+
+    types = {a.name: a.type for a in sess.get_inputs()}
+    out = {}
+    for name, value in feeds.items():
+        if not isinstance(value, np.ndarray) and name in types:
+            t = types[name]
+            if t.startswith("tensor("):
+                elem = {dtypes.name(c): c for c in range(1, 29)}.get(t[7:-1])
+                value = np.asarray(value, dtype=dtypes.to_numpy(elem) if elem else None)
+        out[name] = value
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import InferenceSession
+
+    sess = InferenceSession(args.model)
+    feeds = _coerce(sess, dict(_parse_input(s) for s in args.input))
+    outs = sess.run(None, feeds)
+    out_dir = Path(args.output) if args.output else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for arg, value in zip(sess.get_outputs(), outs):
+        if isinstance(value, np.ndarray):
+            summary = f"{value.dtype}{list(value.shape)}"
+            if value.size and value.dtype.kind in "fiub":
+                v = value.astype(np.float64)
+                summary += f" min={v.min():.6g} max={v.max():.6g} mean={v.mean():.6g}"
+                if value.ndim <= 2 and value.size <= 16:
+                    summary += f" values={value.tolist()}"
+        else:
+            summary = type(value).__name__
+        print(f"{arg.name}: {summary}")
+        if out_dir and isinstance(value, np.ndarray):
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in arg.name)
+            np.save(out_dir / f"{safe}.npy", value)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect import inspect_model
+
+    report = inspect_model(args.model)
+    print(json.dumps(report, indent=2) if args.json else report["text"])
+    return 1 if report["unsupported"] and args.strict else 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ziggurat", description="ONNX inference engine and server")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a model once on inputs from .npy or JSON")
+    p.add_argument("model", help="path to an .onnx file")
+    p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy|JSON")
+    p.add_argument("--output", "-o", metavar="DIR", help="write each output to DIR/NAME.npy")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("inspect", help="inputs, outputs, opsets, ops, parameters, what won't run")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any op is unsupported")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("bench", help="latency and throughput, optionally against onnxruntime")
+    p.add_argument("model")
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=N",
+                   help="size for a symbolic dimension (default 1)")  # fmt: skip
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--compare", choices=["onnxruntime"], help="also time onnxruntime, same inputs")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    p.set_defaults(func=cmd_bench)
+
+    try:
+        from .server.cli import add_parser as add_serve_parser
+    except ImportError:
+        add_serve_parser = None
+    if add_serve_parser is not None:
+        add_serve_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ZigguratError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Compiles an ``ir.Graph`` into straight-line Python calling one kernel per node.
+
+The generated function keeps every value in a local variable and ``del``s it right after its last
+use, so numpy frees intermediate buffers as early as possible (that is the memory plan: reference
+counting does the reuse). A generated function has no per-node dispatch, dict lookups or loops, which
+is what makes small models cheap to run (see BENCHMARKS.md, tiny MLP).
+
+Subgraphs (If/Loop/Scan bodies) compile to their own ``CompiledGraph``; the parent passes the
+outer-scope values they read as a dict and the kernel receives a bound callable.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .. import ir
+from ..errors import ExecutionError, GraphError, UnsupportedOpError, ZigguratError
+from ..ops import registry
+from ..ops.registry import REQUIRED
+
+_DEBUG = int(os.environ.get("ZIGGURAT_DEBUG", "0") or 0)
+
+
+def _ident(prefix: str, i: int) -> str:
+    return f"{prefix}{i}"
+
+
+class BoundGraph:
+    """A subgraph with its outer-scope values bound: call it with the subgraph's inputs."""
+
+    __slots__ = ("_graph", "_outer")
+
+    def __init__(self, graph: CompiledGraph, outer: dict[str, Any]):
+        self._graph = graph
+        self._outer = outer
+
+    def __call__(self, *inputs: Any) -> list[Any]:
+        return self._graph.run(list(inputs), self._outer)
+
+
+class CompiledGraph:
+    """A graph compiled to a Python function ``run(inputs: list, outer: dict) -> list``."""
+
+    def __init__(
+        self,
+        graph: ir.Graph,
+        opsets: dict[str, int],
+        *,
+        outer: set[str] = frozenset(),  # type: ignore[assignment]
+        model_name: str = "model",
+    ):
+        self.graph = graph
+        self.opsets = opsets
+        self.model_name = model_name
+        self.input_names = [v.name for v in graph.inputs]
+        self.output_names = [v.name for v in graph.outputs]
+        self._outer_names = outer
+        self._nodes: list[ir.Node] = []
+        self._line_to_node: dict[int, int] = {}
+        self.source = ""
+        self._fn = self._compile()
+
+    # -- compilation -------------------------------------------------------------------------
+    def _resolve(self) -> list[tuple[ir.Node, registry.KernelDef]]:
+        missing: list[tuple[str, str, str, int]] = []
+        resolved = []
+        for node in self.graph.nodes:
+            opset = self.opsets.get(node.domain, 0)
+            kdef = registry.lookup(node.op_type, node.domain, opset) if opset else None
+            if kdef is None:
+                missing.append((node.label, node.domain or "ai.onnx", node.op_type, opset))
+            resolved.append((node, kdef))
+        if missing:
+            lines = "\n".join(
+                f"  node '{n}': {d}::{op} (opset {v or 'not imported'})" for n, d, op, v in missing
+            )
+            raise UnsupportedOpError(
+                f"model '{self.model_name}' uses {len(missing)} node(s) Ziggurat has no kernel "
+                f"for:\n{lines}\nRun `ziggurat inspect MODEL` for the full list; re-export the "
+                "model with supported ops or a supported opset.",
+                missing,
+            )
+        return resolved  # type: ignore[return-value]
+
+    def _bind_attrs(self, node: ir.Node, kdef: registry.KernelDef) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        for key, value in node.attrs.items():
+            if key in kdef.attrs:
+                kwargs[key] = value
+            # Attributes a kernel does not take are ignored: old exporters leave behind
+            # attributes removed from the spec (e.g. BatchNormalization's consumed_inputs).
+        for key, default in kdef.attrs.items():
+            if default is REQUIRED and key not in kwargs:
+                raise GraphError(
+                    f"model '{self.model_name}': node '{node.label}' ({node.op_type}, opset "
+                    f"{self.opsets.get(node.domain, 0)}) lacks required attribute '{key}'"
+                )
+        if "n_outputs" in kdef.wants:
+            kwargs["n_outputs"] = len(node.outputs)
+        if "opset" in kdef.wants:
+            kwargs["opset"] = self.opsets.get(node.domain, 0)
+        return kwargs
+
+    def _compile(self) -> Callable[[list, dict], list]:
+        g = self.graph
+        resolved = self._resolve()
+        ns: dict[str, Any] = {"BoundGraph": BoundGraph}
+        var: dict[str, str] = {}
+        lines = ["def _run(__inputs, __outer):"]
+        for i, name in enumerate(self.input_names):
+            var[name] = _ident("x", i)
+        if self.input_names:
+            lines.append(f"    {', '.join(var[n] for n in self.input_names)}, = __inputs")
+        for i, (name, value) in enumerate(g.initializers.items()):
+            if name in var:  # an input shadows its initializer default
+                continue
+            var[name] = _ident("c", i)
+            ns[var[name]] = value
+
+        # Last use of each value (node index), to free buffers early.
+        last_use: dict[str, int] = {}
+        node_reads: list[list[str]] = []
+        for idx, (node, _) in enumerate(resolved):
+            reads = [n for n in node.inputs if n]
+            for sub in node.subgraphs():
+                reads.extend(sorted(sub.free_names()))
+            node_reads.append(reads)
+            for n in reads:
+                last_use[n] = idx
+        keep = set(self.output_names)
+
+        prologue: list[str] = []  # reads of outer-scope values
+
+        def read(name: str, node: ir.Node) -> str:
+            if name in var:
+                return var[name]
+            if name in self._outer_names:
+                ident = _ident("o", len(prologue))
+                prologue.append(f"    {ident} = __outer[{name!r}]")
+                var[name] = ident
+                return ident
+            raise GraphError(
+                f"model '{self.model_name}': node '{node.label}' ({node.op_type}) reads '{name}', "
+                "which no input, initializer or earlier node defines"
+            )
+
+        body: list[tuple[str, int]] = []  # (line, node index)
+        for idx, (node, kdef) in enumerate(resolved):
+            kname = _ident("k", idx)
+            kwargs = self._bind_attrs(node, kdef)
+            sub_exprs = []
+            for key, value in list(kwargs.items()):
+                subs = value if isinstance(value, list) else [value]
+                if not any(isinstance(s, ir.Graph) for s in subs):
+                    continue
+                del kwargs[key]
+                compiled = []
+                for s in subs:
+                    visible = set(var) | set(self._outer_names) | g.defined_names()
+                    cg = CompiledGraph(s, self.opsets, outer=visible, model_name=self.model_name)
+                    gname = f"g{idx}_{key}_{len(compiled)}"
+                    ns[gname] = cg
+                    free = sorted(s.free_names())
+                    outer_dict = "{" + ", ".join(f"{n!r}: {read(n, node)}" for n in free) + "}"
+                    compiled.append(f"BoundGraph({gname}, {outer_dict})")
+                expr = compiled[0] if not isinstance(value, list) else "[" + ", ".join(compiled) + "]"
+                sub_exprs.append(f"{key}={expr}")
+            ns[kname] = functools.partial(kdef.fn, **kwargs) if kwargs else kdef.fn
+            names = list(node.inputs)
+            while names and not names[-1]:  # trailing omitted inputs: kernels see their defaults
+                names.pop()
+            args = ", ".join(read(n, node) if n else "None" for n in names)
+            call = f"{kname}({args}{', ' if args and sub_exprs else ''}{', '.join(sub_exprs)})"
+            outs = []
+            for j, out in enumerate(node.outputs):
+                if out:
+                    var[out] = _ident("v", len(var))
+                    outs.append((j, var[out]))
+            if len(node.outputs) == 1 and outs:
+                body.append((f"    {outs[0][1]} = {call}[0]", idx))
+            elif outs:
+                body.append((f"    __t = {call}", idx))
+                for j, ident in outs:
+                    body.append((f"    {ident} = __t[{j}]", idx))
+            else:
+                body.append((f"    {call}", idx))
+            if _DEBUG:
+                traced = ", ".join(f"({o!r}, {var[o]})" for o in node.outputs if o)
+                body.append((f"    __trace({idx}, [{traced}])", idx))
+            dead = [
+                var[n]
+                for n in dict.fromkeys(node_reads[idx])
+                if last_use.get(n) == idx and n not in keep and var.get(n, "").startswith(("v", "x"))
+            ]
+            dead += [var[o] for o in node.outputs if o and o not in last_use and o not in keep]
+            if dead:
+                body.append((f"    del {', '.join(dead)}", idx))
+
+        outs = ", ".join(read(n, ir.Node("Output", [], [], name=n)) for n in self.output_names)
+        lines.extend(prologue)
+        for text, idx in body:
+            lines.append(text)
+            self._line_to_node[len(lines)] = idx
+        lines.append(f"    return [{outs}]")
+        self.source = "\n".join(lines) + "\n"
+        self._nodes = [n for n, _ in resolved]
+        ns["__trace"] = self._trace
+        filename = f"<ziggurat:{self.model_name}:{g.name}:{id(self):x}>"
+        exec(compile(self.source, filename, "exec"), ns)  # noqa: S102 - our own generated code
+        self._filename = filename
+        return ns["_run"]
+
+    # -- execution ---------------------------------------------------------------------------
+    def run(self, inputs: list[Any], outer: dict[str, Any] | None = None) -> list[Any]:
+        """Run the graph on positional inputs (graph input order); returns outputs in order."""
+        try:
+            return self._fn(inputs, outer or {})
+        except ZigguratError as exc:
+            if getattr(exc, "_ziggurat_located", False):
+                raise
+            raise self._locate(exc) from exc
+        except Exception as exc:  # a kernel failed: name the node, op and opset
+            raise self._locate(exc) from exc
+
+    def _locate(self, exc: BaseException) -> ZigguratError:
+        tb = exc.__traceback__
+        idx = None
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == self._filename:
+                idx = self._line_to_node.get(tb.tb_lineno)
+            tb = tb.tb_next
+        if idx is None:
+            err = ExecutionError(f"model '{self.model_name}': {type(exc).__name__}: {exc}")
+        else:
+            node = self._nodes[idx]
+            opset = self.opsets.get(node.domain, 0)
+            err = ExecutionError(
+                f"model '{self.model_name}': node '{node.label}' ({node.op_type}, opset {opset}) "
+                f"failed: {type(exc).__name__}: {exc}"
+            )
+            err.node = node  # type: ignore[attr-defined]
+        err._ziggurat_located = True  # type: ignore[attr-defined]
+        return err
+
+    def _trace(self, idx: int, outputs: list[tuple[str, Any]]) -> None:
+        node = self._nodes[idx]
+        parts = []
+        for name, value in outputs:
+            desc = _describe(value) if _DEBUG >= 2 else ""
+            parts.append(f"%{name}{desc}")
+        with _TRACE_LOCK:
+            print(f"[ziggurat] {node.op_type} {node.label} -> {', '.join(parts)}", file=sys.stderr)
+
+
+_TRACE_LOCK = threading.Lock()
+
+
+def _describe(value: Any) -> str:
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        stats = ""
+        if value.size and value.dtype.kind in "fiu":
+            v = value.astype(np.float64)
+            stats = f" min={v.min():.4g} max={v.max():.4g} mean={v.mean():.4g}"
+        return f": {value.dtype}{list(value.shape)}{stats}"
+    if isinstance(value, list):
+        return f": sequence[{len(value)}]"
+    return f": {type(value).__name__}"

@@ -1,0 +1,225 @@
+"""``InferenceSession``: load, optimize and compile a model once, then ``run`` it many times.
+
+Names and semantics follow onnxruntime so switching is one import. ``run`` is thread-safe: the
+compiled graph keeps all state in locals of the call.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import ir
+from ..errors import InputError
+from ..passes import optimize
+from .executor import CompiledGraph
+from .options import SessionOptions
+
+_PROVIDERS = ("CPUExecutionProvider",)
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """A model input or output: ``shape`` like ['batch', 784], ``type`` like 'tensor(float)'."""
+
+    name: str
+    shape: list[int | str | None] | None
+    type: str
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    producer_name: str = ""
+    graph_name: str = ""
+    domain: str = ""
+    description: str = ""
+    graph_description: str = ""
+    version: int = 0
+    custom_metadata_map: dict[str, str] = field(default_factory=dict)
+
+
+def type_string(t: ir.Type | None) -> str:
+    """onnxruntime's spelling of a type: tensor(float), seq(tensor(int64)), optional(...)."""
+    if t is None:
+        return "unknown"
+    if t.kind == "sequence":
+        return f"seq({type_string(t.elem)})"
+    if t.kind == "optional":
+        return f"optional({type_string(t.elem)})"
+    if t.kind == "map":
+        return f"map({ir.dtypes.name(t.elem_type)},{type_string(t.elem)})"
+    return str(t)
+
+
+def _node_arg(v: ir.ValueInfo) -> NodeArg:
+    shape = None
+    if v.type is not None and v.type.kind == "tensor" and v.type.shape is not None:
+        shape = list(v.type.shape)
+    return NodeArg(v.name, shape, type_string(v.type))
+
+
+class InferenceSession:
+    """Runs one ONNX model. ``path_or_bytes``: a file path, os.PathLike, bytes, or an ``ir.Model``."""
+
+    def __init__(
+        self,
+        path_or_bytes: str | os.PathLike | bytes | ir.Model,
+        sess_options: SessionOptions | None = None,
+        providers: Sequence[str | tuple[str, dict]] | None = None,
+        provider_options: Sequence[dict] | None = None,
+        *,
+        max_size_bytes: int | None = None,
+    ):
+        self._options = sess_options or SessionOptions()
+        self._providers = self._pick_providers(providers)
+        if isinstance(path_or_bytes, ir.Model):
+            model = copy.deepcopy(path_or_bytes)
+        else:
+            from ..formats.onnx import load_model
+
+            model = load_model(path_or_bytes, max_size_bytes=max_size_bytes)
+        self._model = model
+        name = model.graph.name or "model"
+        if model.path:
+            name = os.path.splitext(os.path.basename(model.path))[0]
+        self.model_name = name
+        self._inputs = [_node_arg(v) for v in model.graph.inputs]
+        self._outputs = [_node_arg(v) for v in model.graph.outputs]
+        self._input_types = {v.name: v.type for v in model.graph.inputs}
+        graph = optimize(model.graph, model.opsets, int(self._options.graph_optimization_level))
+        graph.lint()
+        self._compiled = CompiledGraph(graph, model.opsets, model_name=name)
+        self._output_index = {n: i for i, n in enumerate(self._compiled.output_names)}
+        self._lock = threading.Lock()
+        self.run_count = 0
+
+    # -- onnxruntime-compatible surface ------------------------------------------------------
+    def get_inputs(self) -> list[NodeArg]:
+        return list(self._inputs)
+
+    def get_outputs(self) -> list[NodeArg]:
+        return list(self._outputs)
+
+    def get_overridable_initializers(self) -> list[NodeArg]:
+        return []
+
+    def get_providers(self) -> list[str]:
+        return list(self._providers)
+
+    def get_session_options(self) -> SessionOptions:
+        return self._options
+
+    def get_modelmeta(self) -> ModelMetadata:
+        m = self._model
+        return ModelMetadata(
+            producer_name=m.producer_name,
+            graph_name=m.graph.name,
+            domain=m.domain,
+            description=m.doc,
+            graph_description=m.graph.doc,
+            version=m.model_version,
+            custom_metadata_map=dict(m.metadata),
+        )
+
+    def run(
+        self,
+        output_names: Iterable[str] | None,
+        input_feed: Mapping[str, Any],
+        run_options: Any = None,
+    ) -> list[Any]:
+        """Run the model; returns the requested outputs (all when None) in the order asked."""
+        inputs = self._prepare(input_feed)
+        outs = self._compiled.run(inputs)
+        self.run_count += 1  # a racy counter is fine: it is statistics only
+        if output_names is None:
+            return outs
+        picked = []
+        for name in output_names:
+            if name not in self._output_index:
+                raise InputError(
+                    f"model '{self.model_name}' has no output '{name}'; outputs are: "
+                    f"{', '.join(self._output_index)}"
+                )
+            picked.append(outs[self._output_index[name]])
+        return picked
+
+    # -- validation --------------------------------------------------------------------------
+    def _prepare(self, feed: Mapping[str, Any]) -> list[Any]:
+        if not isinstance(feed, Mapping):
+            raise InputError(f"feeds must be a dict of input name -> array, got {type(feed).__name__}")
+        expected = [a.name for a in self._inputs]
+        unknown = [k for k in feed if k not in self._input_types]
+        if unknown:
+            raise InputError(
+                f"model '{self.model_name}' has no input(s) {', '.join(map(repr, unknown))}; "
+                f"its inputs are: {', '.join(expected)}"
+            )
+        values = []
+        for arg in self._inputs:
+            t = self._input_types[arg.name]
+            if arg.name not in feed:
+                if t is not None and t.kind == "optional":
+                    values.append(None)
+                    continue
+                raise InputError(
+                    f"model '{self.model_name}': missing input '{arg.name}' "
+                    f"({arg.type}, shape {arg.shape}); pass it in the feeds dict"
+                )
+            values.append(self._check(arg, t, feed[arg.name]))
+        return values
+
+    def _check(self, arg: NodeArg, t: ir.Type | None, value: Any) -> Any:
+        if t is None or t.kind != "tensor":
+            return value
+        want = t.dtype
+        if not isinstance(value, np.ndarray):
+            if type(value).__module__.startswith("cupy"):
+                return value
+            try:
+                value = np.asarray(value, dtype=want)
+            except (TypeError, ValueError) as exc:
+                raise InputError(
+                    f"model '{self.model_name}': input '{arg.name}' expects {arg.type}; "
+                    f"could not convert {type(value).__name__}: {exc}"
+                ) from None
+        if want is not None and value.dtype != want:
+            if not (want.kind == "O" and value.dtype.kind in "OUS"):
+                raise InputError(
+                    f"model '{self.model_name}': input '{arg.name}' expects {arg.type} "
+                    f"(numpy {want}), got {value.dtype}; convert it with .astype(np.{want})"
+                )
+            value = value.astype(object)
+        shape = t.shape
+        if shape is not None:
+            if value.ndim != len(shape):
+                raise InputError(
+                    f"model '{self.model_name}': input '{arg.name}' expects rank {len(shape)} "
+                    f"(shape {list(shape)}), got rank {value.ndim} (shape {list(value.shape)})"
+                )
+            for axis, (d, got) in enumerate(zip(shape, value.shape)):
+                if isinstance(d, int) and d >= 0 and d != got:
+                    raise InputError(
+                        f"model '{self.model_name}': input '{arg.name}' expects dim {axis} = {d} "
+                        f"(shape {list(shape)}), got {got} (shape {list(value.shape)})"
+                    )
+        return value
+
+    def _pick_providers(self, providers: Sequence[Any] | None) -> list[str]:
+        names = [p[0] if isinstance(p, tuple) else p for p in (providers or _PROVIDERS)]
+        picked = [p for p in names if p in _PROVIDERS]
+        for p in names:
+            if p not in _PROVIDERS:
+                warnings.warn(
+                    f"execution provider {p!r} is not available here; falling back to "
+                    "CPUExecutionProvider",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        return picked or ["CPUExecutionProvider"]

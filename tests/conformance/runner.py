@@ -1,0 +1,109 @@
+"""Runs ONNX backend conformance cases through Ziggurat and compares with ONNX's expected outputs.
+
+Command line (for development)::
+
+    python tests/conformance/runner.py REGEX [REGEX ...]   # PASS/FAIL per matching node case
+
+The pytest suite (test_node_suite.py, test_data_suite.py) uses the same functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+
+import ziggurat as zg  # noqa: E402
+
+
+@functools.cache
+def node_cases() -> dict:
+    """All node cases of the installed onnx package, by name (built in memory, ~5 s)."""
+    from onnx.backend.test.loader import load_model_tests
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {c.name: c for c in load_model_tests(kind="node")}
+
+
+def compare(expected, actual, rtol: float, atol: float, where: str = "output") -> None:
+    """Raise AssertionError if ``actual`` differs from ``expected`` (values, dtype, structure)."""
+    if expected is None:
+        assert actual is None, f"{where}: expected an empty optional, got {type(actual).__name__}"
+        return
+    if isinstance(expected, list):
+        assert isinstance(actual, list), f"{where}: expected a sequence, got {type(actual).__name__}"
+        assert len(expected) == len(actual), (
+            f"{where}: sequence length {len(actual)}, expected {len(expected)}"
+        )
+        for i, (e, a) in enumerate(zip(expected, actual)):
+            compare(e, a, rtol, atol, f"{where}[{i}]")
+        return
+    expected = np.asarray(expected)
+    assert isinstance(actual, np.ndarray), f"{where}: expected ndarray, got {type(actual).__name__}"
+    assert actual.dtype == expected.dtype, f"{where}: dtype {actual.dtype}, expected {expected.dtype}"
+    assert actual.shape == expected.shape, (
+        f"{where}: shape {actual.shape}, expected {expected.shape}"
+    )
+    if expected.dtype == object:
+        np.testing.assert_array_equal(actual, expected, err_msg=where)
+    elif expected.dtype.kind in "fc" or expected.dtype.kind == "V" or "float" in str(expected.dtype):
+        e = expected if expected.dtype.kind in "fc" else expected.astype(np.float32)
+        a = actual if actual.dtype.kind in "fc" else actual.astype(np.float32)
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, err_msg=where)
+    else:
+        np.testing.assert_array_equal(actual, expected, err_msg=where)
+
+
+def run_model_case(model_bytes: bytes, data_sets, rtol: float, atol: float) -> None:
+    """Load ``model_bytes`` into a session and check every (inputs, outputs) data set."""
+    sess = zg.InferenceSession(model_bytes)
+    names = [a.name for a in sess.get_inputs()]
+    for k, (inputs, expected) in enumerate(data_sets):
+        feeds = dict(zip(names, inputs))
+        with np.errstate(all="ignore"):
+            outs = sess.run(None, feeds)
+        assert len(outs) == len(expected), f"{len(outs)} outputs, expected {len(expected)}"
+        for i, (e, a) in enumerate(zip(expected, outs)):
+            compare(e, a, rtol, atol, f"data set {k}, output {i}")
+
+
+def run_node_case(name: str) -> None:
+    case = node_cases()[name]
+    run_model_case(case.model.SerializeToString(), case.data_sets, case.rtol, case.atol)
+
+
+def main(argv: list[str]) -> int:
+    pats = [re.compile(p) for p in argv] or [re.compile(".")]
+    names = [n for n in node_cases() if any(p.search(n) for p in pats)]
+    passed = 0
+    t0 = time.perf_counter()
+    for name in names:
+        try:
+            run_node_case(name)
+        except Exception as exc:  # report and go on
+            first = f"{type(exc).__name__}: {exc}".strip().splitlines()
+            msg = " | ".join(first[:6])
+            if not isinstance(exc, (AssertionError, zg.ZigguratError)):
+                tb = traceback.extract_tb(exc.__traceback__)[-1]
+                msg += f"  [{Path(tb.filename).name}:{tb.lineno}]"
+            print(f"FAIL {name}: {msg[:600]}")
+        else:
+            passed += 1
+            print(f"PASS {name}")
+    dt = time.perf_counter() - t0
+    print(f"{passed} passed, {len(names) - passed} failed ({dt:.1f} s)")
+    return 0 if passed == len(names) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

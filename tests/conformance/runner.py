@@ -64,11 +64,22 @@ def compare(expected, actual, rtol: float, atol: float, where: str = "output") -
         np.testing.assert_array_equal(actual, expected, err_msg=where)
 
 
+def _to_numpy(value):
+    """Data sets sometimes hold TensorProto objects; turn them into arrays."""
+    if type(value).__name__ == "TensorProto":
+        import onnx.numpy_helper
+
+        return onnx.numpy_helper.to_array(value)
+    return value
+
+
 def run_model_case(model_bytes: bytes, data_sets, rtol: float, atol: float) -> None:
     """Load ``model_bytes`` into a session and check every (inputs, outputs) data set."""
     sess = zg.InferenceSession(model_bytes)
     names = [a.name for a in sess.get_inputs()]
     for k, (inputs, expected) in enumerate(data_sets):
+        inputs = [_to_numpy(x) for x in inputs]
+        expected = [_to_numpy(x) for x in expected]
         feeds = dict(zip(names, inputs))
         with np.errstate(all="ignore"):
             outs = sess.run(None, feeds)

@@ -42,6 +42,15 @@ class BoundGraph:
     def __call__(self, *inputs: Any) -> list[Any]:
         return self._graph.run(list(inputs), self._outer)
 
+    @property
+    def output_types(self) -> list[ir.Type | None]:
+        """Declared types of the subgraph's outputs (for zero-iteration Loop/Scan results)."""
+        return [v.type for v in self._graph.graph.outputs]
+
+    @property
+    def input_types(self) -> list[ir.Type | None]:
+        return [v.type for v in self._graph.graph.inputs]
+
 
 class CompiledGraph:
     """A graph compiled to a Python function ``run(inputs: list, outer: dict) -> list``."""
@@ -201,7 +210,9 @@ class CompiledGraph:
             if dead:
                 body.append((f"    del {', '.join(dead)}", idx))
 
-        outs = ", ".join(read(n, ir.Node("Output", [], [], name=n)) for n in self.output_names)
+        out_vars = [read(n, ir.Node("Output", [], [], name=n)) for n in self.output_names]
+        # A constant returned as an output is copied so callers cannot mutate the model.
+        outs = ", ".join(f"{v}.copy()" if v.startswith("c") else v for v in out_vars)
         lines.extend(prologue)
         for text, idx in body:
             lines.append(text)

@@ -1,0 +1,30 @@
+"""The ONNX node conformance suite (1,884 cases with onnx 1.23), built in memory by the onnx package."""
+
+from __future__ import annotations
+
+import pytest
+
+from .excludes import NODE_EXCLUDES
+from .runner import node_cases, run_node_case
+
+
+def _params():
+    out = []
+    for name in sorted(node_cases()):
+        marks = []
+        if name in NODE_EXCLUDES:
+            marks = [pytest.mark.xfail(reason=NODE_EXCLUDES[name], strict=True)]
+        out.append(pytest.param(name, id=name, marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("name", _params())
+def test_node_case(name):
+    run_node_case(name)
+
+
+def test_suite_size_and_exclusions_are_known():
+    """The suite is the one the figures in README were measured on, and excludes name real cases."""
+    names = set(node_cases())
+    assert len(names) == 1884
+    assert not set(NODE_EXCLUDES) - names, "excludes name cases that do not exist"

@@ -1,8 +1,193 @@
-"""Convolutions (GEMM-class, im2col): Conv, ConvTranspose, ConvInteger, DeformConv."""
+"""Convolutions (GEMM-class, im2col): Conv, ConvInteger.
+
+ConvTranspose and DeformConv live in ``convtranspose.py`` and reuse the helpers here.
+
+Strategy (measured on the 2-core target, see tests/ops/test_conv.py for the onnxruntime comparisons):
+
+* 1x1 convolutions without padding are a plain matmul of the weights with the (strided) input.
+* Depthwise convolutions (one input channel per group) accumulate ``prod(kernel)`` shifted slices of
+  the padded input times per-channel weights: im2col + per-channel GEMV would copy the input
+  ``prod(kernel)`` times for the same arithmetic.
+* Everything else is im2col: a zero-copy strided view of the padded input shaped
+  (N, group, C/group * prod(kernel), prod(out)) is materialized once and multiplied by the weights in
+  one (batched over N and group) GEMM, so the arithmetic runs in BLAS.
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from ..backends import xp_of
+from ..errors import ExecutionError
+from ._spatial import Geometry, PhasePlanes, pad_input, window_geometry
 from .registry import kernel
+
+_BLAS_FLOATS = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
+
+
+def compute_dtype(dt):
+    """The dtype a convolution over ``dt`` computes in: float32/64 as is, other floats in float32."""
+    return dt if dt in _BLAS_FLOATS else np.dtype(np.float32)
+
+
+def check_conv_shapes(op, x, w, group, w_in_axis=1):
+    """Validate the (N, C, *spatial) input against the weights; returns the number of spatial axes."""
+    if x.ndim < 3 or w.ndim != x.ndim:
+        raise ExecutionError(
+            f"{op} needs X of rank >= 3 (N, C, spatial...) and W of the same rank; "
+            f"got X {x.shape} and W {w.shape}"
+        )
+    c_w = w.shape[w_in_axis] * group if w_in_axis == 1 else w.shape[0]
+    if x.shape[1] != c_w:
+        raise ExecutionError(
+            f"{op}: X has {x.shape[1]} channels but W {w.shape} with group={group} expects {c_w}"
+        )
+    return x.ndim - 2
+
+
+def _geometry(x, w, kernel_shape, strides, dilations, pads, auto_pad) -> Geometry:
+    kernel_shape = tuple(w.shape[2:]) if kernel_shape is None else tuple(kernel_shape)
+    return window_geometry(
+        x.shape[2:], kernel_shape, strides=strides, dilations=dilations, pads=pads, auto_pad=auto_pad
+    )
+
+
+def im2col(buf, geo: Geometry, group):
+    """Columns (N, group, C/group * prod(kernel), prod(out)) of the padded input ``buf``.
+
+    Built as a strided view (no copy) and materialized by the reshape, in one pass.
+    """
+    xp = xp_of(buf)
+    n, c = buf.shape[:2]
+    st = buf.strides
+    sp = st[2:]
+    shape = (n, group, c // group) + geo.kernel + geo.out
+    strides = (
+        (st[0], st[1] * (c // group), st[1])
+        + tuple(d * s for d, s in zip(geo.dilations, sp, strict=True))
+        + tuple(k * s for k, s in zip(geo.strides, sp, strict=True))
+    )
+    view = xp.lib.stride_tricks.as_strided(buf, shape, strides, writeable=False)
+    return view.reshape(n, group, (c // group) * math.prod(geo.kernel), math.prod(geo.out))
+
+
+def _pointwise(x, w, geo: Geometry, group):
+    """1x1 kernel, no padding: the convolution is weights @ (optionally strided) input."""
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    if any(s != 1 for s in geo.strides):
+        x = x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in geo.strides)]
+    length = math.prod(geo.out)
+    xp = xp_of(x)
+    if group == 1:
+        w2 = w.reshape(m, c)
+        if n == 1:
+            return xp.matmul(w2, x.reshape(c, length))
+        return xp.matmul(w2, x.reshape(n, c, length))
+    return xp.matmul(w.reshape(group, m // group, c // group), x.reshape(n, group, c // group, length))
+
+
+def _depthwise(x, w, geo: Geometry, bias):
+    """One input channel per group: sum over kernel offsets of shifted input times per-channel weights.
+
+    Returns the finished (N, M, *out) output with the bias added.
+    """
+    xp = xp_of(x)
+    n, c = x.shape[:2]
+    mult = w.shape[0] // c
+    planes = PhasePlanes(x, geo)
+    # w (C*mult, 1, *K) -> (K, C, mult, 1): output channel c*mult + j reads input channel c.
+    wk = xp.ascontiguousarray(w.reshape(c, mult, -1).transpose(2, 0, 1))[..., None]
+    if mult == 1:
+        wk = wk[:, :, 0]
+    acc = tmp = None
+    for k in range(len(planes.shifts)):
+        sl = planes.window(k)
+        if mult > 1:
+            sl = sl[:, :, None]
+        if acc is None:
+            acc = sl * wk[k]
+            tmp = xp.empty_like(acc)
+        else:
+            xp.multiply(sl, wk[k], out=tmp)
+            acc += tmp
+    wide = acc.reshape(n, c * mult, planes.length)
+    y = xp.empty((n, c * mult) + tuple(geo.out), dtype=x.dtype)
+    view = planes.crop(wide, geo.out)
+    if bias is None:
+        y[...] = view
+    else:
+        # Add the bias while cropping: one pass instead of two.
+        xp.add(view, bias.reshape((c * mult,) + (1,) * len(geo.out)), out=y)
+    return y
+
+
+def conv_core(x, w, geo: Geometry, group, bias=None):
+    """Convolution of ``x`` (N, C, *S) with ``w`` (M, C/group, *K) plus ``bias`` -> (N, M, *out).
+
+    All must already be in the compute dtype (see :func:`compute_dtype`).
+    """
+    xp = xp_of(x, w)
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    if all(k == 1 for k in geo.kernel) and not any(geo.pads_begin) and not any(geo.buf_end):
+        return _finish(_pointwise(x, w, geo, group), n, m, geo.out, bias)
+    if group == c and w.shape[1] == 1 and m % c == 0 and c > 1:
+        return _depthwise(x, w, geo, bias)
+    buf = pad_input(x, geo.pads_begin, geo.buf_end)
+    cols = im2col(buf, geo, group)  # (N, G, Cg*K, L)
+    ck = cols.shape[2]
+    if group == 1:
+        w2 = w.reshape(m, ck)
+        y = xp.matmul(w2, cols[0, 0]) if n == 1 else xp.matmul(w2, cols[:, 0])
+    else:
+        y = xp.matmul(w.reshape(group, m // group, ck), cols)
+    return _finish(y, n, m, geo.out, bias)
+
+
+def _finish(y, n, m, out, bias):
+    """A fresh GEMM result (N, M, L) or (M, L) -> (N, M, *out) with the bias added in place."""
+    y = y.reshape((n, m) + tuple(out))
+    if bias is not None:
+        y += bias.reshape((m,) + (1,) * len(out))
+    return y
+
+
+@kernel("Conv", since=1)
+def Conv(x, w, b=None, /, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
+    """N-D convolution (cross-correlation) of X (N, C, *S) with W (M, C/group, *K), plus bias B (M,)."""
+    check_conv_shapes("Conv", x, w, group)
+    if w.shape[0] % group:
+        raise ExecutionError(f"Conv: W has {w.shape[0]} output channels, not divisible by group={group}")
+    geo = _geometry(x, w, kernel_shape, strides, dilations, pads, auto_pad)
+    dt = x.dtype
+    cdt = compute_dtype(dt)
+    xc = x.astype(cdt, copy=False)
+    wc = w.astype(cdt, copy=False)
+    bc = None if b is None else b.astype(cdt, copy=False)
+    y = conv_core(xc, wc, geo, group, bc)
+    return (y if y.dtype == dt else y.astype(dt),)
+
+
+@kernel("ConvInteger", since=10)
+def ConvInteger(
+    x, w, x_zero_point=None, w_zero_point=None, /, *,
+    auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None,
+):  # fmt: skip
+    """Integer convolution of (X - x_zero_point) with (W - w_zero_point), int32 output.
+
+    Padding uses the zero point (so padded cells contribute 0). ``w_zero_point`` may be per output
+    channel. Computed in float64, which is exact for 8-bit operands and runs through BLAS.
+    """
+    check_conv_shapes("ConvInteger", x, w, group)
+    geo = _geometry(x, w, kernel_shape, strides, dilations, pads, auto_pad)
+    xc = x.astype(np.float64)
+    wc = w.astype(np.float64)
+    if x_zero_point is not None:
+        xc -= np.float64(np.asarray(x_zero_point).reshape(-1)[0])
+    if w_zero_point is not None:
+        wz = np.asarray(w_zero_point, dtype=np.float64)
+        wc -= wz.reshape((-1,) + (1,) * (w.ndim - 1)) if wz.size > 1 else wz.reshape(-1)[0]
+    return (conv_core(xc, wc, geo, group).astype(np.int32),)

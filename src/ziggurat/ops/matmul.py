@@ -22,7 +22,8 @@ def _matmul(a, b):
         # numpy would loop one GEMM per leading index; one (prod(lead)*M, K) @ (K, N) GEMM is faster.
         out = xp.matmul(a.reshape(-1, a.shape[-1]), b)
         return out.reshape(a.shape[:-1] + (b.shape[1],))
-    return xp.matmul(a, b)
+    out = xp.matmul(a, b)
+    return out if a.ndim > 1 or b.ndim > 1 else xp.asarray(out)  # 1-D @ 1-D gives a numpy scalar
 
 
 def _matmul_any(a, b):

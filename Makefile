@@ -29,7 +29,7 @@ conformance: setup
 	$(BIN)/python tests/conformance/runner.py
 
 bench: setup
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/engine.py all --models $(MODELS)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -63,6 +63,7 @@ _ERF32_Q = (
     0.0011855781093044586,
     3.7420225347932207e-05,
 )
+_SQRT1_2 = math.sqrt(0.5)
 _CHUNK = 32768  # elements per float64 work buffer (256 KiB): stays in L2 across the Horner steps
 
 
@@ -74,7 +75,33 @@ def erf(x):
     if xp is not np:
         return _erf_rational(x.astype(np.float64), xp).astype(x.dtype)
     out = np.empty(x.shape, dtype=x.dtype)
-    _erf_rational_chunked(x, out)
+    _erf_rational_chunked(x, out, gelu=False)
+    return out
+
+
+def gelu_erf(x, out=None):
+    """0.5 * x * (1 + erf(x / sqrt(2))), fused chunk by chunk (float64 inputs use ``erf``).
+
+    ``out``, if given, receives the result and is returned; it must have x's shape and dtype and
+    may be ``x`` itself (each chunk is read before it is written).
+    """
+    xp = xp_fast(x)
+    if x.dtype == np.float64 or xp is not np:
+        xw = x.astype(np.float64)
+        y = erf(xw * _SQRT1_2) + 1.0
+        y *= xw
+        y *= 0.5
+        y = y.astype(x.dtype, copy=False)
+        if out is None:
+            return y
+        out[...] = y
+        return out
+    if out is None:
+        out = np.empty(x.shape, dtype=x.dtype)
+    elif not out.flags.c_contiguous:  # the chunk loop writes through a flat view
+        out[...] = gelu_erf(x)
+        return out
+    _erf_rational_chunked(x, out, gelu=True)
     return out
 
 
@@ -87,24 +114,37 @@ def _horner(t, coeffs, out):
     return out
 
 
-def _erf_rational_chunked(x: np.ndarray, out: np.ndarray) -> None:
-    """Writes erf(x) into ``out`` (any float dtype), computing in float64 chunk by chunk."""
+def _erf_rational_chunked(x: np.ndarray, out: np.ndarray, gelu: bool) -> None:
+    """Writes erf(x) (or Gelu(x)) into ``out``, computing in float64 chunk by chunk."""
     src = x.reshape(-1)  # a view when x is contiguous; a copy otherwise
     dst = out.reshape(-1)
     n = src.size
     m = min(n, _CHUNK)
-    xc, t, p, q = (np.empty(m) for _ in range(4))
+    xc, uc, tc, pc, qc = (np.empty(m) for _ in range(5))
+    satc = np.empty(m, dtype=bool)
     for s in range(0, n, _CHUNK):
         e = min(s + _CHUNK, n)
         k = e - s
-        xv, tv, pv, qv = xc[:k], t[:k], p[:k], q[:k]
+        xv, uv, tv, pv, qv, sat = xc[:k], uc[:k], tc[:k], pc[:k], qc[:k], satc[:k]
         xv[...] = src[s:e]
-        np.clip(xv, -4.0, 4.0, out=xv)
-        np.multiply(xv, xv, out=tv)
+        if gelu:
+            np.multiply(xv, _SQRT1_2, out=uv)
+            np.clip(uv, -4.0, 4.0, out=uv)
+        else:
+            np.clip(xv, -4.0, 4.0, out=uv)
+        np.multiply(uv, uv, out=tv)
         _horner(tv, _ERF32_P, pv)
         _horner(tv, _ERF32_Q, qv)
-        pv *= xv
+        pv *= uv
         np.divide(pv, qv, out=pv)
+        if gelu:
+            # The fit leaves erf(±4) 1.5e-8 short of ±1, which 1 + erf would scale by x: saturate.
+            np.abs(uv, out=tv)
+            np.greater_equal(tv, 4.0, out=sat)
+            np.copysign(1.0, uv, out=pv, where=sat)
+            pv += 1.0
+            pv *= xv
+            pv *= 0.5
         dst[s:e] = pv
 
 

@@ -1,8 +1,316 @@
-"""Activation functions: Relu, Sigmoid, Gelu, Softmax and friends."""
+"""Activation functions: Relu, Sigmoid, Gelu, Softmax and friends.
+
+float16 and the ml_dtypes floats (bfloat16, float8) compute in float32 and are rounded back once at
+the end, which is more accurate than rounding after every step. The hot kernels (Relu, Sigmoid,
+Gelu, Softmax, LogSoftmax) work in place on one fresh buffer to keep memory traffic low.
+"""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from ..backends import xp_of
+from ..errors import ExecutionError
+from ._ewmath import as_array, gelu_erf, xp_fast
 from .registry import kernel
+
+
+def _work(x):
+    """(array to compute on, dtype to return): float16/ml_dtypes floats widen to float32."""
+    dt = x.dtype
+    if dt == np.float16 or dt.kind == "V":
+        return x.astype(np.float32), dt
+    return x, dt
+
+
+def _done(y, dt):
+    return as_array(y if y.dtype == dt else y.astype(dt))
+
+
+def _sigmoid_into(z, xp):
+    """z <- 1 / (1 + exp(-z)) in place (exp overflow for z << 0 correctly gives 0)."""
+    xp.negative(z, out=z)
+    with np.errstate(over="ignore"):
+        xp.exp(z, out=z)
+    z += 1
+    xp.reciprocal(z, out=z)
+    return z
+
+
+# ------------------------------------------------------------------------ pointwise
+
+
+@kernel("Relu", since=1)
+def Relu(x, /):
+    """max(X, 0); integer inputs (opset 14) keep their dtype."""
+    if x.dtype.kind == "V":
+        return (_done(np.maximum(x.astype(np.float32), 0), x.dtype),)
+    return (as_array(xp_fast(x).maximum(x, 0)),)
+
+
+@kernel("LeakyRelu", since=1)
+def LeakyRelu(x, /, *, alpha=0.01):
+    """X if X >= 0 else alpha * X."""
+    xp = xp_fast(x)
+    w, dt = _work(x)
+    a = w.dtype.type(alpha)
+    if 0 <= alpha <= 1:  # max(x, a*x) is the same function and avoids a select
+        y = w * a
+        xp.maximum(y, w, out=y)
+    else:
+        y = xp.where(w >= 0, w, w * a)
+    return (_done(y, dt),)
+
+
+@kernel("PRelu", since=1)
+def PRelu(x, slope, /):
+    """X if X >= 0 else slope * X; slope broadcasts to X (the output has X's shape)."""
+    xp = xp_fast(x)
+    if slope.ndim == 1 and x.ndim > 2 and slope.shape[0] == x.shape[1] != x.shape[-1]:
+        # Pre-opset-7 exporters (Caffe2 style) give a per-channel slope of shape (C,).
+        slope = slope.reshape((-1,) + (1,) * (x.ndim - 2))
+    y = xp.where(x < 0, x * slope, x)
+    if y.shape != x.shape:
+        raise ExecutionError(
+            f"PRelu: slope of shape {slope.shape} does not broadcast to X {x.shape}"
+        )
+    return (as_array(y.astype(x.dtype, copy=False)),)
+
+
+@kernel("ThresholdedRelu", since=10)
+def ThresholdedRelu(x, /, *, alpha=1.0):
+    """X if X > alpha else 0."""
+    xp = xp_fast(x)
+    w, dt = _work(x)
+    return (_done(xp.where(w > w.dtype.type(alpha), w, 0), dt),)
+
+
+@kernel("Elu", since=1)
+def Elu(x, /, *, alpha=1.0):
+    """X if X > 0 else alpha * (exp(X) - 1)."""
+    xp = xp_fast(x)
+    w, dt = _work(x)
+    neg = xp.expm1(xp.minimum(w, 0))
+    neg *= w.dtype.type(alpha)
+    return (_done(xp.where(w > 0, w, neg), dt),)
+
+
+@kernel("Celu", since=12)
+def Celu(x, /, *, alpha=1.0):
+    """max(0, X) + min(0, alpha * (exp(X / alpha) - 1))."""
+    xp = xp_fast(x)
+    w, dt = _work(x)
+    a = w.dtype.type(alpha)
+    neg = xp.expm1(xp.minimum(w, 0) / a)
+    neg *= a
+    return (_done(xp.where(w > 0, w, neg), dt),)
+
+
+@kernel("Selu", since=1)
+def Selu(x, /, *, alpha=1.67326319217681884765625, gamma=1.05070102214813232421875):
+    """gamma * (X if X > 0 else alpha * (exp(X) - 1))."""
+    xp = xp_fast(x)
+    w, dt = _work(x)
+    t = w.dtype.type
+    neg = xp.expm1(xp.minimum(w, 0))
+    neg *= t(alpha * gamma)
+    return (_done(xp.where(w > 0, w * t(gamma), neg), dt),)
+
+
+@kernel("Sigmoid", since=1)
+def Sigmoid(x, /):
+    """1 / (1 + exp(-X))."""
+    xp = xp_fast(x)
+    w, dt = _work(x)
+    z = w.astype(w.dtype, copy=True) if w is x else w
+    return (_done(_sigmoid_into(z, xp), dt),)
+
+
+@kernel("HardSigmoid", since=1)
+def HardSigmoid(x, /, *, alpha=0.2, beta=0.5):
+    """max(0, min(1, alpha * X + beta))."""
+    xp = xp_fast(x)
+    w, dt = _work(x)
+    t = w.dtype.type
+    y = w * t(alpha)
+    y += t(beta)
+    xp.clip(y, 0, 1, out=y)
+    return (_done(y, dt),)
+
+
+@kernel("HardSwish", since=14)
+def HardSwish(x, /):
+    """X * max(0, min(1, X / 6 + 0.5))."""
+    xp = xp_fast(x)
+    w, dt = _work(x)
+    t = w.dtype.type
+    y = w * t(1 / 6)
+    y += t(0.5)
+    xp.clip(y, 0, 1, out=y)
+    y *= w
+    return (_done(y, dt),)
+
+
+@kernel("Softplus", since=1)
+def Softplus(x, /):
+    """log(1 + exp(X)), computed without overflow."""
+    xp = xp_fast(x)
+    w, dt = _work(x)
+    return (_done(xp.logaddexp(w, 0), dt),)
+
+
+@kernel("Softsign", since=1)
+def Softsign(x, /):
+    """X / (1 + |X|)."""
+    xp = xp_fast(x)
+    w, dt = _work(x)
+    d = xp.abs(w)
+    d += 1
+    return (_done(xp.divide(w, d, out=d), dt),)
+
+
+@kernel("Mish", since=18)
+def Mish(x, /):
+    """X * tanh(softplus(X))."""
+    xp = xp_fast(x)
+    w, dt = _work(x)
+    y = xp.tanh(xp.logaddexp(w, 0))
+    y *= w
+    return (_done(y, dt),)
+
+
+@kernel("Swish", since=24)
+def Swish(x, /, *, alpha=1.0):
+    """X * sigmoid(alpha * X)."""
+    xp = xp_fast(x)
+    w, dt = _work(x)
+    s = _sigmoid_into(w * w.dtype.type(alpha), xp)
+    s *= w
+    return (_done(s, dt),)
+
+
+@kernel("SwiGLU", since=28)
+def SwiGLU(a, b, /, *, alpha=1.0):
+    """Swish_alpha(A) * B (A and B have the same shape)."""
+    if a.shape != b.shape:
+        raise ExecutionError(f"SwiGLU: A {a.shape} and B {b.shape} must have the same shape")
+    xp = xp_fast(a)
+    w, dt = _work(a)
+    s = _sigmoid_into(w * w.dtype.type(alpha), xp)
+    s *= w
+    s *= b if b.dtype == s.dtype else b.astype(s.dtype)
+    return (_done(s, dt),)
+
+
+@kernel("Shrink", since=9)
+def Shrink(x, /, *, bias=0.0, lambd=0.5):
+    """X + bias if X < -lambd, X - bias if X > lambd, else 0 (integer inputs keep their dtype)."""
+    xp = xp_fast(x)
+    w, dt = _work(x)
+    y = xp.where(w < -lambd, w + bias, xp.where(w > lambd, w - bias, 0))
+    return (_done(y, dt),)
+
+
+_TANH_GELU_K = math.sqrt(2 / math.pi)
+
+
+@kernel("Gelu", since=20)
+def Gelu(x, /, *, approximate="none"):
+    """0.5 * X * (1 + erf(X / sqrt(2))); approximate='tanh' uses the tanh form."""
+    if approximate == "none":
+        if x.dtype.kind == "V":
+            return (gelu_erf(x.astype(np.float32)).astype(x.dtype),)
+        return (gelu_erf(x),)
+    if approximate != "tanh":
+        raise ExecutionError(f"Gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    xp = xp_fast(x)
+    w, dt = _work(x)
+    t = w.dtype.type
+    # 0.5 * (1 + tanh(z)) == sigmoid(2z): one exp instead of a (slower) tanh. For huge |x| the cube
+    # overflows to +-inf, which the sigmoid maps to exactly 0 or 1: the result is still right.
+    with np.errstate(over="ignore"):
+        z = w * w
+        z *= t(0.044715)
+        z += 1
+        z *= w
+        z *= t(2 * _TANH_GELU_K)
+        _sigmoid_into(z, xp)
+    z *= w
+    return (_done(z, dt),)
+
+
+# ------------------------------------------------------------------- softmax family
+
+
+def _flatten_2d(x, axis: int):
+    """Before opset 13 these ops view X as 2-D: dims before ``axis`` x dims from ``axis``."""
+    axis = _norm_axis(axis, x.ndim)
+    rows = math.prod(x.shape[:axis])
+    return x.reshape(rows, -1) if rows else x.reshape(0, math.prod(x.shape[axis:]))
+
+
+def _norm_axis(axis: int, ndim: int) -> int:
+    if not -max(ndim, 1) <= axis < max(ndim, 1):
+        raise ExecutionError(f"axis {axis} is out of range for a tensor of rank {ndim}")
+    return axis + ndim if axis < 0 else axis
+
+
+def _softmax(x, axis: int, log: bool):
+    xp = xp_fast(x)
+    w, dt = _work(x)
+    if w.size == 0:
+        return xp.array(x, copy=True)
+    y = xp.subtract(w, w.max(axis=axis, keepdims=True))  # fresh buffer, exp cannot overflow
+    if log:
+        e = xp.exp(y)
+        y -= xp.log(e.sum(axis=axis, keepdims=True))
+    else:
+        xp.exp(y, out=y)
+        y /= y.sum(axis=axis, keepdims=True)
+    return _done(y, dt)
+
+
+def _hardmax(x, axis: int):
+    xp = xp_fast(x)
+    y = xp.zeros_like(x)
+    if x.size:
+        idx = xp.argmax(x, axis=axis, keepdims=True)  # first maximum wins, as the spec says
+        xp.put_along_axis(y, idx, 1, axis=axis)
+    return y
+
+
+@kernel("Softmax", since=13)
+def Softmax(x, /, *, axis=-1):
+    """exp(X) / sum(exp(X)) along ``axis``."""
+    return (_softmax(x, _norm_axis(axis, x.ndim), log=False),)
+
+
+@kernel("Softmax", since=1)
+def Softmax_1(x, /, *, axis=1):
+    """Softmax before opset 13: over the 2-D view [prod(dims < axis), prod(dims >= axis)]."""
+    return (_softmax(_flatten_2d(x, axis), 1, log=False).reshape(x.shape),)
+
+
+@kernel("LogSoftmax", since=13)
+def LogSoftmax(x, /, *, axis=-1):
+    """log(softmax(X)) along ``axis``, computed stably."""
+    return (_softmax(x, _norm_axis(axis, x.ndim), log=True),)
+
+
+@kernel("LogSoftmax", since=1)
+def LogSoftmax_1(x, /, *, axis=1):
+    """LogSoftmax before opset 13: over the 2-D view at ``axis`` (see Softmax_1)."""
+    return (_softmax(_flatten_2d(x, axis), 1, log=True).reshape(x.shape),)
+
+
+@kernel("Hardmax", since=13)
+def Hardmax(x, /, *, axis=-1):
+    """1 at the first maximum along ``axis``, 0 elsewhere."""
+    return (_hardmax(x, _norm_axis(axis, x.ndim)),)
+
+
+@kernel("Hardmax", since=1)
+def Hardmax_1(x, /, *, axis=1):
+    """Hardmax before opset 13: over the 2-D view at ``axis`` (see Softmax_1)."""
+    return (_hardmax(_flatten_2d(x, axis), 1).reshape(x.shape),)

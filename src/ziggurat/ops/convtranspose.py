@@ -21,10 +21,14 @@ def _ints(value, n, default):
 def _transpose_pads(in_sizes, eff, strides, output_padding, pads, auto_pad, output_shape):
     """Output sizes and begin paddings of a transposed convolution (the spec's equations)."""
     n = len(in_sizes)
-    full = [s * (i - 1) + op + e for s, i, op, e in zip(strides, in_sizes, output_padding, eff, strict=True)]
+    full = [
+        s * (i - 1) + op + e
+        for s, i, op, e in zip(strides, in_sizes, output_padding, eff, strict=True)
+    ]
     if output_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         if output_shape is not None:
-            out = [int(v) for v in output_shape][-n:]  # some exporters include N and C; keep the spatial part
+            # Some exporters include N and C: keep the spatial part.
+            out = [int(v) for v in output_shape][-n:]
         else:
             out = [i * s for i, s in zip(in_sizes, strides, strict=True)]
         total = [f - o for f, o in zip(full, out, strict=True)]
@@ -33,7 +37,9 @@ def _transpose_pads(in_sizes, eff, strides, output_padding, pads, auto_pad, outp
     pads = _ints(pads, 2 * n, 0) if auto_pad != "VALID" else (0,) * (2 * n)
     out = [f - b - e for f, b, e in zip(full, pads[:n], pads[n:], strict=True)]
     if any(o <= 0 for o in out):
-        raise ExecutionError(f"ConvTranspose output size {out} is not positive; check pads {list(pads)}")
+        raise ExecutionError(
+            f"ConvTranspose output size {out} is not positive; check pads {list(pads)}"
+        )
     return out, list(pads[:n])
 
 
@@ -86,7 +92,9 @@ def ConvTranspose(
             for sh, o, d, i, s in zip(shift, off, dl, in_sizes, st, strict=True)
         )
         buf[lead + dst] += cols[lead + off]
-    crop = lead + tuple(slice(sh + bg, sh + bg + o) for sh, bg, o in zip(shift, begin, out, strict=True))
+    crop = lead + tuple(
+        slice(sh + bg, sh + bg + o) for sh, bg, o in zip(shift, begin, out, strict=True)
+    )
     view = buf[crop]
     y = xp.empty((n, m) + tuple(out), dtype=cdt)
     if b is None:
@@ -125,7 +133,9 @@ def _sample_columns(x, positions, offset_group, xp):
             flat = term if flat is None else flat + term
         weight = xp.where(valid, weight, 0).astype(x.dtype, copy=False)
         flat = flat.reshape(n, offset_group, 1, kk * length)
-        gathered = xp.take_along_axis(xr, xp.broadcast_to(flat, (n, offset_group, cog, kk * length)), axis=-1)
+        gathered = xp.take_along_axis(
+            xr, xp.broadcast_to(flat, (n, offset_group, cog, kk * length)), axis=-1
+        )
         out += gathered * weight.reshape(n, offset_group, 1, kk * length)
     return out.reshape(n, c, kk, length)
 
@@ -166,7 +176,9 @@ def DeformConv(
     cols = _sample_columns(x.astype(cdt, copy=False), positions, offset_group, xp)  # (N, C, K, L)
     if mask is not None:
         mk = mask.astype(cdt, copy=False).reshape(n, offset_group, 1, kk, length)
-        cols = (cols.reshape(n, offset_group, c // offset_group, kk, length) * mk).reshape(n, c, kk, length)
+        cols = (cols.reshape(n, offset_group, c // offset_group, kk, length) * mk).reshape(
+            n, c, kk, length
+        )
     cg = c // group
     cols = cols.reshape(n, group, cg * kk, length)
     y = xp.matmul(w.astype(cdt, copy=False).reshape(group, m // group, cg * kk), cols)

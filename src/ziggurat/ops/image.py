@@ -119,18 +119,24 @@ def GridSample(x, grid, /, *, align_corners=0, mode="linear", padding_mode="zero
         for ax in range(r)
     ]
     strides = [int(np.prod(in_sp[ax + 1:], dtype=np.int64)) for ax in range(r)]
-    flat = x.reshape(n, c, -1)
+    # Channels-last copy: every sample then gathers C contiguous values (one row) per tap.
+    rows = xp.ascontiguousarray(x.reshape(n, c, -1).transpose(0, 2, 1)).reshape(-1, c)
+    base = (np.arange(n, dtype=np.int64) * int(np.prod(in_sp, dtype=np.int64)))[:, None]
     acc = None
     for combo in itertools.product(*per_axis):  # 2**r, 4**r or 1 tap combinations
-        lin = np.zeros(g.shape[:2], dtype=np.int64)
+        lin = base.copy()
         w = np.ones(g.shape[:2], dtype=np.float64)
         for ax, (idx, wk, valid) in enumerate(combo):
-            lin += idx * strides[ax]
+            lin = lin + idx * strides[ax]
             w = w * np.where(valid, wk, 0.0)
-        vals = xp.take_along_axis(flat, xp.asarray(lin)[:, None, :], axis=2)
-        term = vals * xp.asarray(w.astype(x.dtype))[:, None, :]
-        acc = term if acc is None else acc + term
-    return (acc.reshape(n, c, *out_sp).astype(x.dtype, copy=False),)
+        term = xp.take(rows, xp.asarray(lin.reshape(-1)), axis=0)  # (N*P, C)
+        term *= xp.asarray(w.astype(x.dtype).reshape(-1, 1))
+        if acc is None:
+            acc = term
+        else:
+            acc += term
+    out = acc.reshape(n, -1, c).transpose(0, 2, 1)
+    return (xp.ascontiguousarray(out).reshape(n, c, *out_sp).astype(x.dtype, copy=False),)
 
 
 # ---------------------------------------------------------------------------------------------

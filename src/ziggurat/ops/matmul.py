@@ -11,7 +11,9 @@ from .registry import kernel
 # Dtypes numpy's matmul runs through BLAS. Others (float16, bfloat16) are computed in float32 and cast
 # back: numpy's float16 matmul is a naive loop ~100x slower, and float32 accumulation is also what
 # onnxruntime does.
-_BLAS_DTYPES = frozenset((np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.complex64), np.dtype(np.complex128)))
+_BLAS_DTYPES = frozenset(
+    (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.complex64), np.dtype(np.complex128))
+)
 _SMALL_INTS = frozenset(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16))
 
 
@@ -43,7 +45,9 @@ def _matmul_any(a, b):
 def MatMul(a, b, /):
     """Matrix product with numpy ``matmul`` semantics (1-D promotion, batch broadcasting)."""
     if a.ndim == 0 or b.ndim == 0:
-        raise ExecutionError(f"MatMul needs inputs of rank >= 1, got shapes {a.shape} and {b.shape}")
+        raise ExecutionError(
+            f"MatMul needs inputs of rank >= 1, got shapes {a.shape} and {b.shape}"
+        )
     if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
         raise ExecutionError(
             f"MatMul inner dimensions differ: A {a.shape} @ B {b.shape}; A's last dim must equal B's "
@@ -75,9 +79,9 @@ def Gemm(a, b, c=None, /, *, alpha=1.0, beta=1.0, transA=0, transB=0, broadcast=
     if c is not None and beta != 0.0:
         if beta != 1.0:
             c = c * beta
-        if np.broadcast_shapes(y.shape, c.shape) == y.shape:
+        try:
             xp.add(y, c, out=y, casting="unsafe")
-        else:
+        except ValueError:  # C broadcasts beyond (M, N): not valid ONNX, but give numpy's result
             y = (y + c).astype(dt, copy=False)
     return (y,)
 
@@ -117,7 +121,8 @@ def MatMulInteger(a, b, a_zero_point=None, b_zero_point=None, /):
             za = za.reshape(-1, 1)  # per-row of A
         a = a - za
     if b_zero_point is not None:
-        b = b - b_zero_point.astype(np.float64)  # scalar or per-column: broadcasts over the last axis
+        # Scalar or per-column: broadcasts over the last axis.
+        b = b - b_zero_point.astype(np.float64)
     # float64 is exact here (8-bit products summed well below 2**53) and runs through BLAS.
     return (_matmul(a, b).astype(np.int32),)
 

@@ -102,11 +102,12 @@ _POST = {"NONE": 0, "SOFTMAX": 1, "LOGISTIC": 2, "SOFTMAX_ZERO": 3, "PROBIT": 4}
 def post_transform(scores, how):
     """Apply a post_transform (name or the TreeEnsemble-5 integer code) to (N, K) scores.
 
-    Like onnxruntime, a single score column only ever gets PROBIT; the other transforms need two
-    or more columns.
+    The elementwise transforms (LOGISTIC, PROBIT) apply to any number of columns; a softmax of a
+    single column is left as the raw score, as onnxruntime does. (onnxruntime also skips LOGISTIC
+    on one column, a known bug: microsoft/onnxruntime#26596; we follow the spec there.)
     """
     code = _POST.get(how, how) if isinstance(how, str) else int(how)
-    if code == 0 or (scores.shape[-1] == 1 and code != 4):
+    if code == 0 or (scores.shape[-1] == 1 and code in (1, 3)):
         return scores
     if code == 1:
         return _softmax(scores)

@@ -7,6 +7,7 @@ at once, one tree level per step, with array indexing; a loop runs over depth, n
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,19 +44,28 @@ class Forest:
         """Leaf node reached in every tree by every row of ``x``: (N, T) int64."""
         n = x.shape[0]
         t = self.roots.size
-        cur = np.broadcast_to(self.roots, (n, t)).copy()
+        cur = np.tile(self.roots, n)  # flat (row, tree) positions
         thr = self.threshold.astype(x.dtype)
-        branch_modes = np.unique(self.mode[self.mode != LEAF]).tolist()
+        flat_x = np.ascontiguousarray(x).reshape(-1)
+        row_base = np.repeat(np.arange(n, dtype=np.int64) * x.shape[1], t)
+        is_leaf = self.mode == LEAF
+        # children[2 * node] is the true branch, children[2 * node + 1] the false one.
+        children = np.stack([self.true_next, self.false_next], axis=1).reshape(-1)
+        branch_modes = np.unique(self.mode[~is_leaf]).tolist()
+        track_missing = bool(self.missing_true.any())
+        # Only positions still inside a tree are visited; the active list shrinks level by level.
+        active = np.flatnonzero(~is_leaf[cur])
         for _ in range(self.mode.size + 1):  # depth is at most the node count
-            active = self.mode[cur] != LEAF
-            if not active.any():
-                return cur
-            r, c = np.nonzero(active)
-            node = cur[r, c]
-            v = x[r, self.feature[node]]
+            if active.size == 0:
+                return cur.reshape(n, t)
+            node = cur[active]
+            v = flat_x[row_base[active] + self.feature[node]]
             cond = self._compare(v, node, thr, branch_modes)
-            cond |= np.isnan(v) & self.missing_true[node]
-            cur[r, c] = np.where(cond, self.true_next[node], self.false_next[node])
+            if track_missing:
+                cond |= np.isnan(v) & self.missing_true[node]
+            nxt = children[2 * node + ~cond]
+            cur[active] = nxt
+            active = active[~is_leaf[nxt]]
         raise ExecutionError("tree ensemble: the trees contain a cycle (a node reaches itself)")
 
     def _compare(self, v, node, thr, branch_modes):
@@ -99,6 +109,29 @@ class Forest:
                 out[s:s + step] = np.where(has, vals, -np.inf).max(axis=1)
         out[~seen] = 0.0
         return out, seen
+
+
+_CACHE: OrderedDict[tuple, tuple[tuple, Forest]] = OrderedDict()
+_CACHE_SIZE = 32
+
+
+def _cached(attrs: tuple, build) -> Forest:
+    """The Forest for these attribute objects, built once.
+
+    The runtime binds a node's attributes once and passes the same objects on every run, so the
+    objects' identities are the key; the entry keeps them alive, so an id cannot be reused while
+    cached.
+    """
+    key = tuple(id(a) for a in attrs)
+    hit = _CACHE.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], attrs)):
+        _CACHE.move_to_end(key)
+        return hit[1]
+    forest = build()
+    _CACHE[key] = (attrs, forest)
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return forest
 
 
 def _features(x):
@@ -215,12 +248,19 @@ def TreeEnsembleRegressor(
 ):
     """Regression forest (opset 1/3 encoding): aggregate leaf values, add base values. float32."""
     k = int(n_targets) if n_targets else 1
-    forest = _legacy_forest(
-        "TreeEnsembleRegressor", modes=nodes_modes, treeids=nodes_treeids, nodeids=nodes_nodeids,
-        featureids=nodes_featureids, values=_pick(nodes_values_as_tensor, nodes_values),
-        truenodeids=nodes_truenodeids, falsenodeids=nodes_falsenodeids,
-        missing=nodes_missing_value_tracks_true, w_tree=target_treeids, w_node=target_nodeids,
-        w_target=target_ids, w_weight=_pick(target_weights_as_tensor, target_weights), n_targets=k,
+    forest = _cached(
+        (nodes_modes, nodes_treeids, nodes_nodeids, nodes_featureids, nodes_values_as_tensor,
+         nodes_values, nodes_truenodeids, nodes_falsenodeids, nodes_missing_value_tracks_true,
+         target_treeids, target_nodeids, target_ids, target_weights_as_tensor, target_weights,
+         n_targets),
+        lambda: _legacy_forest(
+            "TreeEnsembleRegressor", modes=nodes_modes, treeids=nodes_treeids,
+            nodeids=nodes_nodeids, featureids=nodes_featureids,
+            values=_pick(nodes_values_as_tensor, nodes_values), truenodeids=nodes_truenodeids,
+            falsenodeids=nodes_falsenodeids, missing=nodes_missing_value_tracks_true,
+            w_tree=target_treeids, w_node=target_nodeids, w_target=target_ids,
+            w_weight=_pick(target_weights_as_tensor, target_weights), n_targets=k,
+        ),
     )
     scores, _ = forest.aggregate(_features(x), _agg_code(aggregate_function))
     base = _pick(base_values_as_tensor, base_values)
@@ -259,41 +299,48 @@ def TreeEnsembleClassifier(
     """Classification forest: summed class votes -> (labels, scores float32)."""
     labels = class_labels(classlabels_int64s, classlabels_strings, "TreeEnsembleClassifier")
     weights = _pick(class_weights_as_tensor, class_weights)
-    forest = _legacy_forest(
-        "TreeEnsembleClassifier", modes=nodes_modes, treeids=nodes_treeids, nodeids=nodes_nodeids,
-        featureids=nodes_featureids, values=_pick(nodes_values_as_tensor, nodes_values),
-        truenodeids=nodes_truenodeids, falsenodeids=nodes_falsenodeids,
-        missing=nodes_missing_value_tracks_true, w_tree=class_treeids, w_node=class_nodeids,
-        w_target=class_ids, w_weight=weights, n_targets=len(labels),
+    forest = _cached(
+        (nodes_modes, nodes_treeids, nodes_nodeids, nodes_featureids, nodes_values_as_tensor,
+         nodes_values, nodes_truenodeids, nodes_falsenodeids, nodes_missing_value_tracks_true,
+         class_treeids, class_nodeids, class_ids, class_weights_as_tensor, class_weights,
+         classlabels_int64s, classlabels_strings),
+        lambda: _legacy_forest(
+            "TreeEnsembleClassifier", modes=nodes_modes, treeids=nodes_treeids,
+            nodeids=nodes_nodeids, featureids=nodes_featureids,
+            values=_pick(nodes_values_as_tensor, nodes_values), truenodeids=nodes_truenodeids,
+            falsenodeids=nodes_falsenodeids, missing=nodes_missing_value_tracks_true,
+            w_tree=class_treeids, w_node=class_nodeids, w_target=class_ids, w_weight=weights,
+            n_targets=len(labels),
+        ),
     )
     scores, seen = forest.aggregate(_features(x), 1)
     base = _pick(base_values_as_tensor, base_values)
     used = np.unique(np.asarray(class_ids if class_ids is not None else [], dtype=np.int64))
-    if len(labels) == 2 and used.size == 1:
-        return _binary_one_column(scores[:, used[0]:used[0] + 1], base, labels, weights, post_transform)
+    if len(labels) == 2 and used.tolist() == [0]:
+        return _binary_one_column(scores[:, :1], base, labels, weights, post_transform)
     if base is not None and base.size:
         scores = scores + base
         seen = seen | (np.arange(scores.shape[1]) < base.size)
-    # The label is the best class among those some tree (or a base value) voted for.
-    best = np.argmax(np.where(seen, scores, -np.inf), axis=1)
+    if len(labels) == 2:
+        best = np.argmax(scores, axis=1)
+    else:  # the best class among those some tree (or a base value) voted for, as onnxruntime
+        best = np.argmax(np.where(seen, scores, -np.inf), axis=1)
     z = apply_post(scores, post_transform) if scores.shape[1] > 1 else scores
     return labels[best], np.asarray(z, dtype=np.float32)
 
 
 def _binary_one_column(score, base, labels, weights, how):
-    """Two labels but votes for one class only (e.g. gradient boosting): one score column."""
+    """Two labels but every vote is for class 0, whose score then stands for the positive class
+    (sklearn-onnx's binary encoding): one score column, reported as two (onnxruntime's rule)."""
     if base is not None and base.size:
         score = score + base[0]
+    code = {"LOGISTIC": 2, "PROBIT": 4}.get(how, 0) if isinstance(how, str) else int(how)
     if weights is not None and (weights >= 0).all():
-        positive = score[:, 0] > 0.5
-        z = np.concatenate([1 - score, score], axis=1)
+        positive = score[:, 0] > 0.5  # votes are probabilities
+        z = binary_scores(score, code)
     else:
-        positive = score[:, 0] > 0
-        code = how if not isinstance(how, str) else {"LOGISTIC": 2}.get(how, 0)
-        if code == 2:
-            z = binary_scores(score, 2)
-        else:
-            z = np.concatenate([-score, score], axis=1)
+        positive = score[:, 0] > 0  # votes are margins
+        z = binary_scores(score, 2) if code == 2 else np.concatenate([-score, score], axis=1)
     return np.where(positive, labels[1], labels[0]).astype(labels.dtype), z.astype(np.float32)
 
 
@@ -324,7 +371,25 @@ def TreeEnsemble(
     tree_roots=None,
 ):
     """Tree ensemble regression (opset 5): output (N, n_targets) in the input's float dtype."""
-    xf = _features(x)
+    forest = _cached(
+        (leaf_targetids, leaf_weights, membership_values, n_targets, nodes_falseleafs,
+         nodes_falsenodeids, nodes_featureids, nodes_missing_value_tracks_true, nodes_modes,
+         nodes_splits, nodes_trueleafs, nodes_truenodeids, tree_roots),
+        lambda: _v5_forest(
+            leaf_targetids, leaf_weights, membership_values, n_targets, nodes_falseleafs,
+            nodes_falsenodeids, nodes_featureids, nodes_missing_value_tracks_true, nodes_modes,
+            nodes_splits, nodes_trueleafs, nodes_truenodeids, tree_roots,
+        ),
+    )
+    scores, _ = forest.aggregate(_features(x), _agg_code(aggregate_function))
+    y = apply_post(scores, int(post_transform))
+    return (np.asarray(y, dtype=x.dtype if np.asarray(x).dtype.kind == "f" else np.float32),)
+
+
+def _v5_forest(leaf_targetids, leaf_weights, membership_values, n_targets, nodes_falseleafs,
+               nodes_falsenodeids, nodes_featureids, nodes_missing_value_tracks_true, nodes_modes,
+               nodes_splits, nodes_trueleafs, nodes_truenodeids, tree_roots):
+    """Forest from the opset-5 encoding: the leaves become extra nodes M..M+L-1."""
     modes = np.asarray(nodes_modes).reshape(-1).astype(np.int8)
     m = modes.size
     lw = np.asarray(leaf_weights, dtype=np.float64).reshape(-1)
@@ -332,7 +397,7 @@ def TreeEnsemble(
     k = int(n_targets)
     if (modes < 0).any() or (modes > MEMBER).any():
         raise ExecutionError("TreeEnsemble: nodes_modes values must be in [0, 6]")
-    # Leaves become extra nodes M..M+L-1.
+
     def child(ids, is_leaf):
         ids = np.asarray(ids, dtype=np.int64)
         return np.where(np.asarray(is_leaf, dtype=bool), ids + m, ids)
@@ -351,9 +416,10 @@ def TreeEnsemble(
     member_sets = member_row = None
     if (modes == MEMBER).any():
         member_sets, member_row = _membership(modes, membership_values, m + n_leaf)
-    forest = Forest(
+    splits = np.asarray(nodes_splits, dtype=np.float64).reshape(-1)
+    return Forest(
         feature=np.concatenate([np.asarray(nodes_featureids, dtype=np.int64), pad]),
-        threshold=np.concatenate([np.asarray(nodes_splits, dtype=np.float64).reshape(-1), np.zeros(n_leaf)]),
+        threshold=np.concatenate([splits, np.zeros(n_leaf)]),
         mode=mode,
         true_next=np.concatenate([child(nodes_truenodeids, nodes_trueleafs), pad]),
         false_next=np.concatenate([child(nodes_falsenodeids, nodes_falseleafs), pad]),
@@ -361,9 +427,6 @@ def TreeEnsemble(
         roots=np.asarray(tree_roots, dtype=np.int64),
         values=vals, has=has, member_sets=member_sets, member_row=member_row,
     )
-    scores, _ = forest.aggregate(xf, _agg_code(aggregate_function))
-    y = apply_post(scores, int(post_transform))
-    return (np.asarray(y, dtype=x.dtype if np.asarray(x).dtype.kind == "f" else np.float32),)
 
 
 def _membership(modes, membership_values, total):

@@ -173,8 +173,12 @@ def _resize(x, out_shape, scales, *, mode="nearest", ctm="half_pixel", roi=None,
             acc = None
             for k in range(idx.shape[1]):  # a handful of taps, not elements
                 wk = xp.asarray(w[:, k].astype(y.dtype)).reshape(bshape)
-                term = xp.take(y, xp.asarray(idx[:, k]), axis=ax) * wk
-                acc = term if acc is None else acc + term
+                term = xp.take(y, xp.asarray(idx[:, k]), axis=ax)
+                term *= wk  # in place: the taps dominate the run time, so avoid temporaries
+                if acc is None:
+                    acc = term
+                else:
+                    acc += term
             y = acc
         if outside is not None:
             bshape = [1] * rank

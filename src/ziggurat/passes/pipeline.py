@@ -1,17 +1,34 @@
-"""Optimization pipelines per level (the levels mirror onnxruntime's GraphOptimizationLevel)."""
+"""Optimization pipelines per level (the levels mirror onnxruntime's GraphOptimizationLevel).
+
+- basic (1): constant folding, dead code elimination.
+- extended (2) and all (99): also fusions (GELU, MatMul+bias+activation, BatchNorm into Conv,
+  Conv+residual+ReLU) unless ``fusion`` is off.
+"""
 
 from __future__ import annotations
 
 from .. import ir
-from . import constant_fold, dce
+from . import constant_fold, dce, fold_batchnorm, fuse_conv, fuse_dense, fuse_gelu
+from ._match import FUSED_DOMAIN
 
 DISABLE_ALL, ENABLE_BASIC, ENABLE_EXTENDED, ENABLE_ALL = 0, 1, 2, 99
 
 
-def optimize(graph: ir.Graph, opsets: dict[str, int], level: int = ENABLE_ALL) -> ir.Graph:
-    """Run the passes for ``level`` on ``graph`` in place and return it."""
+def optimize(
+    graph: ir.Graph, opsets: dict[str, int], level: int = ENABLE_ALL, *, fusion: bool = True
+) -> ir.Graph:
+    """Run the passes for ``level`` on ``graph`` in place and return it. Fusions add nodes of
+    the ``ziggurat`` domain and register that domain in ``opsets``."""
     if level <= DISABLE_ALL:
         return graph
     constant_fold.run(graph, opsets)
     dce.run(graph)
+    if level >= ENABLE_EXTENDED and fusion:
+        opsets.setdefault(FUSED_DOMAIN, 1)
+        fold_batchnorm.run(graph)
+        fuse_gelu.run(graph)
+        dce.run(graph)
+        fuse_dense.run(graph)
+        fuse_conv.run(graph)
+        dce.run(graph)
     return graph

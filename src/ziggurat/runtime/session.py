@@ -93,7 +93,12 @@ class InferenceSession:
         self._inputs = [_node_arg(v) for v in model.graph.inputs]
         self._outputs = [_node_arg(v) for v in model.graph.outputs]
         self._input_types = {v.name: v.type for v in model.graph.inputs}
-        graph = optimize(model.graph, model.opsets, int(self._options.graph_optimization_level))
+        graph = optimize(
+            model.graph,
+            model.opsets,
+            int(self._options.graph_optimization_level),
+            fusion=self._options.enable_fusion,
+        )
         graph.lint()
         self._compiled = CompiledGraph(graph, model.opsets, model_name=name)
         self._output_index = {n: i for i, n in enumerate(self._compiled.output_names)}

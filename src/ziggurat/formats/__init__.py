@@ -1,0 +1,1 @@
+"""Model file formats. ``formats.onnx`` reads ONNX protobuf files into ``ziggurat.ir``."""

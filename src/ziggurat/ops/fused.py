@@ -1,0 +1,76 @@
+"""Kernels for the ``ziggurat`` domain: ops made by the fusion passes in ``passes/``.
+
+Each computes into its first result's own fresh buffer, so the bias, residual and activation steps
+allocate nothing (the op-by-op graph allocates one full tensor per op).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends import xp_of
+from ._ewmath import erf
+from .conv import Conv
+from .registry import kernel
+
+DOMAIN = "ziggurat"
+_SQRT1_2 = 0.7071067811865476
+
+
+def _gelu_inplace(y, xp) -> None:
+    """y <- 0.5 * y * (1 + erf(y / sqrt 2)), with one temporary."""
+    t = erf(xp.multiply(y, y.dtype.type(_SQRT1_2)))
+    t += 1
+    t *= y.dtype.type(0.5)
+    y *= t
+
+
+def _activate(y, activation: str, xp) -> None:
+    if activation == "relu":
+        xp.maximum(y, 0, out=y)
+    elif activation == "gelu":
+        _gelu_inplace(y, xp)
+    elif activation:
+        raise ValueError(f"unknown fused activation {activation!r}; expected '', 'relu' or 'gelu'")
+
+
+@kernel("Gelu", domain=DOMAIN)
+def Gelu(x, /):
+    """Exact (erf) GELU."""
+    xp = xp_of(x)
+    y = xp.array(x, copy=True)
+    _gelu_inplace(y, xp)
+    return (y,)
+
+
+@kernel("Dense", domain=DOMAIN)
+def Dense(x, w, b=None, /, *, activation=""):
+    """activation(x @ w + b) for a 2-D constant ``w``; batch dims of x flattened into one GEMM."""
+    xp = xp_of(x, w)
+    if x.ndim > 2 and x.flags.c_contiguous:
+        y = xp.matmul(x.reshape(-1, x.shape[-1]), w).reshape(*x.shape[:-1], w.shape[1])
+    else:
+        y = xp.matmul(x, w)
+    if b is not None:
+        y += b
+    _activate(y, activation, xp)
+    return (y,)
+
+
+@kernel("FusedConv", domain=DOMAIN)
+def FusedConv(
+    x, w, b=None, skip=None, /, *, activation="", auto_pad="NOTSET", dilations=None, group=1,
+    kernel_shape=None, pads=None, strides=None,
+):  # fmt: skip
+    """activation(Conv(x, w, b) + skip)."""
+    (y,) = Conv(
+        x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
+        kernel_shape=kernel_shape, pads=pads, strides=strides,
+    )  # fmt: skip
+    xp = xp_of(y)
+    if not y.flags.writeable or not y.flags.owndata and y.base is x:
+        y = xp.array(y, copy=True)
+    if skip is not None:
+        y += skip
+    _activate(y, activation, xp)
+    return (y,)

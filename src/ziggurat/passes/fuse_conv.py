@@ -1,0 +1,54 @@
+"""Fuse Conv [+ Add(residual)] [+ Relu] into ``ziggurat::FusedConv``.
+
+ResNet-style blocks end in conv -> add skip -> relu; the fused kernel adds the skip tensor and
+applies the activation in the convolution's own output buffer (two fewer full-size tensors).
+"""
+
+from __future__ import annotations
+
+from .. import ir
+from ._match import FUSED_DOMAIN, Index, other_input
+
+_CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+
+
+def run(graph: ir.Graph) -> ir.Graph:
+    idx = Index(graph)
+    drop: set[int] = set()
+    replace: dict[int, ir.Node] = {}
+    position = {id(n): i for i, n in enumerate(graph.nodes)}
+    claimed: set[int] = set()  # nodes already part of a fusion (an Add may follow two Convs)
+    for conv in graph.nodes:
+        if conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx"):
+            continue
+        if set(conv.attrs) - set(_CONV_ATTRS):
+            continue
+        inputs = list(conv.inputs) + [""] * (3 - len(conv.inputs))
+        last, out = conv, conv.outputs[0]
+        nxt = idx.only_use(out)
+        if nxt is not None and id(nxt) in claimed:
+            continue
+        if nxt is not None and nxt.op_type == "Add" and nxt.domain in ("", "ai.onnx"):
+            skip = other_input(nxt, out)
+            skip_node = idx.producer.get(skip or "")
+            # The skip must be computed before the fused node's position (the Add's).
+            if skip and skip != out and (skip_node is None or position[id(skip_node)] < position[id(nxt)]):
+                inputs.append(skip)
+                drop.add(id(last))
+                last, out = nxt, nxt.outputs[0]
+        activation = ""
+        nxt = idx.only_use(out)
+        if nxt is not None and nxt.op_type == "Relu" and nxt.domain in ("", "ai.onnx"):
+            activation = "relu"
+            drop.add(id(last))
+            last, out = nxt, nxt.outputs[0]
+        if last is conv:
+            continue
+        claimed.update({id(conv), id(last), *(id(n) for n in idx.consumers.get(conv.outputs[0], []))})
+        attrs = dict(conv.attrs)
+        attrs["activation"] = activation
+        replace[id(last)] = ir.Node(
+            "FusedConv", inputs, [out], attrs, name=f"{conv.label}/fused", domain=FUSED_DOMAIN
+        )
+    graph.nodes = [replace.get(id(n), n) for n in graph.nodes if id(n) not in drop]
+    return graph

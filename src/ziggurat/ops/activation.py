@@ -258,6 +258,11 @@ def _norm_axis(axis: int, ndim: int) -> int:
 
 def _softmax(x, axis: int, log: bool):
     xp = xp_fast(x)
+    if x.dtype == np.float16 and not log:
+        # Softmax-13's function body computes each step in the input type; for float16 we follow
+        # it step by step (numpy rounds every float16 op), as the spec and the reference do.
+        y = xp.exp(x - x.max(axis=axis, keepdims=True))
+        return (y / y.sum(axis=axis, keepdims=True)).astype(np.float16, copy=False)
     w, dt = _work(x)
     if w.size == 0:
         return xp.array(x, copy=True)

@@ -1,0 +1,170 @@
+"""Conv / ConvTranspose / ConvInteger / DeformConv against onnxruntime on seeded random inputs.
+
+The conformance suite covers few shapes; these sweep the fast paths (pointwise, depthwise, im2col),
+strides, dilations, groups, auto_pad and ranks 1-3.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from ziggurat.ops.conv import Conv, ConvInteger
+from ziggurat.ops.convtranspose import ConvTranspose, DeformConv
+
+
+def run_ort(op, inputs, opset=17, n_outputs=1, **attrs):
+    """Run one ``op`` node in onnxruntime on ``inputs`` (None = omitted optional input).
+
+    Returns the first output, or a list of ``n_outputs`` outputs when more than one is asked for.
+    """
+    names = [f"i{k}" if a is not None else "" for k, a in enumerate(inputs)]
+    feeds = {n: a for n, a in zip(names, inputs) if a is not None}
+    vis = [
+        helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+        for n, a in feeds.items()
+    ]
+    outs = [f"y{k}" for k in range(n_outputs)]
+    node = helper.make_node(op, names, outs, **attrs)
+    graph = helper.make_graph(
+        [node], "g", vis, [helper.make_empty_tensor_value_info(o) for o in outs]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    res = sess.run(None, feeds)
+    return res[0] if n_outputs == 1 else res
+
+
+def rand(rng, shape, dtype=np.float32):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+CONV_CASES = [
+    # x shape, w shape, attrs
+    ((1, 64, 14, 14), (32, 64, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ((2, 8, 11, 9), (6, 8, 3, 2), dict(strides=[2, 1], pads=[1, 0, 2, 1])),
+    ((1, 3, 32, 32), (8, 3, 7, 7), dict(strides=[2, 2], pads=[3, 3, 3, 3])),
+    ((2, 16, 10, 10), (8, 16, 1, 1), {}),
+    ((1, 16, 10, 9), (8, 16, 1, 1), dict(strides=[2, 2])),
+    ((1, 16, 10, 10), (8, 16, 1, 1), dict(pads=[1, 0, 0, 1])),
+    ((2, 8, 6, 7), (12, 2, 1, 1), dict(group=4, strides=[2, 1])),
+    ((2, 8, 12, 12), (8, 2, 3, 3), dict(group=4, pads=[1, 1, 1, 1])),
+    ((1, 12, 15, 15), (12, 1, 3, 3), dict(group=12, pads=[1, 1, 1, 1])),
+    ((2, 12, 15, 16), (12, 1, 3, 3), dict(group=12, strides=[2, 2], pads=[1, 1, 1, 1])),
+    ((1, 12, 15, 16), (12, 1, 5, 5), dict(group=12, strides=[2, 2], auto_pad="SAME_UPPER")),
+    ((1, 6, 15, 16), (12, 1, 3, 3), dict(group=6, dilations=[2, 2], pads=[2, 2, 2, 2])),
+    ((1, 8, 9, 9), (4, 8, 3, 3), dict(dilations=[2, 3], strides=[1, 2])),
+    ((1, 4, 9, 8), (4, 4, 3, 3), dict(auto_pad="SAME_LOWER", strides=[2, 2])),
+    ((1, 4, 9, 8), (4, 4, 3, 3), dict(auto_pad="VALID", strides=[2, 2])),
+    ((1, 4, 9, 8), (4, 4, 2, 4), dict(auto_pad="SAME_UPPER")),
+    ((2, 4, 20), (6, 4, 5), dict(strides=[3], pads=[2, 1])),
+    ((1, 8, 20), (8, 1, 3), dict(group=8, pads=[1, 1])),
+    ((1, 4, 6, 7, 8), (5, 4, 3, 3, 3), dict(pads=[1, 1, 1, 1, 1, 1], strides=[1, 2, 1])),
+    ((1, 4, 6, 7, 8), (4, 1, 3, 3, 3), dict(group=4, pads=[1, 0, 1, 1, 1, 0], strides=[2, 1, 2])),
+]
+
+
+@pytest.mark.parametrize("xs,ws,attrs", CONV_CASES)
+def test_conv_matches_onnxruntime(xs, ws, attrs):
+    rng = np.random.default_rng(0)
+    x, w, b = rand(rng, xs), rand(rng, ws), rand(rng, (ws[0],))
+    y = Conv(x, w, b, **attrs)[0]
+    ref = run_ort("Conv", [x, w, b], **attrs)
+    assert y.dtype == np.float32 and y.shape == ref.shape
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+    y_nb = Conv(x, w, **attrs)[0]
+    np.testing.assert_allclose(
+        y_nb + b.reshape((-1,) + (1,) * (x.ndim - 2)), ref, rtol=1e-4, atol=1e-4
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+def test_conv_keeps_dtype(dtype):
+    rng = np.random.default_rng(1)
+    x, w = rand(rng, (1, 4, 8, 8), dtype), rand(rng, (4, 4, 3, 3), dtype)
+    y = Conv(x, w, pads=[1, 1, 1, 1])[0]
+    assert y.dtype == dtype
+    ref = Conv(x.astype(np.float32), w.astype(np.float32), pads=[1, 1, 1, 1])[0]
+    np.testing.assert_allclose(y.astype(np.float32), ref, rtol=1e-2, atol=1e-2)
+
+
+def test_conv_channel_mismatch_is_reported():
+    with pytest.raises(Exception, match="channels"):
+        Conv(np.zeros((1, 3, 5, 5), np.float32), np.zeros((2, 4, 3, 3), np.float32))
+
+
+def test_convinteger_per_channel_zero_point():
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 255, (1, 3, 7, 7), dtype=np.uint8)
+    w = rng.integers(-128, 127, (4, 3, 3, 3), dtype=np.int8)
+    xz, wz = np.uint8(7), np.array([1, -2, 3, 0], np.int8)
+    y = ConvInteger(x, w, xz, wz, pads=[1, 1, 1, 1])[0]
+    assert y.dtype == np.int32
+    ref = Conv(
+        x.astype(np.float64) - 7,
+        w.astype(np.float64) - wz.reshape(4, 1, 1, 1).astype(np.float64),
+        pads=[1, 1, 1, 1],
+    )[0]
+    np.testing.assert_array_equal(y, ref.astype(np.int32))
+
+
+CONVT_CASES = [
+    ((1, 4, 5, 5), (4, 3, 3, 3), dict()),
+    ((2, 4, 5, 6), (4, 3, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1])),
+    ((1, 4, 5, 6), (4, 2, 4, 4), dict(strides=[2, 2], pads=[1, 1, 1, 1], group=2)),
+    ((1, 4, 5, 6), (4, 2, 3, 3), dict(strides=[3, 2], dilations=[2, 1], pads=[0, 1, 2, 0])),
+    ((1, 4, 5, 6), (4, 2, 3, 3), dict(strides=[2, 2], output_shape=[10, 12])),
+    ((1, 4, 5, 6), (4, 2, 3, 3), dict(strides=[2, 2], auto_pad="SAME_UPPER")),
+    ((1, 4, 5, 6), (4, 2, 3, 3), dict(strides=[2, 2], auto_pad="SAME_LOWER")),
+    ((1, 8, 9), (8, 1, 3), dict(group=8, strides=[2])),
+    ((1, 2, 3, 4, 5), (2, 3, 2, 3, 2), dict(strides=[2, 1, 2])),
+]
+
+
+@pytest.mark.parametrize("xs,ws,attrs", CONVT_CASES)
+def test_convtranspose_matches_onnxruntime(xs, ws, attrs):
+    rng = np.random.default_rng(3)
+    x, w = rand(rng, xs), rand(rng, ws)
+    b = rand(rng, (ws[1] * attrs.get("group", 1),))
+    y = ConvTranspose(x, w, b, **attrs)[0]
+    ref = run_ort("ConvTranspose", [x, w, b], **attrs)
+    assert y.dtype == np.float32 and y.shape == ref.shape
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_deformconv_zero_offset_is_conv():
+    rng = np.random.default_rng(4)
+    x, w, b = rand(rng, (2, 4, 7, 8)), rand(rng, (6, 2, 3, 3)), rand(rng, (6,))
+    attrs = dict(group=2, pads=[1, 1, 1, 1], strides=[2, 1])
+    ref = Conv(x, w, b, **attrs)[0]
+    offset = np.zeros((2, 2 * 9 * 2, *ref.shape[2:]), np.float32)
+    y = DeformConv(x, w, offset, b, offset_group=2, **attrs)[0]
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_deformconv_integer_offset_shifts_input():
+    rng = np.random.default_rng(5)
+    x, w = rand(rng, (1, 1, 6, 6)), np.ones((1, 1, 1, 1), np.float32)
+    offset = np.zeros((1, 2, 6, 6), np.float32)
+    offset[:, 0] = 1.0  # sample one row down; the last row falls outside -> 0
+    y = DeformConv(x, w, offset)[0]
+    expected = np.zeros_like(x)
+    expected[:, :, :5] = x[:, :, 1:]
+    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
+    half = np.full((1, 2, 6, 6), 0.5, np.float32)
+    half[:, 1] = 0
+    y = DeformConv(x, w, half, None, np.full((1, 1, 6, 6), 2.0, np.float32))[0]
+    interp = x.copy()
+    interp[:, :, :5] = (x[:, :, :5] + x[:, :, 1:]) / 2
+    interp[:, :, 5] = x[:, :, 5] / 2
+    np.testing.assert_allclose(y, 2 * interp, rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_model_helpers_are_usable():
+    # Guards the helper used above against onnx API drift.
+    assert onnx.helper.np_dtype_to_tensor_dtype(np.dtype(np.float32)) == TensorProto.FLOAT

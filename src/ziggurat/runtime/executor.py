@@ -15,6 +15,7 @@ import functools
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -62,8 +63,10 @@ class CompiledGraph:
         *,
         outer: set[str] = frozenset(),  # type: ignore[assignment]
         model_name: str = "model",
+        profiler: Any = None,
     ):
         self.graph = graph
+        self.profiler = profiler
         self.opsets = opsets
         self.model_name = model_name
         self.input_names = [v.name for v in graph.inputs]
@@ -171,7 +174,10 @@ class CompiledGraph:
                 compiled = []
                 for s in subs:
                     visible = set(var) | set(self._outer_names) | g.defined_names()
-                    cg = CompiledGraph(s, self.opsets, outer=visible, model_name=self.model_name)
+                    cg = CompiledGraph(
+                        s, self.opsets, outer=visible, model_name=self.model_name,
+                        profiler=self.profiler,
+                    )  # fmt: skip
                     gname = f"g{idx}_{key}_{len(compiled)}"
                     ns[gname] = cg
                     free = sorted(s.free_names())
@@ -190,6 +196,8 @@ class CompiledGraph:
                 if out:
                     var[out] = _ident("v", len(var))
                     outs.append((j, var[out]))
+            if self.profiler is not None:
+                body.append(("    __p0 = __perf()", idx))
             if len(node.outputs) == 1 and outs:
                 body.append((f"    {outs[0][1]} = {call}[0]", idx))
             elif outs:
@@ -198,6 +206,8 @@ class CompiledGraph:
                     body.append((f"    {ident} = __t[{j}]", idx))
             else:
                 body.append((f"    {call}", idx))
+            if self.profiler is not None:
+                body.append((f"    __rec({node.label!r}, {node.op_type!r}, __p0)", idx))
             if _DEBUG:
                 traced = ", ".join(f"({o!r}, {var[o]})" for o in node.outputs if o)
                 body.append((f"    __trace({idx}, [{traced}])", idx))
@@ -221,6 +231,9 @@ class CompiledGraph:
         self.source = "\n".join(lines) + "\n"
         self._nodes = [n for n, _ in resolved]
         ns["__trace"] = self._trace
+        if self.profiler is not None:
+            ns["__perf"] = time.perf_counter_ns
+            ns["__rec"] = self.profiler.record
         filename = f"<ziggurat:{self.model_name}:{g.name}:{id(self):x}>"
         exec(compile(self.source, filename, "exec"), ns)  # noqa: S102 - our own generated code
         self._filename = filename

@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 
 from .. import ir
+from ..backends import cpu
 from ..errors import InputError
 from ..passes import optimize
 from .executor import CompiledGraph
 from .options import SessionOptions
+from .profiler import Profiler
 
 _PROVIDERS = ("CPUExecutionProvider",)
 
@@ -78,6 +80,8 @@ class InferenceSession:
         max_size_bytes: int | None = None,
     ):
         self._options = sess_options or SessionOptions()
+        cpu.tune_allocator()
+        cpu.set_blas_threads(self._options.intra_op_num_threads)
         self._providers = self._pick_providers(providers)
         if isinstance(path_or_bytes, ir.Model):
             model = copy.deepcopy(path_or_bytes)
@@ -100,7 +104,12 @@ class InferenceSession:
             fusion=self._options.enable_fusion,
         )
         graph.lint()
-        self._compiled = CompiledGraph(graph, model.opsets, model_name=name)
+        self._profiler = None
+        if self._options.enable_profiling:
+            self._profiler = Profiler(self._options.profile_file_prefix)
+        self._compiled = CompiledGraph(
+            graph, model.opsets, model_name=name, profiler=self._profiler
+        )
         self._output_index = {n: i for i, n in enumerate(self._compiled.output_names)}
         self._lock = threading.Lock()
         self.run_count = 0
@@ -154,6 +163,16 @@ class InferenceSession:
                 )
             picked.append(outs[self._output_index[name]])
         return picked
+
+    def end_profiling(self) -> str:
+        """Write the profile as a Chrome trace JSON and return its path ('' if not profiling)."""
+        if self._profiler is None:
+            return ""
+        return self._profiler.write()
+
+    def profile_summary(self) -> list[dict[str, Any]]:
+        """Time per op type so far (needs ``enable_profiling``); slowest first."""
+        return self._profiler.summary() if self._profiler is not None else []
 
     # -- validation --------------------------------------------------------------------------
     def _prepare(self, feed: Mapping[str, Any]) -> list[Any]:

@@ -1,6 +1,32 @@
 """Conformance cases Ziggurat does not pass, each with the reason. Tests mark them xfail(strict),
-so a case that starts passing must be removed from here."""
+so a case that starts passing must be removed from here. README lists the same cases."""
 
-NODE_EXCLUDES: dict[str, str] = {}
+_RANDOM = (
+    "Bernoulli draws random numbers: the expected output is one draw of numpy's global generator "
+    "at case-generation time and the spec says implementations need not reproduce it even with a "
+    "seed; tests/conformance/test_random_cases.py checks shape, dtype, values in {0, 1} and the mean instead"
+)
+_BF16 = (
+    "bfloat16 Attention: expected values carry the reference evaluator's rounding to bfloat16 "
+    "after every step, while the tolerance (rtol 1e-3) is 8x tighter than bfloat16's own "
+    "epsilon (7.8e-3); Ziggurat's results are within 1-2 bfloat16 ulps of them"
+)
+
+NODE_EXCLUDES: dict[str, str] = {
+    "test_bernoulli": _RANDOM,
+    "test_bernoulli_expanded": _RANDOM,
+    "test_bernoulli_double": _RANDOM,
+    "test_bernoulli_double_expanded": _RANDOM,
+    "test_bernoulli_seed": _RANDOM,
+    "test_bernoulli_seed_expanded": _RANDOM,
+    "test_attention_3d_causal_bf16_expanded": _BF16,
+    "test_attention_4d_attn_mask_causal_bf16": _BF16,
+    "test_attention_4d_attn_mask_causal_bf16_expanded": _BF16,
+    "test_attention_4d_causal_bf16_expanded": _BF16,
+    "test_attention_4d_causal_padded_kv_bf16": _BF16,
+    "test_attention_4d_causal_padded_kv_bf16_expanded": _BF16,
+    "test_attention_4d_padded_kv_bf16": _BF16,
+    "test_attention_4d_padded_kv_bf16_expanded": _BF16,
+}
 
 DATA_EXCLUDES: dict[str, str] = {}

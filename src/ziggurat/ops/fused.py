@@ -6,8 +6,6 @@ allocate nothing (the op-by-op graph allocates one full tensor per op).
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..backends import xp_of
 from ._ewmath import erf
 from .conv import Conv

@@ -1,8 +1,9 @@
-"""The ai.onnx.ml domain: feature transforms, encoders and linear models.
+"""The ai.onnx.ml domain: feature transforms, encoders, map ops, and the helpers the model ops share.
 
-Tree ensembles live in ``ml_trees.py`` and SVMs in ``ml_svm.py``; the score post-transforms they
-share are here. Where the spec leaves a detail open, these kernels follow onnxruntime, which is what
-sklearn-onnx converted models are validated against.
+Linear models live in ``ml_linear.py``, tree ensembles in ``ml_forest.py`` / ``ml_trees.py`` and
+SVMs in ``ml_svm.py``; the score post-transforms they share are here. Where the spec leaves a
+detail open, these kernels follow onnxruntime, which is what sklearn-onnx converted models are
+validated against.
 """
 
 from __future__ import annotations
@@ -122,6 +123,18 @@ def post_transform(scores, how):
     )
 
 
+def post_transform_f32(scores, how):
+    return np.asarray(post_transform(scores, how), dtype=np.float32)
+
+
+def binary_scores(raw, how):
+    """Two score columns [1 - v, v] from one raw score column, v being the raw score passed
+    through LOGISTIC or PROBIT, else the raw score itself (onnxruntime's rule)."""
+    code = _POST.get(how, how) if isinstance(how, str) else int(how)
+    v = _logistic(raw) if code == 2 else _probit(raw) if code == 4 else raw
+    return np.concatenate([1 - v, v], axis=1)
+
+
 def class_labels(classlabels_ints=None, classlabels_strings=None, op="classifier"):
     """The label array of a classifier (int64 or object) from whichever attribute is set."""
     if classlabels_strings:
@@ -200,8 +213,15 @@ def Scaler(x, /, *, offset=None, scale=None):
 
 
 @kernel("Imputer", since=1, domain=ML)
-def Imputer(x, /, *, imputed_value_floats=None, imputed_value_int64s=None,
-            replaced_value_float=0.0, replaced_value_int64=0):
+def Imputer(
+    x,
+    /,
+    *,
+    imputed_value_floats=None,
+    imputed_value_int64s=None,
+    replaced_value_float=0.0,
+    replaced_value_int64=0,
+):
     """Replace elements equal to the replaced value (NaN matches NaN) with the imputed value(s)."""
     xp = xp_of(x)
     if x.dtype.kind == "f":
@@ -265,8 +285,9 @@ def FeatureVectorizer(*inputs, inputdimensions=None):
 
 
 @kernel("CategoryMapper", since=1, domain=ML)
-def CategoryMapper(x, /, *, cats_int64s=None, cats_strings=None, default_int64=-1,
-                   default_string="_Unused"):
+def CategoryMapper(
+    x, /, *, cats_int64s=None, cats_strings=None, default_int64=-1, default_string="_Unused"
+):
     """Map strings to int64 or int64 to strings through the parallel category lists."""
     ints = np.asarray(cats_int64s if cats_int64s is not None else [], dtype=np.int64)
     strs = np.array(_strs(cats_strings or []), dtype=object)
@@ -315,12 +336,16 @@ def LabelEncoder(
             return (lookup_table(classes, idx, x, default_int64),)
         return (lookup_table(idx, classes, np.asarray(x).astype(np.int64), default_string),)
     keys = next(
-        (k for k in (
-            _tensor_or_list(keys_tensor, None, None),
-            _tensor_or_list(None, keys_strings, object),
-            _tensor_or_list(None, keys_int64s, np.int64),
-            _tensor_or_list(None, keys_floats, np.float32),
-        ) if k is not None),
+        (
+            k
+            for k in (
+                _tensor_or_list(keys_tensor, None, None),
+                _tensor_or_list(None, keys_strings, object),
+                _tensor_or_list(None, keys_int64s, np.int64),
+                _tensor_or_list(None, keys_floats, np.float32),
+            )
+            if k is not None
+        ),
         None,
     )
     if values_tensor is not None:
@@ -387,8 +412,10 @@ def DictVectorizer(x, /, *, int64_vocabulary=None, string_vocabulary=None):
     index = {k: i for i, k in enumerate(vocab)}
     all_vals = [v for m in maps for v in m.values()]
     dt = _map_value_dtype(all_vals) if all_vals else np.dtype(np.float32)
-    out = np.zeros((len(maps), len(vocab)), dtype=dt) if dt != object else \
-        np.full((len(maps), len(vocab)), "", dtype=object)
+    if dt.kind == "O":
+        out = np.full((len(maps), len(vocab)), "", dtype=object)
+    else:
+        out = np.zeros((len(maps), len(vocab)), dtype=dt)
     for r, m in enumerate(maps):  # one dict per row; a dict's items are Python objects anyway
         cols = [index.get(k, -1) for k in m]
         vals = list(m.values())
@@ -416,64 +443,10 @@ def CastMap(x, /, *, cast_to="TO_FLOAT", map_form="DENSE", max_map=1):
         raise ExecutionError(f"CastMap: unknown map_form {map_form!r}; expected DENSE or SPARSE")
     if keys.size and (keys.min() < 0 or keys.max() >= max_map):
         raise ExecutionError(f"CastMap: keys must be in [0, max_map={max_map}) for SPARSE")
-    out = np.zeros(int(max_map), dtype=dt) if dt is not object else np.full(int(max_map), "0", dtype=object)
+    out = (
+        np.zeros(int(max_map), dtype=dt)
+        if dt is not object
+        else np.full(int(max_map), "0", dtype=object)
+    )
     out[keys] = conv
     return (out.reshape(1, -1),)
-
-
-# ---------------------------------------------------------------------------------------------
-# Linear models
-
-
-@kernel("LinearRegressor", since=1, domain=ML)
-def LinearRegressor(x, /, *, coefficients=None, intercepts=None, post_transform="NONE", targets=1):
-    """X @ coefficients.T + intercepts for ``targets`` outputs, then post_transform. float32 out."""
-    xf = as_2d_float(x)
-    w = np.asarray(coefficients, dtype=np.float32).reshape(int(targets), -1)
-    if w.shape[1] != xf.shape[1]:
-        raise ExecutionError(
-            f"LinearRegressor: {w.size} coefficients for {targets} targets need {w.shape[1]} "
-            f"features, input has {xf.shape[1]}"
-        )
-    y = xf @ w.T
-    if intercepts is not None and len(intercepts):
-        y = y + np.asarray(intercepts, dtype=np.float32)
-    return (post_transform_f32(y, post_transform),)
-
-
-def post_transform_f32(scores, how):
-    return np.asarray(post_transform(scores, how), dtype=np.float32)
-
-
-def binary_scores(raw, how):
-    """Two score columns [1 - v, v] from one raw score column, v being the raw score passed
-    through LOGISTIC or PROBIT, else the raw score itself (onnxruntime's rule)."""
-    code = _POST.get(how, how) if isinstance(how, str) else int(how)
-    v = _logistic(raw) if code == 2 else _probit(raw) if code == 4 else raw
-    return np.concatenate([1 - v, v], axis=1)
-
-
-@kernel("LinearClassifier", since=1, domain=ML)
-def LinearClassifier(x, /, *, classlabels_ints=None, classlabels_strings=None, coefficients=None,
-                     intercepts=None, multi_class=0, post_transform="NONE"):
-    """Linear scores per class -> (labels, scores). One score column with two labels is the
-    binary case: label 1 when the raw score is positive, scores reported as two columns."""
-    labels = class_labels(classlabels_ints, classlabels_strings, "LinearClassifier")
-    xf = as_2d_float(x)
-    w = np.asarray(coefficients, dtype=np.float32).reshape(-1, xf.shape[1])
-    scores = xf @ w.T
-    if intercepts is not None and len(intercepts):
-        scores = scores + np.asarray(intercepts, dtype=np.float32)
-    if w.shape[0] == 1:
-        positive = scores[:, 0] > 0
-        if len(labels) == 2:
-            y = np.where(positive, labels[1], labels[0])
-            z = binary_scores(scores, post_transform)
-        else:
-            pos, neg = (labels[0], labels[0]) if len(labels) == 1 else (1, 0)
-            y = np.where(positive, pos, neg)
-            z = post_transform_f32(scores, post_transform)
-    else:
-        y = labels[np.argmax(scores, axis=1)]
-        z = post_transform_f32(scores, post_transform)
-    return y.astype(labels.dtype), z.astype(np.float32)

@@ -34,9 +34,19 @@ def _kernel_matrix(x, sv, kernel_type, kernel_params):
 
 
 @kernel("SVMRegressor", since=1, domain=ML)
-def SVMRegressor(x, /, *, coefficients=None, kernel_params=None, kernel_type="LINEAR",
-                 n_supports=0, one_class=0, post_transform="NONE", rho=None,
-                 support_vectors=None):
+def SVMRegressor(
+    x,
+    /,
+    *,
+    coefficients=None,
+    kernel_params=None,
+    kernel_type="LINEAR",
+    n_supports=0,
+    one_class=0,
+    post_transform="NONE",
+    rho=None,
+    support_vectors=None,
+):
     """SVM regression (sum of coefficient-weighted kernels + rho) or one-class SVM (+1/-1)."""
     xf = as_2d_float(x)
     coef = np.asarray(coefficients, dtype=np.float32).reshape(-1)
@@ -46,7 +56,9 @@ def SVMRegressor(x, /, *, coefficients=None, kernel_params=None, kernel_type="LI
         k = _kernel_matrix(xf, sv, kernel_type, kernel_params)
         y = k @ coef[: sv.shape[0]] + np.float32(r)
     else:  # linear: the coefficients are the weight vector
-        y = _kernel_matrix(xf, coef.reshape(1, -1), kernel_type, kernel_params)[:, 0] + np.float32(r)
+        y = _kernel_matrix(xf, coef.reshape(1, -1), kernel_type, kernel_params)[:, 0] + np.float32(
+            r
+        )
     if one_class:
         y = np.where(y > 0, 1.0, -1.0)
     y = apply_post(y.reshape(-1, 1).astype(np.float32), post_transform)
@@ -89,9 +101,22 @@ def _couple(r):
 
 
 @kernel("SVMClassifier", since=1, domain=ML)
-def SVMClassifier(x, /, *, classlabels_ints=None, classlabels_strings=None, coefficients=None,
-                  kernel_params=None, kernel_type="LINEAR", post_transform="NONE", prob_a=None,
-                  prob_b=None, rho=None, support_vectors=None, vectors_per_class=None):
+def SVMClassifier(
+    x,
+    /,
+    *,
+    classlabels_ints=None,
+    classlabels_strings=None,
+    coefficients=None,
+    kernel_params=None,
+    kernel_type="LINEAR",
+    post_transform="NONE",
+    prob_a=None,
+    prob_b=None,
+    rho=None,
+    support_vectors=None,
+    vectors_per_class=None,
+):
     """SVM classification -> (labels, scores float32)."""
     labels = class_labels(classlabels_ints, classlabels_strings, "SVMClassifier")
     xf = as_2d_float(x)
@@ -123,7 +148,9 @@ def SVMClassifier(x, /, *, classlabels_ints=None, classlabels_strings=None, coef
         pb = np.asarray(prob_b, dtype=np.float64)
         r = np.zeros((xf.shape[0], n_cls, n_cls))
         for p, (i, j) in enumerate(pairs):
-            v = np.clip(_sigmoid_predict(dec[:, p].astype(np.float64), pa[p], pb[p]), 1e-7, 1 - 1e-7)
+            v = np.clip(
+                _sigmoid_predict(dec[:, p].astype(np.float64), pa[p], pb[p]), 1e-7, 1 - 1e-7
+            )
             r[:, i, j], r[:, j, i] = v, 1 - v
         return y, np.asarray(apply_post(_couple(r), post_transform), dtype=np.float32)
     if n_cls == 2:

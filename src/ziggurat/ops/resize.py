@@ -84,8 +84,19 @@ def _cubic(t, a):
     return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
 
 
-def _axis_plan(in_len, out_len, scale, *, mode, ctm, roi, nearest_mode, cubic_coeff_a,
-               exclude_outside, antialias):
+def _axis_plan(
+    in_len,
+    out_len,
+    scale,
+    *,
+    mode,
+    ctm,
+    roi,
+    nearest_mode,
+    cubic_coeff_a,
+    exclude_outside,
+    antialias,
+):
     """(indices, weights or None, outside mask or None) for resizing one axis."""
     x = _source_coords(out_len, in_len, scale, ctm, *roi).astype(np.float64)
     outside = None
@@ -125,9 +136,20 @@ def _compute_dtype(dtype):
     return np.float32
 
 
-def _resize(x, out_shape, scales, *, mode="nearest", ctm="half_pixel", roi=None,
-            nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=0,
-            extrapolation_value=0.0, antialias=0):
+def _resize(
+    x,
+    out_shape,
+    scales,
+    *,
+    mode="nearest",
+    ctm="half_pixel",
+    roi=None,
+    nearest_mode="round_prefer_floor",
+    cubic_coeff_a=-0.75,
+    exclude_outside=0,
+    extrapolation_value=0.0,
+    antialias=0,
+):
     """Resize ``x`` to ``out_shape`` with per-axis ``scales`` used in the coordinate transform."""
     xp = xp_of(x)
     if mode not in _MODES:
@@ -147,9 +169,18 @@ def _resize(x, out_shape, scales, *, mode="nearest", ctm="half_pixel", roi=None,
         if in_len == 0 or out_len == 0:
             plans.append((ax, None, None, None))
             continue
-        plan = _axis_plan(in_len, out_len, sc, mode=mode, ctm=ctm, roi=roi[ax],
-                          nearest_mode=nearest_mode, cubic_coeff_a=cubic_coeff_a,
-                          exclude_outside=exclude_outside, antialias=antialias)
+        plan = _axis_plan(
+            in_len,
+            out_len,
+            sc,
+            mode=mode,
+            ctm=ctm,
+            roi=roi[ax],
+            nearest_mode=nearest_mode,
+            cubic_coeff_a=cubic_coeff_a,
+            exclude_outside=exclude_outside,
+            antialias=antialias,
+        )
         plans.append((ax, *plan))
     # Shrinking axes first keeps the intermediate arrays small.
     plans.sort(key=lambda p: out_shape[p[0]] / max(x.shape[p[0]], 1))
@@ -236,7 +267,9 @@ def _sizes_and_scales(x, scales, sizes, axes, policy, roi=None):
             out_shape[ax] = int(math.floor(extent * np.float32(sc)))
         return out_shape, full_scales
     if sizes is None:
-        raise ExecutionError("Resize: needs either the 'scales' or the 'sizes' input; neither was given")
+        raise ExecutionError(
+            "Resize: needs either the 'scales' or the 'sizes' input; neither was given"
+        )
     sizes = [int(v) for v in np.asarray(sizes).reshape(-1)]
     if len(sizes) != len(axes):
         raise ExecutionError(
@@ -299,11 +332,21 @@ def Resize(
         n = len(ax_list)
         for i, ax in enumerate(ax_list):
             roi_pairs[ax] = (r[i], r[n + i])
-    out_shape, full_scales = _sizes_and_scales(x, sc, sz, ax_list, keep_aspect_ratio_policy, roi_pairs)
+    out_shape, full_scales = _sizes_and_scales(
+        x, sc, sz, ax_list, keep_aspect_ratio_policy, roi_pairs
+    )
     y = _resize(
-        x, out_shape, full_scales, mode=mode, ctm=coordinate_transformation_mode, roi=roi_pairs,
-        nearest_mode=nearest_mode, cubic_coeff_a=cubic_coeff_a, exclude_outside=exclude_outside,
-        extrapolation_value=extrapolation_value, antialias=antialias,
+        x,
+        out_shape,
+        full_scales,
+        mode=mode,
+        ctm=coordinate_transformation_mode,
+        roi=roi_pairs,
+        nearest_mode=nearest_mode,
+        cubic_coeff_a=cubic_coeff_a,
+        exclude_outside=exclude_outside,
+        extrapolation_value=extrapolation_value,
+        antialias=antialias,
     )
     return (y,)
 
@@ -318,8 +361,12 @@ def _legacy_resize(x, scales, mode, op):
         raise ExecutionError(f"{op}: unknown mode {mode!r}; expected nearest or linear")
     out_shape, full_scales = _sizes_and_scales(x, sc, None, list(range(x.ndim)), "stretch")
     return _resize(
-        x, out_shape, full_scales, mode="nearest" if mode == "nearest" else "linear",
-        ctm="asymmetric", nearest_mode="simple",
+        x,
+        out_shape,
+        full_scales,
+        mode="nearest" if mode == "nearest" else "linear",
+        ctm="asymmetric",
+        nearest_mode="simple",
     )
 
 

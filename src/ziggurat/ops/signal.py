@@ -137,8 +137,16 @@ def _mel_to_hz(m):
 
 
 @kernel("MelWeightMatrix", since=17)
-def MelWeightMatrix(num_mel_bins, dft_length, sample_rate, lower_edge_hertz, upper_edge_hertz, /,
-                    *, output_datatype=FLOAT):
+def MelWeightMatrix(
+    num_mel_bins,
+    dft_length,
+    sample_rate,
+    lower_edge_hertz,
+    upper_edge_hertz,
+    /,
+    *,
+    output_datatype=FLOAT,
+):
     """Triangular mel filterbank, shape (dft_length // 2 + 1, num_mel_bins), peaks of 1."""
     n_mel = int(_scalar(num_mel_bins))
     n_fft = int(_scalar(dft_length))

@@ -21,7 +21,9 @@ def _as_str(x):
     """A StringDType copy of an object (or bytes/str) array, for np.strings functions."""
     x = np.asarray(x)
     if x.dtype.kind == "S" or (x.dtype == object and x.size and isinstance(x.flat[0], bytes)):
-        x = np.vectorize(lambda v: v.decode("utf-8") if isinstance(v, bytes) else v, otypes=[object])(x)
+        x = np.vectorize(
+            lambda v: v.decode("utf-8") if isinstance(v, bytes) else v, otypes=[object]
+        )(x)
     return x.astype(_SDT)
 
 
@@ -30,8 +32,9 @@ def _as_obj(x):
 
 
 @kernel("StringNormalizer", since=10)
-def StringNormalizer(x, /, *, case_change_action="NONE", is_case_sensitive=0, locale="",
-                     stopwords=None):
+def StringNormalizer(
+    x, /, *, case_change_action="NONE", is_case_sensitive=0, locale="", stopwords=None
+):
     """Drop stop words from a [C] or [1, C] string tensor, then optionally change case."""
     if case_change_action not in ("NONE", "LOWER", "UPPER"):
         raise ExecutionError(
@@ -81,7 +84,9 @@ def StringSplit(x, /, *, delimiter="", maxsplit=None):
     """Split each string; returns (substrings padded with "" to a common last dim, counts)."""
     flat = _as_obj(x).reshape(-1)
     parts = np.frompyfunc(_split_one(delimiter, maxsplit), 1, 1)(flat) if flat.size else flat
-    counts = np.frompyfunc(len, 1, 1)(parts).astype(np.int64) if flat.size else np.zeros(0, np.int64)
+    counts = (
+        np.frompyfunc(len, 1, 1)(parts).astype(np.int64) if flat.size else np.zeros(0, np.int64)
+    )
     width = int(counts.max()) if counts.size else 0
     out = np.full((flat.size, width), "", dtype=object)
     if flat.size and width:
@@ -124,7 +129,7 @@ def _pool_ngrams(pool_ids, ngram_counts, max_n):
     starts = list(ngram_counts) + [len(pool_ids)]
     first = 0
     for n in range(1, len(ngram_counts) + 1):
-        chunk = pool_ids[starts[n - 1]:starts[n]]
+        chunk = pool_ids[starts[n - 1] : starts[n]]
         if chunk.size % n:
             raise ExecutionError(
                 f"TfIdfVectorizer: the {n}-gram section of the pool has {chunk.size} items, "
@@ -158,7 +163,9 @@ def TfIdfVectorizer(
     if (pool_int64s is None) == (pool_strings is None):
         raise ExecutionError("TfIdfVectorizer: set exactly one of pool_int64s and pool_strings")
     if x.ndim not in (1, 2):
-        raise ExecutionError(f"TfIdfVectorizer: input must be 1-D or 2-D, got shape {tuple(x.shape)}")
+        raise ExecutionError(
+            f"TfIdfVectorizer: input must be 1-D or 2-D, got shape {tuple(x.shape)}"
+        )
     min_n, max_n, max_skip = int(min_gram_length), int(max_gram_length), int(max_skip_count)
     rows = np.asarray(x).reshape(1, -1) if x.ndim == 1 else np.asarray(x)
     if pool_strings is not None:
@@ -213,7 +220,7 @@ def _match_counts(cand, grams, first, n_total):
     inv = inv.reshape(-1)
     pool_of_id = np.full(inv.max() + 1, -1, dtype=np.int64)
     pool_of_id[inv[: grams.shape[0]]] = np.arange(grams.shape[0])
-    hit = pool_of_id[inv[grams.shape[0]:]]
+    hit = pool_of_id[inv[grams.shape[0] :]]
     sel = hit >= 0
     np.add.at(out, (row_of[sel], first + hit[sel]), 1)
     return out

@@ -29,4 +29,11 @@ NODE_EXCLUDES: dict[str, str] = {
     "test_attention_4d_padded_kv_bf16_expanded": _BF16,
 }
 
-DATA_EXCLUDES: dict[str, str] = {}
+DATA_EXCLUDES: dict[str, str] = {
+    "light_squeezenet": (
+        "the expected output is a softmax of logits near 9.5e9, where float32's spacing is 1024: its "
+        "1000 classes come out equal (0.001 each) only if the GEMM rounds every output row the same "
+        "way, which OpenBLAS's blocked kernels do not; test_light_squeezenet_logits checks the "
+        "logits against onnxruntime instead (within 1e-6 relative)"
+    ),
+}

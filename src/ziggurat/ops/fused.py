@@ -6,8 +6,10 @@ allocate nothing (the op-by-op graph allocates one full tensor per op).
 
 from __future__ import annotations
 
-from ..backends import xp_of
-from ._ewmath import erf
+import numpy as np
+
+from ..backends import parallel, xp_of
+from ._ewmath import erf, gelu_erf
 from .conv import Conv
 from .registry import kernel
 
@@ -15,21 +17,35 @@ DOMAIN = "ziggurat"
 _SQRT1_2 = 0.7071067811865476
 
 
-def _gelu_inplace(y, xp) -> None:
-    """y <- 0.5 * y * (1 + erf(y / sqrt 2)), with one temporary."""
-    t = erf(xp.multiply(y, y.dtype.type(_SQRT1_2)))
-    t += 1
-    t *= y.dtype.type(0.5)
-    y *= t
+def _epilogue(y, bias, activation: str) -> None:
+    """y <- activation(y + bias) in place, row chunks in parallel on the CPU."""
+    if activation not in ("", "relu", "gelu"):
+        raise ValueError(f"unknown fused activation {activation!r}; expected '', 'relu' or 'gelu'")
+    if xp_of(y) is not np or not y.flags.c_contiguous:
+        _epilogue_part(y, bias, activation)
+        return
+    rows = y.reshape(-1, y.shape[-1]) if y.ndim > 1 else y.reshape(1, -1)
+
+    def part(start: int, stop: int) -> None:
+        _epilogue_part(rows[start:stop], bias, activation)
+
+    parallel.for_rows(part, rows.shape[0], rows.shape[1])
 
 
-def _activate(y, activation: str, xp) -> None:
+def _epilogue_part(y, bias, activation: str) -> None:
+    xp = xp_of(y)
+    if bias is not None:
+        y += bias
     if activation == "relu":
         xp.maximum(y, 0, out=y)
     elif activation == "gelu":
-        _gelu_inplace(y, xp)
-    elif activation:
-        raise ValueError(f"unknown fused activation {activation!r}; expected '', 'relu' or 'gelu'")
+        if xp is np and y.flags.c_contiguous:
+            gelu_erf(y, out=y)
+        else:
+            t = erf(xp.multiply(y, y.dtype.type(_SQRT1_2)))
+            t += 1
+            t *= y.dtype.type(0.5)
+            y *= t
 
 
 @kernel("Gelu", domain=DOMAIN)
@@ -37,7 +53,7 @@ def Gelu(x, /):
     """Exact (erf) GELU."""
     xp = xp_of(x)
     y = xp.array(x, copy=True)
-    _gelu_inplace(y, xp)
+    _epilogue(y, None, "gelu")
     return (y,)
 
 
@@ -49,9 +65,7 @@ def Dense(x, w, b=None, /, *, activation=""):
         y = xp.matmul(x.reshape(-1, x.shape[-1]), w).reshape(*x.shape[:-1], w.shape[1])
     else:
         y = xp.matmul(x, w)
-    if b is not None:
-        y += b
-    _activate(y, activation, xp)
+    _epilogue(y, b, activation)
     return (y,)
 
 
@@ -70,5 +84,5 @@ def FusedConv(
         y = xp.array(y, copy=True)
     if skip is not None:
         y += skip
-    _activate(y, activation, xp)
+    _epilogue(y, None, activation)
     return (y,)

@@ -15,6 +15,9 @@ import numpy as np
 def xp_of(*arrays: object) -> ModuleType:
     """numpy, unless one of ``arrays`` is a CuPy array (then the already-imported cupy module)."""
     for a in arrays:
-        if type(a).__module__.startswith("cupy"):
+        t = type(a)
+        if t is np.ndarray:  # the hot case, checked first: this runs once per kernel call
+            continue
+        if t.__module__.startswith("cupy"):
             return sys.modules["cupy"]
     return np

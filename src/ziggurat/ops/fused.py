@@ -21,7 +21,7 @@ def _epilogue(y, bias, activation: str) -> None:
     """y <- activation(y + bias) in place, row chunks in parallel on the CPU."""
     if activation not in ("", "relu", "gelu"):
         raise ValueError(f"unknown fused activation {activation!r}; expected '', 'relu' or 'gelu'")
-    if xp_of(y) is not np or not y.flags.c_contiguous:
+    if type(y) is not np.ndarray or y.size < parallel.MIN_ELEMENTS or not y.flags.c_contiguous:
         _epilogue_part(y, bias, activation)
         return
     rows = y.reshape(-1, y.shape[-1]) if y.ndim > 1 else y.reshape(1, -1)
@@ -33,7 +33,7 @@ def _epilogue(y, bias, activation: str) -> None:
 
 
 def _epilogue_part(y, bias, activation: str) -> None:
-    xp = xp_of(y)
+    xp = np if type(y) is np.ndarray else xp_of(y)
     if bias is not None:
         y += bias
     if activation == "relu":
@@ -60,11 +60,21 @@ def Gelu(x, /):
 @kernel("Dense", domain=DOMAIN)
 def Dense(x, w, b=None, /, *, activation=""):
     """activation(x @ w + b) for a 2-D constant ``w``; batch dims of x flattened into one GEMM."""
-    xp = xp_of(x, w)
-    if x.ndim > 2 and x.flags.c_contiguous:
-        y = xp.matmul(x.reshape(-1, x.shape[-1]), w).reshape(*x.shape[:-1], w.shape[1])
+    if type(x) is np.ndarray:
+        if x.ndim > 2 and x.flags.c_contiguous:
+            y = np.matmul(x.reshape(-1, x.shape[-1]), w).reshape(*x.shape[:-1], w.shape[1])
+        else:
+            y = np.matmul(x, w)
+        if y.size < parallel.MIN_ELEMENTS:  # small: skip the chunking machinery
+            if b is not None:
+                y += b
+            if activation == "relu":
+                np.maximum(y, 0, out=y)
+            elif activation:
+                _epilogue_part(y, None, activation)
+            return (y,)
     else:
-        y = xp.matmul(x, w)
+        y = xp_of(x, w).matmul(x, w)
     _epilogue(y, b, activation)
     return (y,)
 

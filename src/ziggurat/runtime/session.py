@@ -97,6 +97,16 @@ class InferenceSession:
         self._inputs = [_node_arg(v) for v in model.graph.inputs]
         self._outputs = [_node_arg(v) for v in model.graph.outputs]
         self._input_types = {v.name: v.type for v in model.graph.inputs}
+        # (name, dtype, rank, fixed dims) per input when all are tensors of known type and rank:
+        # run()'s fast path; anything else falls through to the full check and its messages.
+        self._fast_check: list[tuple[str, Any, int, tuple]] = []
+        for v in model.graph.inputs:
+            t = v.type
+            if t is None or t.kind != "tensor" or t.shape is None or t.dtype is None:
+                self._fast_check = []
+                break
+            fixed = tuple((i, d) for i, d in enumerate(t.shape) if isinstance(d, int) and d >= 0)
+            self._fast_check.append((v.name, t.dtype, len(t.shape), fixed))
         graph = optimize(
             model.graph,
             model.opsets,
@@ -185,6 +195,21 @@ class InferenceSession:
                 f"model '{self.model_name}' has no input(s) {', '.join(map(repr, unknown))}; "
                 f"its inputs are: {', '.join(expected)}"
             )
+        fast = self._fast_check
+        if fast and len(feed) == len(fast):
+            # The common case: every feed is an ndarray of the declared dtype and rank.
+            try:
+                values = [feed[f[0]] for f in fast]
+            except KeyError:
+                values = None
+            if values is not None and all(
+                type(v) is np.ndarray
+                and v.dtype == dt
+                and v.ndim == rank
+                and all(v.shape[i] == d for i, d in fixed)
+                for v, (_, dt, rank, fixed) in zip(values, fast)
+            ):
+                return values
         values = []
         for arg in self._inputs:
             t = self._input_types[arg.name]

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from ..backends import xp_of
+from ..backends import parallel, xp_of
 from ..errors import ExecutionError
 from .registry import kernel
 
@@ -123,11 +123,13 @@ def BatchNormalization(
 
 
 @kernel("LayerNormalization", since=17)
-def LayerNormalization(x, scale, b=None, /, *, axis=-1, epsilon=1e-5, stash_type=1):
+def LayerNormalization(x, scale, b=None, /, *, axis=-1, epsilon=1e-5, stash_type=1, n_outputs=3):
     """Normalize over axes ``[axis, rank)`` then scale and shift; also returns Mean and InvStdDev."""
     xp = xp_of(x)
     a = _norm_axis(axis, x.ndim)
     rows = math.prod(x.shape[:a])
+    if n_outputs == 1 and _row_parallel_ok(x, scale, b, a, stash_type):
+        return (_layer_norm_rows(x, scale, b, rows, float(epsilon)),)
     sdt = _stash_dtype(stash_type)
     cdt = _compute_dtype(sdt)
     x2 = x.astype(cdt, copy=False).reshape(rows, -1)
@@ -142,6 +144,39 @@ def LayerNormalization(x, scale, b=None, /, *, axis=-1, epsilon=1e-5, stash_type
         mean.reshape(stat_shape).astype(sdt, copy=False),
         inv.reshape(stat_shape).astype(sdt, copy=False),
     )
+
+
+def _row_parallel_ok(x, scale, b, a, stash_type) -> bool:
+    """Plain float32/float64 numpy rows with per-feature scale/bias: the fast, parallel path."""
+    if type(x) is not np.ndarray or x.dtype not in (np.float32, np.float64) or x.size == 0:
+        return False
+    if _STASH.get(stash_type) not in (np.dtype(np.float32), x.dtype) or not x.flags.c_contiguous:
+        return False
+    cols = math.prod(x.shape[a:])
+    return all(
+        v is None or (type(v) is np.ndarray and v.size == cols and v.dtype == x.dtype)
+        for v in (scale, b)
+    )
+
+
+def _layer_norm_rows(x, scale, b, rows, eps):
+    """LayerNorm of the (rows, cols) view, row chunks in parallel across cores."""
+    x2 = x.reshape(rows, -1)
+    y2 = np.empty_like(x2)
+    s = scale.reshape(-1)
+    bias = None if b is None else b.reshape(-1)
+
+    def part(lo: int, hi: int) -> None:
+        xr = x2[lo:hi]
+        mean, d, inv = _row_stats(xr, eps, np)
+        d *= inv
+        d *= s
+        if bias is not None:
+            d += bias
+        y2[lo:hi] = d
+
+    parallel.for_rows(part, rows, x2.shape[1])
+    return y2.reshape(x.shape)
 
 
 @kernel("RMSNormalization", since=23)

@@ -3,6 +3,7 @@
 from . import (
     activation,
     attention,
+    autodiff,
     cast,
     control,
     conv,
@@ -40,6 +41,7 @@ from . import (
 __all__ = [
     "activation",
     "attention",
+    "autodiff",
     "cast",
     "control",
     "conv",

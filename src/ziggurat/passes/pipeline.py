@@ -1,5 +1,6 @@
 """Optimization pipelines per level (the levels mirror onnxruntime's GraphOptimizationLevel).
 
+- always: Gradient nodes (ai.onnx.preview.training) expanded into their backward graph.
 - basic (1): constant folding, dead code elimination.
 - extended (2) and all (99): also fusions (GELU, MatMul+bias+activation, BatchNorm into Conv,
   Conv+residual+ReLU) unless ``fusion`` is off.
@@ -8,7 +9,7 @@
 from __future__ import annotations
 
 from .. import ir
-from . import constant_fold, dce, fold_batchnorm, fuse_conv, fuse_dense, fuse_gelu
+from . import constant_fold, dce, fold_batchnorm, fuse_conv, fuse_dense, fuse_gelu, gradient
 from ._match import FUSED_DOMAIN
 
 DISABLE_ALL, ENABLE_BASIC, ENABLE_EXTENDED, ENABLE_ALL = 0, 1, 2, 99
@@ -19,6 +20,7 @@ def optimize(
 ) -> ir.Graph:
     """Run the passes for ``level`` on ``graph`` in place and return it. Fusions add nodes of
     the ``ziggurat`` domain and register that domain in ``opsets``."""
+    gradient.run(graph, opsets)  # Gradient nodes are expanded at every level: no kernel runs them
     if level <= DISABLE_ALL:
         return graph
     constant_fold.run(graph, opsets)

@@ -1,0 +1,284 @@
+"""The ASGI application: routing, limits, auth, CORS, timeouts, errors and the access log.
+
+A raw ASGI app rather than Starlette or FastAPI: measured on this machine, the framework layers
+cost more than the whole inference of a small model (see benchmarks/server/RESULTS.md), and an
+inference server has few, fixed routes. Per request it does, in order: request id, CORS
+preflight, auth (every route but health), the max_connections limit (503 + Retry-After), body
+limit (413), the route under ``request_timeout_ms`` (504; the work is cancelled, queued work is
+dropped), errors to JSON, and one access-log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ziggurat.config import Config
+from ziggurat.errors import ZigguratError
+from ziggurat.server.errors import HTTPError, status_for
+from ziggurat.server.http import ClientDisconnected, Request, Response, error_response
+from ziggurat.server.metrics import Metrics
+from ziggurat.server.middleware import AccessLog, Auth, Cors, request_id
+from ziggurat.server.model import SessionFactory
+from ziggurat.server.repository import ModelRepository
+
+log = logging.getLogger("ziggurat.server")
+
+Handler = Callable[..., Awaitable[Response]]
+_CTYPES = {t: t.encode() for t in ("application/json", "application/octet-stream", "text/plain")}
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: str
+    handler: Handler
+    label: str  # metrics/log name of the route
+    public: bool = False  # no API key needed (health)
+    unlimited: bool = False  # not counted against max_connections (health)
+
+
+class Router:
+    """Static paths in a dict; ``{param}`` paths as regexes tried in order."""
+
+    def __init__(self, routes: list[Route]):
+        self.static: dict[str, dict[str, Route]] = {}
+        self.dynamic: list[tuple[re.Pattern, dict[str, Route]]] = []
+        # Matched dynamic paths (/v2/models/NAME/infer ...) repeat: skip the regex scan.
+        self._cache: dict[str, tuple[dict[str, Route] | None, dict[str, str]]] = {}
+        patterns: dict[str, dict[str, Route]] = {}
+        for r in routes:
+            patterns.setdefault(r.pattern, {})[r.method] = r
+        for pattern, by_method in patterns.items():
+            if "{" not in pattern:
+                self.static[pattern] = by_method
+            else:
+                rx = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
+                self.dynamic.append((re.compile(f"^{rx}$"), by_method))
+
+    def match(self, path: str) -> tuple[dict[str, Route] | None, dict[str, str]]:
+        by_method = self.static.get(path)
+        if by_method is not None:
+            return by_method, {}
+        hit = self._cache.get(path)
+        if hit is not None:
+            return hit[0], dict(hit[1])
+        found = self._match(path)
+        if found[0] is not None:
+            if len(self._cache) >= 1024:  # bounded: clients choose paths
+                self._cache.clear()
+            self._cache[path] = found
+        return found[0], dict(found[1])
+
+    def _match(self, path: str) -> tuple[dict[str, Route] | None, dict[str, str]]:
+        if len(path) > 1 and path.endswith("/"):
+            by_method = self.static.get(path.rstrip("/"))
+            if by_method is not None:
+                return by_method, {}
+        for rx, by_method in self.dynamic:
+            m = rx.match(path)
+            if m:
+                return by_method, m.groupdict()
+        return None, {}
+
+
+class ZigguratApp:
+    """The ASGI callable. ``session_factory`` swaps the engine (tests); default: Ziggurat."""
+
+    def __init__(self, config: Config | None = None, session_factory: SessionFactory | None = None):
+        from ziggurat.server import routes_v1, routes_v2, websocket
+
+        self.config = config or Config()
+        self.metrics = Metrics()
+        self.repo = ModelRepository(self.config, session_factory, on_batch=self.metrics.batch_done)
+        self.auth = Auth(self.config.api_keys)
+        self.cors = Cors(self.config)
+        self.access = AccessLog(self.config.access_log)
+        self.router = Router(routes_v1.ROUTES + routes_v2.ROUTES)
+        self.stream = websocket.StreamHandler(self)
+        self.started = time.time()
+        self.ready_event = asyncio.Event()
+        self.startup_errors: list[str] = []
+        self._tasks: set[asyncio.Task] = set()
+        self._flusher: asyncio.Task | None = None
+        self.timeout_s = self.config.request_timeout_ms / 1000
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def startup(self, wait: bool = False) -> None:
+        """Begin loading the startup models in the background (``wait``: until done)."""
+        task = asyncio.get_running_loop().create_task(self._load_startup())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if self.access.enabled:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_log())
+        if wait:
+            await task
+
+    async def _load_startup(self) -> None:
+        try:
+            self.startup_errors = await self.repo.load_startup()
+        except Exception:  # a bug here must not kill the server; readiness stays false
+            log.exception("loading startup models failed")
+            self.startup_errors = ["startup loading failed; see the server log"]
+        finally:
+            self.ready_event.set()
+
+    async def _flush_log(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            self.access.flush()
+
+    async def shutdown(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await self.repo.close()
+        self.access.flush()
+
+    def is_ready(self) -> bool:
+        """Startup finished and every command-line model is loaded (or unloaded on purpose).
+
+        A repository model that fails to load does not hold readiness back: the others serve,
+        and /api/v1/health reports the failure ("degraded").
+        """
+        if not self.ready_event.is_set():
+            return False
+        for name in self.repo.explicit:
+            e = self.repo.entries.get(name)
+            if e is None or not (e.versions or e.unloaded_by_user):
+                return False
+        return True
+
+    # -- ASGI ---------------------------------------------------------------------------------
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self.stream.handle(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: dict, receive: Any, send: Any) -> None:
+        t0 = time.perf_counter()
+        req = Request(scope, receive, self.config.max_body_bytes)
+        req.id = request_id(req.headers)
+        origin = req.headers.get("origin") if self.cors.enabled else None
+        counted = False
+        try:
+            resp, counted = await self._dispatch(req, origin)
+        except HTTPError as exc:
+            resp = error_response(exc.status, exc.message, exc.headers)
+        finally:
+            if counted:
+                self.metrics.in_flight -= 1
+        headers = [
+            (b"content-type", _CTYPES.get(resp.content_type) or resp.content_type.encode()),
+            (b"x-request-id", req.id.encode()),
+        ]
+        body = resp.body
+        if len(body) >= 1024 and "gzip" in req.headers.get("accept-encoding", ""):
+            body = gzip.compress(body, 1)
+            headers.append((b"content-encoding", b"gzip"))
+        headers.append((b"content-length", str(len(body)).encode()))
+        if resp.headers:
+            headers += [(k.encode(), v.encode()) for k, v in resp.headers.items()]
+        if origin and self.cors.allowed(origin) and req.method != "OPTIONS":
+            headers += [(k.encode(), v.encode()) for k, v in self.cors.headers(origin).items()]
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        seconds = time.perf_counter() - t0
+        # Only known models become metric labels: names from clients must not grow /metrics.
+        label = req.model if req.model in self.repo.entries else ""
+        self.metrics.request(req.route, label, resp.status, seconds)
+        if self.access.enabled:
+            self.access.write(
+                id=req.id,
+                method=req.method,
+                path=req.path,
+                model=req.model,
+                status=resp.status,
+                latency_ms=round(seconds * 1e3, 3),
+                bytes_in=req.bytes_in,
+                bytes_out=len(body),
+                client=(scope.get("client") or ("",))[0],
+            )
+
+    async def _dispatch(self, req: Request, origin: str | None) -> tuple[Response, bool]:
+        by_method, params = self.router.match(req.path)
+        if req.method == "OPTIONS" and origin and req.headers.get("access-control-request-method"):
+            if not self.cors.allowed(origin):
+                raise HTTPError(403, f"origin {origin!r} is not allowed (cors_origins)")
+            return Response(b"", 204, "text/plain", self.cors.preflight(origin)), False
+        if by_method is None:
+            raise HTTPError(404, f"no route {req.path}; see /docs for the endpoints")
+        route = by_method.get(req.method)
+        if route is None:
+            allow = ", ".join(sorted(by_method))
+            raise HTTPError(
+                405, f"{req.method} is not allowed on {req.path} (use {allow})", {"allow": allow}
+            )
+        req.route = route.label
+        if not route.public and self.auth.enabled:
+            code = self.auth.check(req.headers)
+            if code == 401:
+                raise HTTPError(
+                    401,
+                    "an API key is required: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+                    {"www-authenticate": "Bearer"},
+                )
+            if code:
+                raise HTTPError(403, "the API key is not valid")
+        if not route.unlimited:
+            if self.metrics.in_flight >= self.config.max_connections:
+                self.metrics.rejected += 1
+                raise HTTPError(
+                    503,
+                    f"server busy: {self.config.max_connections} requests in "
+                    "flight (max_connections); retry shortly",
+                    {"retry-after": "1"},
+                )
+            self.metrics.in_flight += 1
+        counted = not route.unlimited
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await route.handler(self, req, **params), counted
+        except TimeoutError:
+            return error_response(
+                504,
+                f"request timed out after {self.config.request_timeout_ms} "
+                "ms (request_timeout_ms); its work was cancelled",
+            ), counted
+        except HTTPError as exc:
+            return error_response(exc.status, exc.message, exc.headers), counted
+        except ClientDisconnected:
+            return error_response(499, "client disconnected"), counted
+        except ZigguratError as exc:
+            return error_response(status_for(exc), str(exc)), counted
+        except Exception:
+            log.exception("request %s %s %s failed", req.id, req.method, req.path)
+            return error_response(
+                500, f"internal error (request id {req.id}); see the server log"
+            ), counted

@@ -1,0 +1,183 @@
+"""Ziggurat's own /api/v1 routes, plus /metrics, /openapi.json and /docs.
+
+``POST /api/v1/infer`` takes ``{"model", "version"?, "id"?, "inputs": [V2 tensors],
+"outputs"?: [names]}`` (the V2 binary extension works here too) and answers like V2 infer.
+``POST /api/v1/batch`` takes ``{"model", "version"?, "requests": [{"id"?, "inputs", "outputs"?}]}``
+and answers ``{"results": [...]}`` with a result or an ``error`` + ``status`` per item; items run
+stacked through the model's scheduler where shapes allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import ziggurat
+from ziggurat.errors import ZigguratError
+from ziggurat.server import codecs
+from ziggurat.server.app import Route
+from ziggurat.server.errors import HTTPError, bad_request, status_for
+from ziggurat.server.http import Request, Response, json_response
+from ziggurat.server.routes_v2 import run_infer
+
+if TYPE_CHECKING:
+    from ziggurat.server.app import ZigguratApp
+    from ziggurat.server.model import LoadedModel
+
+MAX_BATCH_ITEMS = 4096
+
+
+async def infer(app: ZigguratApp, req: Request) -> Response:
+    body = await req.body()
+    ir = codecs.parse_infer_request(
+        body, req.headers.get("inference-header-content-length"), v1=True
+    )
+    req.model = ir.model or ""
+    m = await app.repo.get(ir.model, ir.version)
+    return await run_infer(m, ir, v2=False)
+
+
+async def batch(app: ZigguratApp, req: Request) -> Response:
+    obj = await req.json()
+    if not isinstance(obj, dict):
+        raise bad_request("the request body must be a JSON object")
+    name = obj.get("model")
+    if not isinstance(name, str) or not name:
+        raise bad_request('"model" (the model name) is required')
+    req.model = name
+    items = obj.get("requests")
+    if not isinstance(items, list) or not items:
+        raise bad_request('"requests" must be a non-empty list of {"inputs": [...]} objects')
+    if len(items) > MAX_BATCH_ITEMS:
+        raise bad_request(f"{len(items)} requests in one batch; the maximum is {MAX_BATCH_ITEMS}")
+    version = obj.get("version")
+    m = await app.repo.get(name, None if version is None else str(version))
+    group = object()  # items of this call may stack together even without dynamic batching
+    results = await asyncio.gather(*(_one(m, item, i, group) for i, item in enumerate(items)))
+    return json_response(
+        {"model_name": m.name, "model_version": str(m.version), "results": results}
+    )
+
+
+async def _one(m: LoadedModel, item: Any, i: int, group: object) -> dict[str, Any]:
+    rid = item.get("id") if isinstance(item, dict) else None
+    try:
+        ir = codecs.request_from_json(item, None)
+        feeds = m.check_feeds(ir.inputs)
+        wanted = m.resolve_outputs(ir.outputs)
+        arrays = await m.infer(feeds, [w.name for w in wanted], group=group)
+        tensors = [codecs.tensor_json(w.name, a)[0] for w, a in zip(wanted, arrays)]
+        out: dict[str, Any] = {"outputs": tensors}
+    except (HTTPError, ZigguratError) as exc:
+        out = {"error": getattr(exc, "message", str(exc)), "status": status_for(exc)}
+    if rid is not None:
+        out["id"] = rid
+    out["index"] = i
+    return out
+
+
+async def list_models(app: ZigguratApp, req: Request) -> Response:
+    models = []
+    for name in app.repo.names():
+        e = app.repo.entries.get(name)
+        if e is not None and e.versions:
+            models += [m.summary() for _, m in sorted(e.versions.items())]
+        else:
+            models.append(
+                {
+                    "name": name,
+                    "state": e.state if e else "UNAVAILABLE",
+                    "reason": e.reason if e else "",
+                }
+            )
+    return json_response({"models": models})
+
+
+def _name_version(obj: Any) -> tuple[str, str | None]:
+    if not isinstance(obj, dict) or not isinstance(obj.get("model"), str):
+        raise bad_request('the body must be {"model": NAME, "version"?: V}')
+    v = obj.get("version")
+    if v is not None and (isinstance(v, bool) or not isinstance(v, str | int)):
+        raise bad_request('"version" must be a string or an integer')
+    return obj["model"], None if v is None else str(v)
+
+
+async def load(app: ZigguratApp, req: Request) -> Response:
+    name, version = _name_version(await req.json())
+    req.model = name
+    t0 = time.perf_counter()
+    m = await app.repo.load(name, version)
+    return json_response(
+        {
+            "model": m.name,
+            "version": str(m.version),
+            "state": "READY",
+            "load_ms": round((time.perf_counter() - t0) * 1e3, 1),
+        }
+    )
+
+
+async def unload(app: ZigguratApp, req: Request) -> Response:
+    name, version = _name_version(await req.json())
+    req.model = name
+    await app.repo.unload(name, version)
+    return json_response({"model": name, "state": "UNAVAILABLE"})
+
+
+async def health(app: ZigguratApp, req: Request) -> Response:
+    ready = app.is_ready()
+    loaded = app.repo.loaded()
+    body = {
+        "status": (
+            "loading"
+            if not app.ready_event.is_set()
+            else "degraded"
+            if app.startup_errors or not ready
+            else "ok"
+        ),
+        "live": True,
+        "ready": ready,
+        "version": ziggurat.__version__,
+        "uptime_s": round(time.time() - app.started, 3),
+        "models_ready": len(loaded),
+        "models": {e.name: e.state for e in app.repo.entries.values()},
+        "errors": app.startup_errors,
+    }
+    return json_response(body, 200 if ready else 503)
+
+
+async def stats(app: ZigguratApp, req: Request) -> Response:
+    return json_response(app.metrics.stats(app.repo))
+
+
+async def metrics(app: ZigguratApp, req: Request) -> Response:
+    return Response(
+        app.metrics.render(app.repo).encode(), 200, "text/plain; version=0.0.4; charset=utf-8"
+    )
+
+
+async def openapi(app: ZigguratApp, req: Request) -> Response:
+    from ziggurat.server.openapi import spec
+
+    return json_response(spec())
+
+
+async def docs(app: ZigguratApp, req: Request) -> Response:
+    from ziggurat.server.openapi import DOCS_HTML
+
+    return Response(DOCS_HTML.encode(), 200, "text/html; charset=utf-8")
+
+
+ROUTES: list[Route] = [
+    Route("POST", "/api/v1/infer", infer, "v1_infer"),
+    Route("POST", "/api/v1/batch", batch, "v1_batch"),
+    Route("GET", "/api/v1/models", list_models, "v1_models"),
+    Route("POST", "/api/v1/models/load", load, "v1_models"),
+    Route("POST", "/api/v1/models/unload", unload, "v1_models"),
+    Route("GET", "/api/v1/health", health, "v1_health", public=True, unlimited=True),
+    Route("GET", "/api/v1/stats", stats, "v1_stats"),
+    Route("GET", "/metrics", metrics, "metrics"),
+    Route("GET", "/openapi.json", openapi, "docs"),
+    Route("GET", "/docs", docs, "docs"),
+]

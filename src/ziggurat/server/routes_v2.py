@@ -1,0 +1,215 @@
+"""KServe V2 / Open Inference Protocol REST routes, as Triton serves them.
+
+Health, server and model metadata, model config, readiness, inference (JSON and the binary tensor
+data extension), the model repository extension and the statistics extension, with the paths,
+bodies and status codes stock ``tritonclient.http`` expects.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import ziggurat
+from ziggurat.server import codecs
+from ziggurat.server.app import Route
+from ziggurat.server.errors import HTTPError, bad_request
+from ziggurat.server.http import Request, Response, json_response
+
+if TYPE_CHECKING:
+    from ziggurat.server.app import ZigguratApp
+    from ziggurat.server.model import LoadedModel
+
+EXTENSIONS = [
+    "binary_tensor_data",
+    "classification",
+    "model_repository",
+    "statistics",
+    "model_configuration",
+]
+
+
+async def server_metadata(app: ZigguratApp, req: Request) -> Response:
+    return json_response(
+        {"name": "ziggurat", "version": ziggurat.__version__, "extensions": EXTENSIONS}
+    )
+
+
+async def live(app: ZigguratApp, req: Request) -> Response:
+    return Response(b"", 200, "text/plain")
+
+
+async def ready(app: ZigguratApp, req: Request) -> Response:
+    if app.is_ready():
+        return Response(b"", 200, "text/plain")
+    return json_response({"error": "server is not ready: models are loading or failed"}, 503)
+
+
+async def _model(app: ZigguratApp, req: Request, name: str, version: str | None) -> LoadedModel:
+    req.model = name
+    return await app.repo.get(name, version)
+
+
+async def model_metadata(app: ZigguratApp, req: Request, model: str, version: str | None = None):
+    m = await _model(app, req, model, version)
+    meta = m.metadata()
+    e = app.repo.entries.get(model)
+    if version is None and e is not None:
+        meta["versions"] = [str(v) for v in sorted(e.versions)]
+    return json_response(meta)
+
+
+async def model_config(app: ZigguratApp, req: Request, model: str, version: str | None = None):
+    m = await _model(app, req, model, version)
+    return json_response(m.triton_config())
+
+
+async def model_ready(app: ZigguratApp, req: Request, model: str, version: str | None = None):
+    req.model = model
+    if app.repo.ready(model, version):
+        return Response(b"", 200, "text/plain")
+    app.repo.sources(model)  # 404 for unknown names
+    return json_response({"error": f"model {model!r} is not ready (not loaded)"}, 400)
+
+
+async def infer(app: ZigguratApp, req: Request, model: str, version: str | None = None):
+    req.model = model
+    body = await req.body()
+    ir = codecs.parse_infer_request(body, req.headers.get("inference-header-content-length"))
+    m = await app.repo.get(model, version)
+    return await run_infer(m, ir, v2=True)
+
+
+async def run_infer(m: LoadedModel, ir: codecs.InferRequest, *, v2: bool) -> Response:
+    """Check, run and encode one request (shared by /v2 and /api/v1 infer)."""
+    import asyncio
+
+    feeds = m.check_feeds(ir.inputs)
+    wanted = m.resolve_outputs(ir.outputs)
+    names = [w.name for w in wanted]
+    if ir.timeout_us:
+        try:
+            async with asyncio.timeout(ir.timeout_us / 1e6):
+                arrays = await m.infer(feeds, names)
+        except TimeoutError:
+            raise HTTPError(
+                504,
+                f"request timed out after its parameters.timeout of "
+                f"{ir.timeout_us} us; its work was cancelled",
+            ) from None
+    else:
+        arrays = await m.infer(feeds, names)
+    tensors, chunks, nonfinite = codecs.encode_outputs(list(zip(wanted, arrays)), ir.binary_output)
+    head: dict[str, Any] = {"model_name": m.name, "model_version": str(m.version)}
+    if ir.id is not None:
+        head["id"] = ir.id
+    head["outputs"] = tensors
+    body, header_len = codecs.encode_response(head, chunks, nonfinite)
+    if header_len is None:
+        return Response(body, 200, "application/json")
+    return Response(
+        body, 200, "application/octet-stream", {"inference-header-content-length": str(header_len)}
+    )
+
+
+async def repository_index(app: ZigguratApp, req: Request) -> Response:
+    body = await req.json()
+    rows = app.repo.index()
+    if isinstance(body, dict) and body.get("ready") is True:
+        rows = [r for r in rows if r["state"] == "READY"]
+    return json_response(rows)
+
+
+async def repository_load(app: ZigguratApp, req: Request, model: str) -> Response:
+    req.model = model
+    body = await req.json()
+    params = body.get("parameters") if isinstance(body, dict) else None
+    if isinstance(params, dict) and any(k == "config" or k.startswith("file:") for k in params):
+        raise bad_request(
+            "loading with an override config or files is not supported: put the "
+            "model and its config.toml in the model repository and load it by name"
+        )
+    await app.repo.load(model)
+    return Response(b"", 200, "text/plain")
+
+
+async def repository_unload(app: ZigguratApp, req: Request, model: str) -> Response:
+    req.model = model
+    await req.json()
+    await app.repo.unload(model)
+    return Response(b"", 200, "text/plain")
+
+
+def _duration(count: int, ns: int) -> dict[str, int]:
+    return {"count": count, "ns": ns}
+
+
+def _model_stats(m: LoadedModel) -> dict[str, Any]:
+    s = m.stats
+    return {
+        "name": m.name,
+        "version": str(m.version),
+        "last_inference": s.last_inference_ms,
+        "inference_count": s.inferences,
+        "execution_count": s.executions,
+        "inference_stats": {
+            "success": _duration(s.success, s.success_ns),
+            "fail": _duration(s.failure, s.failure_ns),
+            "queue": _duration(s.success, s.queue_ns),
+            "compute_input": _duration(s.success, 0),
+            "compute_infer": _duration(s.success, s.compute_ns),
+            "compute_output": _duration(s.success, 0),
+            "cache_hit": _duration(0, 0),
+            "cache_miss": _duration(0, 0),
+        },
+        "batch_stats": [
+            {
+                "batch_size": rows,
+                "compute_input": _duration(c, 0),
+                "compute_infer": _duration(c, ns),
+                "compute_output": _duration(c, 0),
+            }
+            for rows, (c, ns) in sorted(s.batches.items())
+        ],
+    }
+
+
+async def model_stats(
+    app: ZigguratApp, req: Request, model: str | None = None, version: str | None = None
+) -> Response:
+    if model is None:
+        models = app.repo.loaded()
+    else:
+        req.model = model
+        models = (
+            [await app.repo.get(model, version)]
+            if version
+            else [m for m in app.repo.loaded() if m.name == model]
+        )
+        if not models:
+            app.repo.sources(model)
+            raise HTTPError(400, f"model {model!r} is not loaded")
+    return json_response({"model_stats": [_model_stats(m) for m in models]})
+
+
+def _versioned(pattern: str, method: str, handler: Any, label: str) -> list[Route]:
+    base = "/v2/models/{model}"
+    return [
+        Route(method, base + pattern, handler, label),
+        Route(method, base + "/versions/{version}" + pattern, handler, label),
+    ]
+
+
+ROUTES: list[Route] = [
+    Route("GET", "/v2", server_metadata, "v2_server"),
+    Route("GET", "/v2/health/live", live, "v2_health", public=True, unlimited=True),
+    Route("GET", "/v2/health/ready", ready, "v2_health", public=True, unlimited=True),
+    Route("GET", "/v2/models/stats", model_stats, "v2_stats"),
+    *_versioned("", "GET", model_metadata, "v2_metadata"),
+    *_versioned("/config", "GET", model_config, "v2_config"),
+    *_versioned("/ready", "GET", model_ready, "v2_ready"),
+    *_versioned("/infer", "POST", infer, "v2_infer"),
+    *_versioned("/stats", "GET", model_stats, "v2_stats"),
+    Route("POST", "/v2/repository/index", repository_index, "v2_repository"),
+    Route("POST", "/v2/repository/models/{model}/load", repository_load, "v2_repository"),
+    Route("POST", "/v2/repository/models/{model}/unload", repository_unload, "v2_repository"),
+]

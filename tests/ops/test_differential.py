@@ -6,12 +6,18 @@ hypothesis draws shapes (rank 0-4, dims 0-5, zero-size included), dtypes (float3
 int32, int64, and float16 where onnxruntime has the kernel) and attributes; each example runs
 one single-node model in both engines and compares dtype and shape exactly and values within a
 per-dtype tolerance. Examples onnxruntime itself rejects are skipped. Deterministic
-(``derandomize=True``) and sized to run in well under 20 s.
+(``derandomize=True``) and sized for about 15 s of CPU; ZIGGURAT_DIFFERENTIAL_SCALE multiplies the
+number of examples for a longer hunt.
+
+Bugs found here live in the kernels' modules; the properties steer around them and
+``test_known_bug`` pins each one (xfail) until it is fixed. onnxruntime's own quirks are avoided
+where they are generated, with a comment.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 import pytest
@@ -33,9 +39,12 @@ FLOATS = (F32, F64, F16)
 NUMERIC = (F32, F64, I32, I64, F16)
 
 
+SCALE = float(os.environ.get("ZIGGURAT_DIFFERENTIAL_SCALE", "1"))
+
+
 def _settings(n: int):
     return settings(
-        max_examples=n,
+        max_examples=max(1, round(n * SCALE)),
         deadline=None,
         derandomize=True,
         database=None,
@@ -45,10 +54,9 @@ def _settings(n: int):
 
 # -- building and running one node ------------------------------------------------------------
 @functools.cache
-def _sessions(op: str, in_dtypes: tuple, attrs: tuple, n_out: int = 1):
-    """(ziggurat session, onnxruntime session) for one node; inputs have unknown shapes so a
-    session serves every example of the same op, dtypes and attributes. onnxruntime's session
-    is None when it has no kernel for the combination."""
+def _model(op: str, in_dtypes: tuple, attrs: tuple, n_out: int = 1) -> bytes:
+    """One node; inputs have unknown shapes so that a session serves every example of the same
+    op, dtypes and attributes."""
     names = [f"x{i}" if t is not None else "" for i, t in enumerate(in_dtypes)]
     inputs = [
         helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(t), None)
@@ -63,44 +71,66 @@ def _sessions(op: str, in_dtypes: tuple, attrs: tuple, n_out: int = 1):
         [node], op, inputs, [helper.make_value_info(o, onnx.TypeProto()) for o in outs]
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=10)
-    data = onnx.shape_inference.infer_shapes(model, strict_mode=True).SerializeToString()
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True).SerializeToString()
+
+
+@functools.cache
+def _ort_session(op: str, in_dtypes: tuple, attrs: tuple, n_out: int = 1):
+    """onnxruntime's session, or None when it has no kernel for these dtypes."""
     so = ort.SessionOptions()
     so.log_severity_level = 4
     try:
-        ref = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-    except Exception:  # NOT_IMPLEMENTED: no onnxruntime kernel for these dtypes
-        ref = None
-    return zg.InferenceSession(data), ref
+        return ort.InferenceSession(
+            _model(op, in_dtypes, attrs, n_out), so, providers=["CPUExecutionProvider"]
+        )
+    except Exception:  # NOT_IMPLEMENTED
+        return None
 
 
-def ort_supports(op: str, in_dtypes: tuple, attrs: tuple = ()) -> bool:
-    return _sessions(op, in_dtypes, attrs)[1] is not None
+@functools.cache
+def _zg_session(op: str, in_dtypes: tuple, attrs: tuple, n_out: int = 1):
+    return zg.InferenceSession(_model(op, in_dtypes, attrs, n_out))
 
 
-TOLERANCE = {  # dtype -> (rtol, atol); reductions accumulate in a different order, so looser
+def _key(attrs: dict | None) -> tuple:
+    """A hashable form of an attribute dict (lists become tuples)."""
+    items = sorted((attrs or {}).items())
+    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in items)
+
+
+def _required_attrs(op: str, dtype: np.dtype) -> dict:
+    if op == "Mod":
+        return {"fmod": int(dtype.kind == "f")}  # float Mod must be fmod
+    if op == "BitShift":
+        return {"direction": "LEFT"}
+    return {}
+
+
+TOLERANCE = {  # dtype -> (rtol, atol)
     "float16": (2e-3, 1e-3),
     "float32": (2e-6, 1e-6),
     "float64": (1e-12, 1e-13),
 }
+# Reductions accumulate in a different order than onnxruntime does: looser.
 REDUCE_TOLERANCE = {"float16": (1e-2, 1e-2), "float32": (1e-5, 1e-5), "float64": (1e-10, 1e-12)}
 
 
-def check(op: str, inputs: list, attrs: dict | None = None, tol: dict = TOLERANCE, n_out: int = 1):
-    """Run ``op`` on both engines and compare; skip the example if onnxruntime rejects it."""
-    attrs_key = tuple(sorted((attrs or {}).items(), key=lambda kv: kv[0]))
-    attrs_key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in attrs_key)
-    in_dtypes = tuple(None if x is None else x.dtype for x in inputs)
-    zsess, osess = _sessions(op, in_dtypes, attrs_key, n_out)
-    assume(osess is not None)
+def check(op, inputs, attrs=None, tol=TOLERANCE, n_out=1, reject=assume):
+    """Run ``op`` on both engines and compare; ``reject(False)`` (hypothesis: skip the example)
+    when onnxruntime has no kernel for it or rejects the input."""
+    key, in_dtypes = _key(attrs), tuple(None if x is None else x.dtype for x in inputs)
+    osess = _ort_session(op, in_dtypes, key, n_out)
+    reject(osess is not None)
     feeds = {f"x{i}": x for i, x in enumerate(inputs) if x is not None}
     try:
         with np.errstate(all="ignore"):
             expected = osess.run(None, feeds)
     except Exception:
-        assume(False)  # onnxruntime rejects this input (e.g. a zero-size case it does not do)
+        reject(False)  # e.g. a zero-size case onnxruntime does not do
     with np.errstate(all="ignore"):
-        got = zsess.run(None, feeds)
+        got = _zg_session(op, in_dtypes, key, n_out).run(None, feeds)
     what = f"{op} {attrs or ''} on {[(x.dtype.name, x.shape) for x in inputs if x is not None]}"
+    assert len(got) == len(expected), f"{what}: {len(got)} outputs, expected {len(expected)}"
     for e, g in zip(expected, got):
         assert g.dtype == e.dtype, f"{what}: dtype {g.dtype}, onnxruntime gives {e.dtype}"
         assert g.shape == e.shape, f"{what}: shape {g.shape}, onnxruntime gives {e.shape}"
@@ -115,23 +145,21 @@ def check(op: str, inputs: list, attrs: dict | None = None, tol: dict = TOLERANC
 shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)
 
 
-def elements(dtype: np.dtype, lo: float = -4.0, hi: float = 4.0, nonzero: bool = False):
-    if dtype.kind == "f":
-        s = st.floats(lo, hi, width=dtype.itemsize * 8, allow_subnormal=False)
-        return s.filter(lambda v: abs(v) > 1e-3) if nonzero else s
+def array(draw, dtype, shape, lo: float = -4, hi: float = 4, nonzero: bool = False) -> np.ndarray:
+    """A random array in [lo, hi]. Hypothesis draws the shape and a seed and numpy fills in the
+    values: drawing hundreds of elements one by one through hypothesis is far too slow here."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     if dtype.kind == "b":
-        return st.booleans()
-    s = st.integers(int(lo), int(hi))
-    return s.filter(lambda v: v != 0) if nonzero else s
-
-
-def array(draw, dtype, shape, **kw) -> np.ndarray:
-    return draw(hnp.arrays(dtype, shape, elements=elements(dtype, **kw)))
-
-
-def supported(op: str, dtypes, arity: int = 1, attrs: tuple = ()) -> list[np.dtype]:
-    """The dtypes (of all ``arity`` inputs) for which onnxruntime has a kernel."""
-    return [t for t in dtypes if ort_supports(op, (t,) * arity, attrs)]
+        return rng.random(shape) < 0.5
+    if dtype.kind in "iu":
+        x = rng.integers(int(lo), int(hi), size=shape, endpoint=True)
+        return np.where(x == 0, 1, x).astype(dtype) if nonzero else x.astype(dtype)
+    x = rng.uniform(lo, hi, size=shape)
+    ties = rng.random(shape) < 0.3  # whole and half values: Round/Ceil/Floor ties, exact zeros
+    x = np.where(ties, np.round(x * 2) / 2, x)
+    if nonzero:
+        x = np.where(np.abs(x) < 1e-3, 1.0, x)
+    return x.astype(dtype)
 
 
 # -- elementwise unary ------------------------------------------------------------------------
@@ -147,14 +175,17 @@ UNARY = {
 }
 
 
-@pytest.mark.parametrize("op", sorted(UNARY))
-@_settings(8)
+# One test per family, drawing the op: hypothesis has a fixed cost per test function.
+# Each example runs two inputs: a session (the costly part) then serves two comparisons.
+@_settings(60)
 @given(data=st.data())
-def test_unary(op, data):
-    dtypes = supported(op, UNARY[op])
-    assume(dtypes)
-    dtype = data.draw(st.sampled_from(dtypes))
-    check(op, [array(data.draw, dtype, data.draw(shapes))])
+def test_unary(data):
+    op = data.draw(st.sampled_from(sorted(UNARY)))
+    dtype = data.draw(st.sampled_from(UNARY[op]))
+    for shape in (data.draw(shapes), data.draw(shapes)):
+        if op in BUG_RANK0_ACTIVATION and shape == ():  # see KNOWN_BUGS
+            shape = (1,)
+        check(op, [array(data.draw, dtype, shape)])
 
 
 # -- elementwise binary and variadic, with numpy broadcasting -----------------------------------
@@ -169,22 +200,12 @@ BINARY = {
 VARIADIC = {"Max", "Min", "Sum", "Mean"}
 
 
-def _binary_attrs(op: str, dtype: np.dtype) -> dict:
-    if op == "Mod":
-        return {"fmod": int(dtype.kind == "f")}  # float Mod must be fmod
-    if op == "BitShift":
-        return {"direction": "LEFT"}
-    return {}
-
-
-@pytest.mark.parametrize("op", sorted(BINARY))
-@_settings(20)
+@_settings(90)
 @given(data=st.data())
-def test_binary_broadcast(op, data):
+def test_binary_broadcast(data):
+    op = data.draw(st.sampled_from(sorted(BINARY)))
     n = data.draw(st.integers(1, 3)) if op in VARIADIC else 2
-    dtypes = [t for t in BINARY[op] if ort_supports(op, (t,) * n, _key(_binary_attrs(op, t)))]
-    assume(dtypes)
-    dtype = data.draw(st.sampled_from(dtypes))
+    dtype = data.draw(st.sampled_from(BINARY[op]))
     bshapes = data.draw(
         hnp.mutually_broadcastable_shapes(num_shapes=n, min_dims=0, max_dims=4, max_side=5)
     )
@@ -201,11 +222,7 @@ def test_binary_broadcast(op, data):
             array(data.draw, dtype, s, lo=-50, hi=50, nonzero=(i == 1 and op in ("Div", "Mod")))
             for i, s in enumerate(bshapes.input_shapes)
         ]
-    check(op, inputs, _binary_attrs(op, dtype))
-
-
-def _key(attrs: dict) -> tuple:
-    return tuple(sorted(attrs.items()))
+    check(op, inputs, _required_attrs(op, dtype))
 
 
 # -- reductions -------------------------------------------------------------------------------
@@ -215,7 +232,6 @@ REDUCE = {
         NUMERIC,
     ),
     **dict.fromkeys(["ReduceLogSum", "ReduceLogSumExp"], FLOATS),
-    **dict.fromkeys(["ArgMax", "ArgMin"], NUMERIC),
 }
 
 
@@ -228,37 +244,45 @@ def axes_for(draw, rank: int):
     return [a - rank if draw(st.booleans()) else a for a in picked] if rank else []
 
 
-@pytest.mark.parametrize("op", sorted(REDUCE))
 @_settings(25)
 @given(data=st.data())
-def test_reduce(op, data):
-    shape = data.draw(shapes)
-    rank = len(shape)
-    if op in ("ArgMax", "ArgMin"):
-        assume(rank > 0)
-        attrs = {
-            "axis": data.draw(st.integers(-rank, rank - 1)),
-            "keepdims": data.draw(st.sampled_from([0, 1])),
-            "select_last_index": data.draw(st.sampled_from([0, 1])),
-        }
-        dtypes = supported(op, REDUCE[op], attrs=_key(attrs))
-        assume(dtypes)
-        dtype = data.draw(st.sampled_from(dtypes))
+def test_arg_reduce(data):
+    op = data.draw(st.sampled_from(["ArgMax", "ArgMin"]))
+    rank = data.draw(st.integers(1, 4))
+    attrs = {
+        "axis": data.draw(st.integers(-rank, rank - 1)),
+        "keepdims": data.draw(st.sampled_from([0, 1])),
+        "select_last_index": data.draw(st.sampled_from([0, 1])),
+    }
+    dtype = data.draw(st.sampled_from(NUMERIC))
+    for _ in range(2):  # two inputs through one session
+        # No zero-size shapes: see KNOWN_BUGS (an empty axis with an empty output).
+        shape = data.draw(hnp.array_shapes(min_dims=rank, max_dims=rank, min_side=1, max_side=5))
         check(op, [array(data.draw, dtype, shape, lo=-3, hi=3)], attrs)  # narrow: ties happen
-        return
+
+
+@_settings(60)
+@given(data=st.data())
+def test_reduce(data):
+    op = data.draw(st.sampled_from(sorted(REDUCE)))
+    rank = data.draw(st.integers(0, 4))
     axes = data.draw(axes_for(rank))
     attrs = {
         "keepdims": data.draw(st.sampled_from([0, 1])),
         "noop_with_empty_axes": data.draw(st.sampled_from([0, 1])),
     }
-    dtypes = [t for t in REDUCE[op] if ort_supports(op, (t, I64), _key(attrs))]
-    assume(dtypes)
-    dtype = data.draw(st.sampled_from(dtypes))
+    if op in BUG_NOOP_REDUCE and not axes:  # see KNOWN_BUGS
+        attrs["noop_with_empty_axes"] = 0
+    dtype = data.draw(st.sampled_from(REDUCE[op]))
     lo, hi = (-2, 2) if op == "ReduceProd" else (-4, 4)  # products of up to 625 values
     if op in ("ReduceL2", "ReduceSumSquare") and dtype.kind == "f":
         lo, hi = -2, 2
-    x = array(data.draw, dtype, shape, lo=lo, hi=hi)
-    check(op, [x, None if axes is None else np.array(axes, np.int64)], attrs, REDUCE_TOLERANCE)
+    axes_in = None if axes is None else np.array(axes, np.int64)
+    for _ in range(2):  # two inputs of the same rank through one session
+        shape = data.draw(hnp.array_shapes(min_dims=rank, max_dims=rank, min_side=0, max_side=5))
+        x = array(data.draw, dtype, shape, lo=lo, hi=hi)
+        if x.size or op != "ReduceMean":  # the spec leaves the mean of an empty set undefined
+            check(op, [x, axes_in], attrs, REDUCE_TOLERANCE)
 
 
 # -- shape ops --------------------------------------------------------------------------------
@@ -270,15 +294,15 @@ def _data(data, shape=None):
     return array(data.draw, dtype, data.draw(shapes) if shape is None else shape, lo=-9, hi=9)
 
 
-@_settings(40)
+@_settings(25)
 @given(data=st.data())
 def test_transpose(data):
     x = _data(data)
-    perm = data.draw(st.none() | st.permutations(range(x.ndim)))
+    perm = data.draw(st.none() | st.permutations(range(x.ndim))) if x.ndim else None
     check("Transpose", [x], {} if perm is None else {"perm": list(perm)})
 
 
-@_settings(40)
+@_settings(25)
 @given(data=st.data())
 def test_reshape(data):
     x = _data(data)
@@ -292,7 +316,7 @@ def test_reshape(data):
     check("Reshape", [x, np.array(dims, np.int64)])
 
 
-@_settings(40)
+@_settings(25)
 @given(data=st.data())
 def test_concat(data):
     base = list(data.draw(hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=5)))
@@ -309,7 +333,7 @@ def test_concat(data):
 BIG = np.iinfo(np.int64).max
 
 
-@_settings(60)
+@_settings(40)
 @given(data=st.data())
 def test_slice(data):
     x = _data(data, data.draw(hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=5)))
@@ -317,9 +341,15 @@ def test_slice(data):
     axes = data.draw(st.lists(st.integers(0, r - 1), unique=True, min_size=1, max_size=r))
     axes = [a - r if data.draw(st.booleans()) else a for a in axes]
     bound = st.integers(-7, 7) | st.sampled_from([BIG, -BIG])
-    starts = [data.draw(bound) for _ in axes]
-    ends = [data.draw(bound) for _ in axes]
     steps = [data.draw(st.integers(-3, 3).filter(bool)) for _ in axes]
+    dims = [x.shape[a] for a in axes]
+    # See KNOWN_BUGS: a negative step with start < -dim (Ziggurat slices nothing).
+    starts = [
+        data.draw(bound.filter(lambda b, s=s, d=d: s > 0 or b >= -d)) for s, d in zip(steps, dims)
+    ]
+    # onnxruntime bug: with a negative step it treats end = INT64_MAX as "to the start" (x[0:
+    # INT64_MAX:-1] gives x[0]); the spec clamps end to dim - 1, giving nothing. Not generated.
+    ends = [data.draw(bound.filter(lambda e, s=s: not (s < 0 and e == BIG))) for s in steps]
     with_axes = data.draw(st.booleans()) or any(s != 1 for s in steps)
     with_steps = any(s != 1 for s in steps) or data.draw(st.booleans())
     i64 = functools.partial(np.array, dtype=np.int64)
@@ -331,7 +361,7 @@ def test_slice(data):
     check("Slice", inputs)
 
 
-@_settings(40)
+@_settings(25)
 @given(data=st.data())
 def test_squeeze(data):
     shape = data.draw(hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=3))
@@ -345,7 +375,7 @@ def test_squeeze(data):
     check("Squeeze", [x, np.array(axes, np.int64)])
 
 
-@_settings(40)
+@_settings(25)
 @given(data=st.data())
 def test_unsqueeze(data):
     x = _data(data, data.draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5)))
@@ -356,19 +386,65 @@ def test_unsqueeze(data):
     check("Unsqueeze", [x, np.array(axes, np.int64)])
 
 
-@_settings(40)
+@_settings(25)
 @given(data=st.data())
 def test_expand(data):
     pair = data.draw(
         hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4, max_side=5)
     )
+    assume(pair.result_shape != ())  # see KNOWN_BUGS: Expand of a scalar to shape []
     x = _data(data, pair.input_shapes[0])
     check("Expand", [x, np.array(pair.input_shapes[1], np.int64)])
 
 
-@_settings(40)
+@_settings(25)
 @given(data=st.data())
 def test_tile(data):
     x = _data(data, data.draw(hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=4)))
     repeats = [data.draw(st.integers(0, 3)) for _ in range(x.ndim)]
     check("Tile", [x, np.array(repeats, np.int64)])
+
+
+# -- Ziggurat bugs this file found ------------------------------------------------------------
+# The kernels belong to other modules' owners; the property tests above steer around these
+# inputs, and each one is pinned here (xfail, not strict) until it is fixed.
+BUG_RANK0_ACTIVATION = {"HardSigmoid", "HardSwish", "LeakyRelu", "Softsign"}
+BUG_NOOP_REDUCE = {"ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum"}
+
+
+def _bug(name: str, op: str, inputs: list, attrs: dict, reason: str):
+    mark = pytest.mark.xfail(reason=reason, strict=False)
+    return pytest.param(op, inputs, attrs, id=name, marks=mark)
+
+
+_NOOP = {"keepdims": 1, "noop_with_empty_axes": 1}
+KNOWN_BUGS = [
+    *(
+        _bug(f"{op}-rank0", op, [np.array(-1.5, F32)], {},
+             f"ops/activation.py {op}: on a rank-0 input an intermediate (e.g. `w * alpha`, "
+             "`abs(w)`) is a numpy scalar, so the in-place ufunc (out=...) raises 'return arrays "
+             "must be of ArrayType'")
+        for op in sorted(BUG_RANK0_ACTIVATION)
+    ),
+    *(
+        _bug(f"{op}-noop", op, [np.array([[-1.0, 2.0]], F32), np.array([], np.int64)], _NOOP,
+             f"ops/reduce.py {op}: with noop_with_empty_axes=1 and no axes the spec still applies "
+             "the elementwise part (Abs / Square / Log); Ziggurat returns the input unchanged")
+        for op in sorted(BUG_NOOP_REDUCE)
+    ),
+    _bug("ArgMax-empty", "ArgMax", [np.zeros((0, 0), F32)], {"axis": 0},
+         "ops/reduce.py ArgMax: an empty reduced axis raises even when the output is empty too "
+         "(shape (0, 0), axis 0 -> (1, 0)); onnxruntime returns the empty result"),
+    _bug("Expand-rank0", "Expand", [np.array(3.0, F32), np.array([], np.int64)], {},
+         "ops/shape.py Expand: a rank-0 input expanded to shape [] comes back with shape (1,): "
+         "xp.ascontiguousarray turns 0-d arrays into 1-d"),
+    _bug("Slice-negative-step", "Slice", [np.arange(3, dtype=F32), *(np.array([v]) for v in (-7, -5, 0, -1))], {},
+         "ops/shape.py _slice: with a negative step the spec clamps start to [0, dim-1], so "
+         "x[-7:-5:-1] on arange(3) is [0]; Python slicing (used as is) clamps start to -1 and "
+         "gives []"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("op, inputs, attrs", KNOWN_BUGS)
+def test_known_bug(op, inputs, attrs):
+    check(op, inputs, attrs, reject=lambda ok: ok or pytest.skip("onnxruntime rejects it"))

@@ -13,6 +13,7 @@ import threading
 
 _lock = threading.Lock()
 _allocator_tuned = False
+_default_blas_threads: int | None = None  # BLAS's own thread count, saved before we first change it
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -20,16 +21,24 @@ _M_MMAP_THRESHOLD = -3
 
 
 def set_blas_threads(n: int) -> None:
-    """Limit numpy's BLAS to ``n`` threads (0: leave the default, all cores).
+    """Limit numpy's BLAS to ``n`` threads (0: its default, all cores). Process-wide: the
+    session created last decides.
 
     threadpoolctl finds whichever BLAS numpy loaded (OpenBLAS, MKL, BLIS) and calls its own
     thread setter; a dependency because doing that by hand means tracking every BLAS's symbols.
     """
-    if n <= 0:
-        return
-    from threadpoolctl import threadpool_limits
+    global _default_blas_threads
+    if n <= 0 and _default_blas_threads is None:
+        return  # never changed: BLAS is at its own default
+    from threadpoolctl import threadpool_info, threadpool_limits
 
-    threadpool_limits(limits=n, user_api="blas")
+    with _lock:
+        if _default_blas_threads is None:
+            infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+            _default_blas_threads = max((i["num_threads"] for i in infos), default=0)
+        target = n if n > 0 else _default_blas_threads
+    if target > 0:
+        threadpool_limits(limits=target, user_api="blas")
 
 
 def tune_allocator() -> bool:

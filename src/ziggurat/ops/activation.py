@@ -2,7 +2,9 @@
 
 float16 and the ml_dtypes floats (bfloat16, float8) compute in float32 and are rounded back once at
 the end, which is more accurate than rounding after every step. The hot kernels (Relu, Sigmoid,
-Gelu, Softmax, LogSoftmax) work in place on one fresh buffer to keep memory traffic low.
+Gelu, Softmax, LogSoftmax) work in place on one fresh buffer to keep memory traffic low. On a 0-d
+input numpy operators return a scalar (np.generic), which cannot be updated in place (ufuncs reject
+it as ``out=``), so such a buffer is first passed through ``as_array``.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def LeakyRelu(x, /, *, alpha=0.01):
     w, dt = _work(x)
     a = w.dtype.type(alpha)
     if 0 <= alpha <= 1:  # max(x, a*x) is the same function and avoids a select
-        y = w * a
+        y = as_array(w * a)
         xp.maximum(y, w, out=y)
     else:
         y = xp.where(w >= 0, w, w * a)
@@ -92,7 +94,7 @@ def Elu(x, /, *, alpha=1.0):
     """X if X > 0 else alpha * (exp(X) - 1)."""
     xp = xp_fast(x)
     w, dt = _work(x)
-    neg = xp.expm1(xp.minimum(w, 0))
+    neg = as_array(xp.expm1(xp.minimum(w, 0)))
     neg *= w.dtype.type(alpha)
     return (_done(xp.where(w > 0, w, neg), dt),)
 
@@ -103,7 +105,7 @@ def Celu(x, /, *, alpha=1.0):
     xp = xp_fast(x)
     w, dt = _work(x)
     a = w.dtype.type(alpha)
-    neg = xp.expm1(xp.minimum(w, 0) / a)
+    neg = as_array(xp.expm1(xp.minimum(w, 0) / a))
     neg *= a
     return (_done(xp.where(w > 0, w, neg), dt),)
 
@@ -114,7 +116,7 @@ def Selu(x, /, *, alpha=1.67326319217681884765625, gamma=1.050701022148132324218
     xp = xp_fast(x)
     w, dt = _work(x)
     t = w.dtype.type
-    neg = xp.expm1(xp.minimum(w, 0))
+    neg = as_array(xp.expm1(xp.minimum(w, 0)))
     neg *= t(alpha * gamma)
     return (_done(xp.where(w > 0, w * t(gamma), neg), dt),)
 
@@ -134,7 +136,7 @@ def HardSigmoid(x, /, *, alpha=0.2, beta=0.5):
     xp = xp_fast(x)
     w, dt = _work(x)
     t = w.dtype.type
-    y = w * t(alpha)
+    y = as_array(w * t(alpha))
     y += t(beta)
     xp.clip(y, 0, 1, out=y)
     return (_done(y, dt),)
@@ -146,7 +148,7 @@ def HardSwish(x, /):
     xp = xp_fast(x)
     w, dt = _work(x)
     t = w.dtype.type
-    y = w * t(1 / 6)
+    y = as_array(w * t(1 / 6))
     y += t(0.5)
     xp.clip(y, 0, 1, out=y)
     y *= w
@@ -166,7 +168,7 @@ def Softsign(x, /):
     """X / (1 + |X|)."""
     xp = xp_fast(x)
     w, dt = _work(x)
-    d = xp.abs(w)
+    d = as_array(xp.abs(w))
     d += 1
     return (_done(xp.divide(w, d, out=d), dt),)
 
@@ -176,7 +178,7 @@ def Mish(x, /):
     """X * tanh(softplus(X))."""
     xp = xp_fast(x)
     w, dt = _work(x)
-    y = xp.tanh(xp.logaddexp(w, 0))
+    y = as_array(xp.tanh(xp.logaddexp(w, 0)))
     y *= w
     return (_done(y, dt),)
 
@@ -186,7 +188,7 @@ def Swish(x, /, *, alpha=1.0):
     """X * sigmoid(alpha * X)."""
     xp = xp_fast(x)
     w, dt = _work(x)
-    s = _sigmoid_into(w * w.dtype.type(alpha), xp)
+    s = _sigmoid_into(as_array(w * w.dtype.type(alpha)), xp)
     s *= w
     return (_done(s, dt),)
 
@@ -198,7 +200,7 @@ def SwiGLU(a, b, /, *, alpha=1.0):
         raise ExecutionError(f"SwiGLU: A {a.shape} and B {b.shape} must have the same shape")
     xp = xp_fast(a)
     w, dt = _work(a)
-    s = _sigmoid_into(w * w.dtype.type(alpha), xp)
+    s = _sigmoid_into(as_array(w * w.dtype.type(alpha)), xp)
     s *= w
     s *= b if b.dtype == s.dtype else b.astype(s.dtype)
     return (_done(s, dt),)
@@ -221,8 +223,8 @@ def Gelu(x, /, *, approximate="none"):
     """0.5 * X * (1 + erf(X / sqrt(2))); approximate='tanh' uses the tanh form."""
     if approximate == "none":
         if x.dtype.kind == "V":
-            return (gelu_erf(x.astype(np.float32)).astype(x.dtype),)
-        return (gelu_erf(x),)
+            return (as_array(gelu_erf(x.astype(np.float32)).astype(x.dtype)),)
+        return (as_array(gelu_erf(x)),)
     if approximate != "tanh":
         raise ExecutionError(f"Gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     xp = xp_fast(x)
@@ -231,7 +233,7 @@ def Gelu(x, /, *, approximate="none"):
     # 0.5 * (1 + tanh(z)) == sigmoid(2z): one exp instead of a (slower) tanh. For huge |x| the cube
     # overflows to +-inf, which the sigmoid maps to exactly 0 or 1: the result is still right.
     with np.errstate(over="ignore"):
-        z = w * w
+        z = as_array(w * w)
         z *= t(0.044715)
         z += 1
         z *= w
@@ -252,8 +254,13 @@ def _flatten_2d(x, axis: int):
 
 
 def _norm_axis(axis: int, ndim: int) -> int:
-    if not -max(ndim, 1) <= axis < max(ndim, 1):
-        raise ExecutionError(f"axis {axis} is out of range for a tensor of rank {ndim}")
+    if ndim == 0:
+        raise ExecutionError("the input has rank 0 but needs rank >= 1; reshape it to [1]")
+    if not -ndim <= axis < ndim:
+        raise ExecutionError(
+            f"axis {axis} is out of range for a tensor of rank {ndim}: expected an axis in "
+            f"[{-ndim}, {ndim - 1}]"
+        )
     return axis + ndim if axis < 0 else axis
 
 
@@ -268,14 +275,14 @@ def _softmax(x, axis: int, log: bool):
         y /= y.sum(axis=axis, keepdims=True)
         return y
     xp = xp_fast(x)
+    if x.size == 0:
+        return xp.array(x, copy=True)
     if x.dtype == np.float16 and not log:
         # Softmax-13's function body computes each step in the input type; for float16 we follow
         # it step by step (numpy rounds every float16 op), as the spec and the reference do.
         y = xp.exp(x - x.max(axis=axis, keepdims=True))
         return (y / y.sum(axis=axis, keepdims=True)).astype(np.float16, copy=False)
     w, dt = _work(x)
-    if w.size == 0:
-        return xp.array(x, copy=True)
     y = xp.subtract(w, w.max(axis=axis, keepdims=True))  # fresh buffer, exp cannot overflow
     if log:
         e = xp.exp(y)

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from ..backends import xp_of
+from ..backends import parallel, xp_of
 from ..errors import ExecutionError
 from ._spatial import Geometry, PhasePlanes, pad_input, window_geometry
 from .registry import kernel
@@ -97,10 +97,26 @@ def _pointwise(x, w, geo: Geometry, group):
     )
 
 
-def _depthwise(x, w, geo: Geometry, bias):
+def _depthwise_parallel(x, w, geo: Geometry, bias):
+    """Depthwise conv with channel chunks on all cores (each output channel is independent)."""
+    n, c = x.shape[:2]
+    if type(x) is not np.ndarray or n != 1 or x.size < parallel.MIN_ELEMENTS:
+        return _depthwise(x, w, geo, bias)
+    mult = w.shape[0] // c
+    y = np.empty((n, c * mult) + tuple(geo.out), dtype=x.dtype)
+
+    def part(lo: int, hi: int) -> None:
+        b = None if bias is None else bias[lo * mult : hi * mult]
+        _depthwise(x[:, lo:hi], w[lo * mult : hi * mult], geo, b, out=y[:, lo * mult : hi * mult])
+
+    parallel.for_rows(part, c, x[0, 0].size)
+    return y
+
+
+def _depthwise(x, w, geo: Geometry, bias, out=None):
     """One input channel per group: sum over kernel offsets of shifted input times per-channel weights.
 
-    Returns the finished (N, M, *out) output with the bias added.
+    Returns the finished (N, M, *out) output with the bias added (written to ``out`` if given).
     """
     xp = xp_of(x)
     n, c = x.shape[:2]
@@ -122,7 +138,7 @@ def _depthwise(x, w, geo: Geometry, bias):
             xp.multiply(sl, wk[k], out=tmp)
             acc += tmp
     wide = acc.reshape(n, c * mult, planes.length)
-    y = xp.empty((n, c * mult) + tuple(geo.out), dtype=x.dtype)
+    y = xp.empty((n, c * mult) + tuple(geo.out), dtype=x.dtype) if out is None else out
     view = planes.crop(wide, geo.out)
     if bias is None:
         y[...] = view
@@ -143,7 +159,7 @@ def conv_core(x, w, geo: Geometry, group, bias=None):
     if all(k == 1 for k in geo.kernel) and not any(geo.pads_begin) and not any(geo.buf_end):
         return _finish(_pointwise(x, w, geo, group), n, m, geo.out, bias)
     if group == c and w.shape[1] == 1 and m % c == 0 and c > 1:
-        return _depthwise(x, w, geo, bias)
+        return _depthwise_parallel(x, w, geo, bias)
     buf = pad_input(x, geo.pads_begin, geo.buf_end)
     cols = im2col(buf, geo, group)  # (N, G, Cg*K, L)
     ck = cols.shape[2]

@@ -18,23 +18,28 @@ from ..errors import ExecutionError
 from .registry import kernel
 
 
-def _axes(x, axes_in, axes, noop_with_empty_axes: int) -> tuple[int, ...] | None:
-    """The normalized reduction axes, or None for "return the input unchanged"."""
+def _axes(x, axes_in, axes, noop_with_empty_axes: int) -> tuple[int, ...]:
+    """The normalized, sorted reduction axes.
+
+    No axes with ``noop_with_empty_axes`` gives ``()``: like numpy's ``axis=()`` the reduction
+    step is then the identity, but composite ops still apply their elementwise part (the spec:
+    ReduceLogSum returns Log(x), ReduceSumSquare returns Square(x)).
+    """
     if axes_in is not None:
         host = axes_in.get() if hasattr(axes_in, "get") else axes_in  # CuPy -> host
         axes = [int(a) for a in np.asarray(host).reshape(-1)]
     if axes is None or len(axes) == 0:
-        return None if noop_with_empty_axes else tuple(range(x.ndim))
-    rank = x.ndim
-    out = []
+        return () if noop_with_empty_axes else tuple(range(x.ndim))
+    # A rank-0 input is treated as rank 1 for validation (axis 0 or -1), as onnxruntime does;
+    # reducing a scalar over its one "axis" reduces nothing.
+    rank, vrank = x.ndim, max(x.ndim, 1)
     for a in axes:
-        if not -rank <= a < max(rank, 1):
+        if not -vrank <= a < vrank:
             raise ExecutionError(
                 f"reduction axis {a} is out of range for an input of rank {rank}; "
-                f"expected an axis in [{-rank}, {rank - 1}]"
+                f"expected an axis in [{-vrank}, {vrank - 1}]"
             )
-        out.append(a % rank if rank else 0)
-    return tuple(sorted(set(out)))
+    return tuple(sorted({a % rank for a in axes})) if rank else ()
 
 
 def _out_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: int) -> tuple[int, ...]:
@@ -57,10 +62,14 @@ def _work_dtype(dtype: np.dtype, ints_as_float: bool = False) -> np.dtype:
     return np.dtype(dtype)
 
 
-def _reduce(x, axes_in, axes, keepdims, noop, fn, *, ints_as_float=False):
-    """Shared driver: resolve axes, compute ``fn(xp, work, axes)`` and restore shape and dtype."""
+def _reduce(x, axes_in, axes, keepdims, noop, fn, *, ints_as_float=False, pure=False):
+    """Shared driver: resolve axes, compute ``fn(xp, work, axes)`` and restore shape and dtype.
+
+    ``pure``: ``fn`` is a plain reduction (no elementwise part), so reducing over no axes returns
+    the input itself.
+    """
     ax = _axes(x, axes_in, axes, noop)
-    if ax is None:
+    if pure and not ax:
         return (x,)
     xp = xp_of(x)
     work = x.astype(_work_dtype(x.dtype, ints_as_float), copy=False)
@@ -139,7 +148,7 @@ def _log_sum_exp(xp, w, ax):
 @kernel("ReduceSum", since=1)
 def ReduceSum(data, axes_in=None, /, *, axes=None, keepdims=1, noop_with_empty_axes=0):
     """Sum over ``axes`` (all axes when none are given, unless ``noop_with_empty_axes``)."""
-    return _reduce(data, axes_in, axes, keepdims, noop_with_empty_axes, _sum)
+    return _reduce(data, axes_in, axes, keepdims, noop_with_empty_axes, _sum, pure=True)
 
 
 @kernel("ReduceSumSquare", since=1)
@@ -166,7 +175,7 @@ def ReduceMean(data, axes_in=None, /, *, axes=None, keepdims=1, noop_with_empty_
     if np.dtype(data.dtype).kind in "iu":
         # Exact sum in int64/uint64, then divide and truncate like a C cast.
         ax = _axes(data, axes_in, axes, noop_with_empty_axes)
-        if ax is None:
+        if not ax:
             return (data,)
         xp = xp_of(data)
         acc = np.int64 if np.dtype(data.dtype).kind == "i" else np.uint64
@@ -174,25 +183,25 @@ def ReduceMean(data, axes_in=None, /, *, axes=None, keepdims=1, noop_with_empty_
         count = max(int(np.prod([data.shape[a] for a in ax], dtype=np.int64)), 1)
         y = (total.astype(np.float64) / count).astype(data.dtype)
         return (y.reshape(_out_shape(data.shape, ax, keepdims)),)
-    return _reduce(data, axes_in, axes, keepdims, noop_with_empty_axes, _mean)
+    return _reduce(data, axes_in, axes, keepdims, noop_with_empty_axes, _mean, pure=True)
 
 
 @kernel("ReduceProd", since=1)
 def ReduceProd(data, axes_in=None, /, *, axes=None, keepdims=1, noop_with_empty_axes=0):
     """Product over ``axes`` (1 for an empty set)."""
-    return _reduce(data, axes_in, axes, keepdims, noop_with_empty_axes, _prod)
+    return _reduce(data, axes_in, axes, keepdims, noop_with_empty_axes, _prod, pure=True)
 
 
 @kernel("ReduceMax", since=1)
 def ReduceMax(data, axes_in=None, /, *, axes=None, keepdims=1, noop_with_empty_axes=0):
     """Maximum over ``axes`` (-inf, the dtype's minimum, or False for an empty set)."""
-    return _reduce(data, axes_in, axes, keepdims, noop_with_empty_axes, _max)
+    return _reduce(data, axes_in, axes, keepdims, noop_with_empty_axes, _max, pure=True)
 
 
 @kernel("ReduceMin", since=1)
 def ReduceMin(data, axes_in=None, /, *, axes=None, keepdims=1, noop_with_empty_axes=0):
     """Minimum over ``axes`` (+inf, the dtype's maximum, or True for an empty set)."""
-    return _reduce(data, axes_in, axes, keepdims, noop_with_empty_axes, _min)
+    return _reduce(data, axes_in, axes, keepdims, noop_with_empty_axes, _min, pure=True)
 
 
 @kernel("ReduceLogSum", since=1)
@@ -213,15 +222,22 @@ def ReduceLogSumExp(data, axes_in=None, /, *, axes=None, keepdims=1, noop_with_e
 
 def _arg(x, axis: int, keepdims: int, select_last_index: int, largest: bool, op: str):
     xp = xp_of(x)
-    rank = x.ndim
-    if not -rank <= axis < max(rank, 1):
+    rank, vrank = x.ndim, max(x.ndim, 1)  # a scalar acts as rank 1, as in onnxruntime
+    if not -vrank <= axis < vrank:
         raise ExecutionError(
-            f"{op}: axis {axis} is out of range for rank {rank}; expected [{-rank}, {rank - 1}]"
+            f"{op}: axis {axis} is out of range for rank {rank}; expected [{-vrank}, {vrank - 1}]"
         )
-    axis = axis % rank if rank else 0
+    if rank == 0:
+        return (xp.zeros((), dtype=np.int64),)
+    axis %= rank
     if x.shape[axis] == 0:
+        out_shape = _out_shape(x.shape, (axis,), keepdims)
+        if 0 in x.shape[:axis] + x.shape[axis + 1 :]:
+            # Nothing to index: the output is empty too (onnxruntime agrees).
+            return (xp.zeros(out_shape, dtype=np.int64),)
         raise ExecutionError(
-            f"{op}: cannot take the arg of an empty axis {axis} (input shape {x.shape})"
+            f"{op}: axis {axis} is empty in the input (shape {x.shape}) but the output (shape "
+            f"{out_shape}) is not, so there is no index to return; use a non-empty axis"
         )
     if _is_narrow_float(np.dtype(x.dtype)):
         x = x.astype(np.float32)

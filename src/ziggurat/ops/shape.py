@@ -243,10 +243,29 @@ def _slice(
     for a, s, e, st in zip(axes, starts, ends, steps):
         if st == 0:
             raise ValueError(f"Slice: step for axis {a} is 0; steps must be non-zero")
-        # Python's slice normalisation (negative += dim, then clamp to [0, dim] or [-1, dim-1] for
-        # negative steps) is exactly ONNX's, INT64_MIN/MAX sentinels included.
-        index[a] = slice(s, e, st)
+        index[a] = _effective_slice(s, e, st, data.shape[a])
     return data[tuple(index)]
+
+
+def _effective_slice(start: int, end: int, step: int, dim: int) -> slice:
+    """ONNX's effective bounds for one axis, as a Python slice that means the same.
+
+    The spec adds ``dim`` to negative starts and ends, then clamps start to [0, dim] and end to
+    [0, dim] for a positive step, or start to [0, dim-1] and end to [-1, dim-1] for a negative
+    one. Python's own slice clamping differs for a negative step: it clamps a start below -dim to
+    -1 (select nothing) where ONNX clamps it to 0 (start at the first element), so the bounds are
+    resolved here. INT64_MIN/MAX sentinels resolve like any other out-of-range value.
+    """
+    start = start + dim if start < 0 else start
+    end = end + dim if end < 0 else end
+    if step > 0:
+        return slice(min(max(start, 0), dim), min(max(end, 0), dim), step)
+    if dim == 0:
+        return slice(0, 0, step)
+    start = min(max(start, 0), dim - 1)
+    end = min(max(end, -1), dim - 1)
+    # An end of -1 means "through index 0"; as a Python slice bound -1 would mean dim - 1.
+    return slice(start, None if end < 0 else end, step)
 
 
 @kernel("Slice", since=10)
@@ -303,7 +322,8 @@ def Expand(data, shape, /):
         ) from None
     xp = xp_of(data)
     # A copy, not the read-only zero-stride view: outputs may reach the caller or a writing kernel.
-    return (xp.ascontiguousarray(xp.broadcast_to(data, out_shape)),)
+    # (.copy(), not ascontiguousarray, which turns a 0-d result into shape (1,).)
+    return (xp.broadcast_to(data, out_shape).copy(),)
 
 
 # -- Shape / Size / Identity -----------------------------------------------------------------------

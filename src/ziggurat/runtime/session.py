@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .. import ir
-from ..backends import cpu
+from ..backends import cpu, parallel
 from ..errors import InputError
 from ..passes import optimize
 from .executor import CompiledGraph
@@ -82,6 +82,7 @@ class InferenceSession:
         self._options = sess_options or SessionOptions()
         cpu.tune_allocator()
         cpu.set_blas_threads(self._options.intra_op_num_threads)
+        parallel.set_threads(self._options.intra_op_num_threads)
         self._providers = self._pick_providers(providers)
         if isinstance(path_or_bytes, ir.Model):
             model = copy.deepcopy(path_or_bytes)

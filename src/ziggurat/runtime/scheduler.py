@@ -1,0 +1,484 @@
+"""Parallel execution of independent graph branches (onnxruntime's ``ExecutionMode.ORT_PARALLEL``).
+
+At compile time the graph is cut into *chains*: maximal runs of nodes where each node's only
+dependency is the previous node and the previous node's only dependent is it. Dependencies are taken
+after a transitive reduction, so a residual shortcut (``x -> conv -> conv -> add(x, .)``) does not
+split a chain: that ``x -> add`` edge is implied by the path through the convs. Each chain compiles to
+straight-line Python like ``CompiledGraph`` (locals, ``del`` after last use); values that cross
+chains go through a per-run dict and are dropped when their last consuming chain has read them.
+
+At run time a dependency-counting dataflow scheduler runs the chain DAG: the calling thread runs a
+ready chain itself, and whoever finishes a chain continues inline with one newly ready successor and
+hands the others to a persistent pool of ``threads - 1`` workers (the caller is the other thread).
+numpy and BLAS release the GIL inside their loops, so branches really overlap. A graph without
+parallel branches is one chain and runs exactly as the sequential executor does.
+
+Subgraphs (If/Loop/Scan bodies) are compiled with the sequential ``CompiledGraph`` and bound to their
+outer-scope values as in ``executor.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .. import ir
+from ..errors import GraphError
+from ..ops import registry
+from .executor import _DEBUG, BoundGraph, CompiledGraph
+
+# A chain measured faster than this runs in the thread that made it ready: handing it to another
+# thread (queue, wake-up, lock) costs tens of microseconds. Unmeasured chains count as heavy.
+INLINE_NS = 50_000
+_UNKNOWN = 1 << 62
+
+
+def default_threads() -> int:
+    """The inter-op thread count that ``threads=0`` means: one per available core."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+# -- the worker pool -----------------------------------------------------------------------------
+class _Pool:
+    """Persistent daemon workers taking ``(graph, run)`` hand-offs from one queue."""
+
+    def __init__(self, workers: int):
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        for i in range(workers):
+            t = threading.Thread(target=self._work, name=f"zg-inter-op-{i}", daemon=True)
+            t.start()
+
+    def submit(self, graph: ParallelGraph, run: _Run) -> None:
+        self._queue.put((graph, run))
+
+    def _work(self) -> None:
+        while True:
+            graph, run = self._queue.get()
+            graph._take(run)
+            del graph, run  # do not keep the last run's values alive while idle
+
+
+# One pool per size, shared by every session: many sessions must not mean many idle threads.
+_pools: dict[int, _Pool] = {}
+_pools_lock = threading.Lock()
+
+
+def _get_pool(workers: int) -> _Pool:
+    with _pools_lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = _pools[workers] = _Pool(workers)
+        return pool
+
+
+def _forget_pools() -> None:
+    # A forked child (e.g. a pre-fork server worker) has none of the parent's threads.
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)
+
+
+# -- partitioning --------------------------------------------------------------------------------
+def partition(graph: ir.Graph) -> tuple[list[list[int]], list[list[int]]]:
+    """Cut ``graph`` (topologically sorted) into chains of node indices.
+
+    Returns ``(chains, successors)``: chains in topological order, each a list of node indices in
+    execution order, and for each chain the chains that must wait for it.
+    """
+    producer: dict[str, int] = {}
+    preds: list[set[int]] = []
+    for i, node in enumerate(graph.nodes):
+        reads = {n for n in node.inputs if n}
+        for sub in node.subgraphs():
+            reads |= sub.free_names()
+        preds.append({producer[n] for n in reads if n in producer})
+        for o in node.outputs:
+            if o:
+                producer[o] = i
+    n = len(preds)
+    succs: list[list[int]] = [[] for _ in range(n)]
+    for i, ps in enumerate(preds):
+        for p in ps:
+            succs[p].append(i)
+
+    # Transitive reduction with reachability bitsets (Python ints), in reverse topological order:
+    # a successor is redundant if an earlier successor already reaches it.
+    reach = [0] * n
+    rsuccs: list[list[int]] = [[] for _ in range(n)]
+    rpreds: list[list[int]] = [[] for _ in range(n)]
+    for i in range(n - 1, -1, -1):
+        acc = 0
+        for s in sorted(succs[i]):
+            if not (acc >> s) & 1:
+                rsuccs[i].append(s)
+                rpreds[s].append(i)
+            acc |= reach[s] | (1 << s)
+        reach[i] = acc
+
+    chain_of = [0] * n
+    chains: list[list[int]] = []
+    for i in range(n):
+        ps = rpreds[i]
+        if len(ps) == 1 and len(rsuccs[ps[0]]) == 1:
+            chain_of[i] = chain_of[ps[0]]
+            chains[chain_of[i]].append(i)
+        else:
+            chain_of[i] = len(chains)
+            chains.append([i])
+    successors = [sorted({chain_of[s] for s in rsuccs[c[-1]]}) for c in chains]
+    return chains, successors
+
+
+# -- per-run state -------------------------------------------------------------------------------
+class _Run:
+    """Everything one ``run`` call owns, so concurrent calls never share state."""
+
+    __slots__ = ("env", "outer", "refs", "waiting", "ready", "cond", "left", "busy", "error")
+
+    def __init__(self, graph: ParallelGraph, env: dict[str, Any], outer: dict[str, Any]):
+        self.env = env  # values crossing chains, by name
+        self.outer = outer
+        self.refs = dict(graph._refs)  # name -> consuming chains that have not read it yet
+        self.waiting = list(graph._n_deps)  # chain -> unfinished predecessor chains
+        self.ready: list[int] = []  # heap of chains nobody has started yet
+        self.cond = threading.Condition(threading.Lock())
+        self.left = len(graph._chains)  # chains not finished
+        self.busy = 0  # threads working on this run right now
+        self.error: BaseException | None = None
+
+    def release(self, names: tuple[str, ...]) -> None:
+        """A chain has read ``names`` for the last time: drop each after its last reader."""
+        with self.cond:
+            refs = self.refs
+            for name in names:
+                left = refs[name] - 1
+                if left:
+                    refs[name] = left
+                else:
+                    del refs[name]
+                    del self.env[name]
+
+
+class ParallelGraph(CompiledGraph):
+    """A graph whose independent branches run concurrently on ``threads`` threads (0: all cores).
+
+    Same interface as ``CompiledGraph``: ``run(inputs: list, outer: dict | None) -> list``,
+    ``input_names``, ``output_names``, ``graph``; errors are the same located ``ExecutionError``.
+    ``run`` may be called from several threads at once.
+    """
+
+    def __init__(
+        self,
+        graph: ir.Graph,
+        opsets: dict[str, int],
+        *,
+        outer: set[str] = frozenset(),  # type: ignore[assignment]
+        model_name: str = "model",
+        profiler: Any = None,
+        threads: int = 0,
+    ):
+        self.threads = threads if threads > 0 else default_threads()
+        self._chains: list[list[int]] = []
+        super().__init__(graph, opsets, outer=outer, model_name=model_name, profiler=profiler)
+
+    @property
+    def parallel(self) -> bool:
+        """Whether runs go through the scheduler (False: the graph has no parallel branches)."""
+        return len(self._chains) > 1
+
+    # -- compilation -------------------------------------------------------------------------
+    def _compile(self) -> Callable[[list, dict], list]:
+        chains, successors = partition(self.graph)
+        if len(chains) <= 1 or self.threads <= 1:
+            return super()._compile()  # nothing to overlap: the sequential code, unchanged
+        self._chains = chains
+        self._successors = successors
+        self._n_deps = [0] * len(chains)
+        for succ in successors:
+            for s in succ:
+                self._n_deps[s] += 1
+        self._roots = [c for c, n in enumerate(self._n_deps) if n == 0]
+        self._cost = [_UNKNOWN] * len(chains)  # ns per chain, learnt while running
+        self._pool = _get_pool(self.threads - 1)
+        self._fns = self._generate(self._resolve())
+        return self._run
+
+    def _generate(self, resolved: list[tuple[ir.Node, registry.KernelDef]]) -> list[Callable]:
+        g = self.graph
+        ns: dict[str, Any] = {"BoundGraph": BoundGraph, "__trace": self._trace}
+        if self.profiler is not None:
+            ns["__perf"] = time.perf_counter_ns
+            ns["__rec"] = self.profiler.record
+        inputs = set(self.input_names)
+        consts: dict[str, str] = {}
+        for i, (name, value) in enumerate(g.initializers.items()):
+            if name not in inputs:  # an input shadows its initializer default
+                consts[name] = f"c{i}"
+                ns[f"c{i}"] = value
+        chain_of = {idx: c for c, nodes in enumerate(self._chains) for idx in nodes}
+        produced = {o: i for i, (node, _) in enumerate(resolved) for o in node.outputs if o}
+        reads: list[list[str]] = []
+        readers: dict[str, set[int]] = {}  # name -> chains reading it
+        for idx, (node, _) in enumerate(resolved):
+            names = [n for n in node.inputs if n]
+            for sub in node.subgraphs():
+                names.extend(sorted(sub.free_names()))
+            reads.append(names)
+            for n in names:
+                readers.setdefault(n, set()).add(chain_of[idx])
+        keep = set(self.output_names)
+        # Values handed between chains (or out of run): node outputs read by another chain, and the
+        # graph inputs. Each consuming chain releases its reference after its last read.
+        shared = {n for n, cs in readers.items() if n in produced and cs - {chain_of[produced[n]]}}
+        shared |= keep & set(produced)
+        self._refs = {
+            n: len(cs - ({chain_of[produced[n]]} if n in produced else set()))
+            for n, cs in readers.items()
+            if (n in shared or (n in inputs and n not in consts)) and n not in keep
+        }
+        lines: list[str] = []
+        for c, nodes in enumerate(self._chains):
+            self._gen_chain(c, nodes, resolved, reads, ns, lines, consts, inputs, produced, shared)
+        self.source = "\n".join(lines) + "\n"
+        self._nodes = [n for n, _ in resolved]
+        self._filename = f"<ziggurat:{self.model_name}:{g.name}:parallel:{id(self):x}>"
+        exec(compile(self.source, self._filename, "exec"), ns)  # noqa: S102 - our generated code
+        self._outputs = []  # (name or constant ident, where it lives)
+        for n in self.output_names:
+            if n in inputs or n in produced:
+                self._outputs.append((n, "env"))
+            elif n in consts:
+                self._outputs.append((consts[n], "const"))
+            elif n in self._outer_names:
+                self._outputs.append((n, "outer"))
+            else:
+                raise GraphError(
+                    f"model '{self.model_name}': graph output '{n}' is not defined by any input, "
+                    "initializer or node"
+                )
+        self._consts = {ident: ns[ident] for ident in consts.values()}
+        return [ns[f"_chain{c}"] for c in range(len(self._chains))]
+
+    def _gen_chain(self, c, nodes, resolved, reads, ns, lines, consts, inputs, produced, shared):
+        """Append ``def _chain{c}(__env, __outer, __release)`` to ``lines``."""
+        start = len(lines)
+        lines.append(f"def _chain{c}(__env, __outer, __release):")
+        var: dict[str, str] = {}
+        own = {o for idx in nodes for o in resolved[idx][0].outputs if o}
+        last_use: dict[str, int] = {}
+        for idx in nodes:
+            for n in reads[idx]:
+                last_use[n] = idx
+        keep = set(self.output_names)
+
+        def read(name: str, node: ir.Node, idx: int) -> str:
+            if name in var:
+                return var[name]
+            if name in consts:
+                return consts[name]
+            if name in inputs or name in produced:  # from the run's dict: another chain's value
+                var[name] = f"e{len(var)}"
+                emit(f"    {var[name]} = __env[{name!r}]", idx)
+                return var[name]
+            if name in self._outer_names:
+                var[name] = f"o{len(var)}"
+                emit(f"    {var[name]} = __outer[{name!r}]", idx)
+                return var[name]
+            raise GraphError(
+                f"model '{self.model_name}': node '{node.label}' ({node.op_type}) reads '{name}', "
+                "which no input, initializer or earlier node defines"
+            )
+
+        def emit(text: str, idx: int) -> None:
+            lines.append(text)
+            self._line_to_node[len(lines)] = idx
+
+        for idx in nodes:
+            node, kdef = resolved[idx]
+            kwargs = self._bind_attrs(node, kdef)
+            sub_exprs = []
+            for key, value in list(kwargs.items()):
+                subs = value if isinstance(value, list) else [value]
+                if not any(isinstance(s, ir.Graph) for s in subs):
+                    continue
+                del kwargs[key]
+                compiled = []
+                for s in subs:
+                    visible = self.graph.defined_names() | set(self._outer_names)
+                    cg = CompiledGraph(
+                        s, self.opsets, outer=visible, model_name=self.model_name,
+                        profiler=self.profiler,
+                    )  # fmt: skip
+                    gname = f"g{idx}_{key}_{len(compiled)}"
+                    ns[gname] = cg
+                    free = sorted(s.free_names())
+                    outer = "{" + ", ".join(f"{n!r}: {read(n, node, idx)}" for n in free) + "}"
+                    compiled.append(f"BoundGraph({gname}, {outer})")
+                expr = (
+                    compiled[0] if not isinstance(value, list) else "[" + ", ".join(compiled) + "]"
+                )
+                sub_exprs.append(f"{key}={expr}")
+            kname = f"k{idx}"
+            ns[kname] = functools.partial(kdef.fn, **kwargs) if kwargs else kdef.fn
+            names = list(node.inputs)
+            while names and not names[-1]:  # trailing omitted inputs: kernels see their defaults
+                names.pop()
+            args = ", ".join(read(n, node, idx) if n else "None" for n in names)
+            call = f"{kname}({args}{', ' if args and sub_exprs else ''}{', '.join(sub_exprs)})"
+            outs = []
+            for j, out in enumerate(node.outputs):
+                if out:
+                    var[out] = f"v{len(var)}"
+                    outs.append((j, out, var[out]))
+            if self.profiler is not None:
+                emit("    __p0 = __perf()", idx)
+            if len(node.outputs) == 1 and outs:
+                emit(f"    {outs[0][2]} = {call}[0]", idx)
+            elif outs:
+                emit(f"    __t = {call}", idx)
+                for j, _, ident in outs:
+                    emit(f"    {ident} = __t[{j}]", idx)
+                emit("    del __t", idx)
+            else:
+                emit(f"    {call}", idx)
+            if self.profiler is not None:
+                emit(f"    __rec({node.label!r}, {node.op_type!r}, __p0)", idx)
+            if _DEBUG:
+                traced = ", ".join(f"({o!r}, {ident})" for _, o, ident in outs)
+                emit(f"    __trace({idx}, [{traced}])", idx)
+            for _, out, ident in outs:
+                if out in shared:
+                    emit(f"    __env[{out!r}] = {ident}", idx)
+            # Free locals after their last read here; values other chains handed us are also
+            # released in the run's dict so the last reader drops them (keeps memory as sequential).
+            done = [n for n in dict.fromkeys(reads[idx]) if last_use[n] == idx and n in var]
+            done += [o for _, o, _ in outs if o not in last_use]
+            dead = [var[n] for n in done if var[n][0] in "ev"]
+            handed = tuple(n for n in done if n not in own and n in self._refs and n not in keep)
+            if dead:
+                emit(f"    del {', '.join(dead)}", idx)
+            if handed:
+                emit(f"    __release({handed!r})", idx)
+        if len(lines) == start + 1:
+            lines.append("    pass")
+
+    # -- execution ---------------------------------------------------------------------------
+    def _run(self, inputs: list[Any], outer: dict[str, Any]) -> list[Any]:
+        if len(inputs) != len(self.input_names):
+            raise ValueError(
+                f"expected {len(self.input_names)} inputs ({', '.join(self.input_names)}), "
+                f"got {len(inputs)}"
+            )
+        run = _Run(self, dict(zip(self.input_names, inputs)), outer)
+        run.busy = 1
+        try:
+            self._drive(run, self._roots)
+            self._help(run)
+        except BaseException as exc:  # e.g. KeyboardInterrupt while waiting: stop the workers too
+            with run.cond:
+                if run.error is None:
+                    run.error = exc
+            raise
+        env, outer = run.env, run.outer
+        outs = [
+            self._consts[n].copy() if kind == "const" else (env if kind == "env" else outer)[n]
+            for n, kind in self._outputs
+        ]
+        env.clear()  # pool hand-offs still queued must not pin values
+        return outs
+
+    def _help(self, run: _Run) -> None:
+        """The caller's part: run this run's ready chains until all are done or one failed."""
+        while True:
+            with run.cond:
+                while True:
+                    if run.error is not None:
+                        if run.busy == 0:  # in-flight chains have stopped: report the failure
+                            run.env.clear()  # pool hand-offs still queued must not pin values
+                            raise run.error
+                    elif run.left == 0:
+                        return
+                    elif run.ready:
+                        chain = heapq.heappop(run.ready)
+                        run.busy += 1
+                        break
+                    run.cond.wait()
+            self._drive(run, [chain])
+
+    def _take(self, run: _Run) -> None:
+        """A pool worker's turn: start one of ``run``'s ready chains, if any is left."""
+        with run.cond:
+            if not run.ready or run.error is not None:
+                return
+            chain = heapq.heappop(run.ready)
+            run.busy += 1
+        self._drive(run, [chain])
+
+    def _drive(self, run: _Run, new: list[int]) -> None:
+        """Run the ready chains ``new`` and, in turn, the chains they make ready.
+
+        This thread keeps the cheap chains (a hand-off costs more than they do) and one heavy
+        chain; other heavy chains go to the run's ready heap and the pool. Cheap chains run first
+        so that the heavy chains they unblock are handed off early. The caller counted this
+        thread in ``run.busy``; it is uncounted when the thread leaves.
+        """
+        fns, successors, cost, pool = self._fns, self._successors, self._cost, self._pool
+        todo: list[int] = []  # this thread's chains, a stack
+        heavy = -1  # the heavy chain in todo, if any
+        chain = -1
+        while True:
+            queued = 0
+            with run.cond:
+                if chain >= 0:
+                    run.left -= 1
+                    new = []
+                    if run.error is None:
+                        for s in successors[chain]:
+                            run.waiting[s] -= 1
+                            if run.waiting[s] == 0:
+                                new.append(s)
+                for c in new:
+                    if cost[c] < INLINE_NS:
+                        todo.append(c)
+                    elif heavy < 0:
+                        heavy = c
+                        todo.insert(0, c)
+                    else:
+                        heapq.heappush(run.ready, c)
+                        queued += 1
+                if not todo:
+                    run.busy -= 1
+                if queued or not todo:
+                    run.cond.notify()  # the caller may be waiting for work or for the end
+            for _ in range(queued):
+                pool.submit(self, run)
+            if not todo:
+                return
+            chain = todo.pop()
+            if chain == heavy:
+                heavy = -1
+            t0 = time.perf_counter_ns()
+            try:
+                fns[chain](run.env, run.outer, run.release)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller of run()
+                with run.cond:
+                    if run.error is None:
+                        run.error = exc
+                    run.busy -= 1
+                    run.cond.notify()
+                return
+            # A running estimate; races between concurrent runs only blur it.
+            took = time.perf_counter_ns() - t0
+            cost[chain] = took if cost[chain] == _UNKNOWN else (3 * cost[chain] + took) >> 2

@@ -17,27 +17,31 @@ DOMAIN = "ziggurat"
 _SQRT1_2 = 0.7071067811865476
 
 
-def _epilogue(y, bias, activation: str) -> None:
+def _epilogue(y, bias, activation: str, bounds=(None, None)) -> None:
     """y <- activation(y + bias) in place, row chunks in parallel on the CPU."""
-    if activation not in ("", "relu", "gelu"):
-        raise ValueError(f"unknown fused activation {activation!r}; expected '', 'relu' or 'gelu'")
+    if activation not in ("", "relu", "gelu", "clip"):
+        raise ValueError(
+            f"unknown fused activation {activation!r}; expected '', 'relu', 'gelu' or 'clip'"
+        )
     if type(y) is not np.ndarray or y.size < parallel.MIN_ELEMENTS or not y.flags.c_contiguous:
-        _epilogue_part(y, bias, activation)
+        _epilogue_part(y, bias, activation, bounds)
         return
     rows = y.reshape(-1, y.shape[-1]) if y.ndim > 1 else y.reshape(1, -1)
 
     def part(start: int, stop: int) -> None:
-        _epilogue_part(rows[start:stop], bias, activation)
+        _epilogue_part(rows[start:stop], bias, activation, bounds)
 
     parallel.for_rows(part, rows.shape[0], rows.shape[1])
 
 
-def _epilogue_part(y, bias, activation: str) -> None:
+def _epilogue_part(y, bias, activation: str, bounds=(None, None)) -> None:
     xp = np if type(y) is np.ndarray else xp_of(y)
     if bias is not None:
         y += bias
     if activation == "relu":
         xp.maximum(y, 0, out=y)
+    elif activation == "clip":
+        xp.clip(y, y.dtype.type(bounds[0]), y.dtype.type(bounds[1]), out=y)
     elif activation == "gelu":
         if xp is np and y.flags.c_contiguous:
             gelu_erf(y, out=y)
@@ -82,9 +86,9 @@ def Dense(x, w, b=None, /, *, activation=""):
 @kernel("FusedConv", domain=DOMAIN)
 def FusedConv(
     x, w, b=None, skip=None, /, *, activation="", auto_pad="NOTSET", dilations=None, group=1,
-    kernel_shape=None, pads=None, strides=None,
+    kernel_shape=None, pads=None, strides=None, clip_min=None, clip_max=None,
 ):  # fmt: skip
-    """activation(Conv(x, w, b) + skip)."""
+    """activation(Conv(x, w, b) + skip); activation '', 'relu' or 'clip' (to [clip_min, clip_max])."""
     (y,) = Conv(
         x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
         kernel_shape=kernel_shape, pads=pads, strides=strides,
@@ -94,5 +98,5 @@ def FusedConv(
         y = xp.array(y, copy=True)
     if skip is not None:
         y += skip
-    _epilogue(y, None, activation)
+    _epilogue(y, None, activation, (clip_min, clip_max))
     return (y,)

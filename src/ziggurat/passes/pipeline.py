@@ -3,13 +3,22 @@
 - always: Gradient nodes (ai.onnx.preview.training) expanded into their backward graph.
 - basic (1): constant folding, dead code elimination.
 - extended (2) and all (99): also fusions (GELU, MatMul+bias+activation, BatchNorm into Conv,
-  Conv+residual+ReLU) unless ``fusion`` is off.
+  Conv+residual+ReLU, zero Pad into Conv) unless ``fusion`` is off.
 """
 
 from __future__ import annotations
 
 from .. import ir
-from . import constant_fold, dce, fold_batchnorm, fuse_conv, fuse_dense, fuse_gelu, gradient
+from . import (
+    constant_fold,
+    dce,
+    fold_batchnorm,
+    fuse_conv,
+    fuse_dense,
+    fuse_gelu,
+    fuse_pad,
+    gradient,
+)
 from ._match import FUSED_DOMAIN
 
 DISABLE_ALL, ENABLE_BASIC, ENABLE_EXTENDED, ENABLE_ALL = 0, 1, 2, 99
@@ -28,6 +37,7 @@ def optimize(
     if level >= ENABLE_EXTENDED and fusion:
         opsets.setdefault(FUSED_DOMAIN, 1)
         fold_batchnorm.run(graph)
+        fuse_pad.run(graph)
         fuse_gelu.run(graph)
         dce.run(graph)
         fuse_dense.run(graph)

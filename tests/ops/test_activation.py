@@ -81,6 +81,62 @@ def test_softmax_large_and_empty_inputs():
     assert e.shape == (0, 3) and e.dtype == np.float32
 
 
+POINTWISE = [
+    ("Relu", 14, {}),
+    ("LeakyRelu", 16, {}),
+    ("LeakyRelu", 16, {"alpha": 1.5}),
+    ("ThresholdedRelu", 10, {}),
+    ("Elu", 6, {}),
+    ("Celu", 12, {}),
+    ("Selu", 6, {}),
+    ("Sigmoid", 13, {}),
+    ("HardSigmoid", 6, {}),
+    ("HardSwish", 14, {}),
+    ("Softplus", 1, {}),
+    ("Softsign", 1, {}),
+    ("Mish", 18, {}),
+    ("Swish", 24, {"alpha": 0.5}),
+    ("Shrink", 9, {}),
+    ("Gelu", 20, {}),
+    ("Gelu", 20, {"approximate": "tanh"}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, ml_dtypes.bfloat16])
+@pytest.mark.parametrize("op,opset,attrs", POINTWISE)
+def test_pointwise_rank0_and_zero_size(op, opset, attrs, dtype):
+    # numpy gives scalars, not arrays, for 0-d operands: in-place steps (out=...) used to fail.
+    fn = lookup(op, "", opset).fn
+    for v in (-1.5, 0.25, 3.0):
+        y = fn(np.array(v, dtype), **attrs)[0]
+        ref = fn(np.array([v], dtype), **attrs)[0]
+        assert type(y) is np.ndarray and y.shape == () and y.dtype == np.dtype(dtype)
+        assert y.reshape(1).tobytes() == ref.tobytes()
+    for shape in [(0,), (2, 0, 3)]:
+        y = fn(np.zeros(shape, dtype), **attrs)[0]
+        assert y.shape == shape and y.dtype == np.dtype(dtype)
+
+
+def test_swiglu_and_prelu_rank0():
+    a, b = np.array(-1.5, np.float32), np.array(2.0, np.float32)
+    y = SwiGLU(a, b)[0]
+    assert y.shape == () and y.dtype == np.float32
+    np.testing.assert_allclose(y, -1.5 / (1 + np.exp(1.5)) * 2.0, rtol=1e-6)
+    p = PRelu(a, np.array(0.5, np.float32))[0]
+    assert p.shape == () and p == np.float32(-0.75)
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax", "Hardmax"])
+@pytest.mark.parametrize("opset", [11, 13])
+def test_softmax_family_rank0_is_a_clear_error_and_empty_passes(op, opset):
+    fn = lookup(op, "", opset).fn
+    with pytest.raises(ExecutionError, match="rank 0"):  # onnxruntime rejects it too
+        fn(np.array(1.0, np.float32))
+    for dtype in (np.float32, np.float16, ml_dtypes.bfloat16):
+        y = fn(np.zeros((2, 0, 3), dtype))[0]
+        assert y.shape == (2, 0, 3) and y.dtype == np.dtype(dtype)
+
+
 def test_hardmax_first_maximum_wins():
     y = Hardmax(np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0]], np.float32))[0]
     assert y.tolist() == [[0, 1, 0], [1, 0, 0]]

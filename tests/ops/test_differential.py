@@ -9,9 +9,9 @@ per-dtype tolerance. Examples onnxruntime itself rejects are skipped. Determinis
 (``derandomize=True``) and sized for about 15 s of CPU; ZIGGURAT_DIFFERENTIAL_SCALE multiplies the
 number of examples for a longer hunt.
 
-Bugs found here live in the kernels' modules; the properties steer around them and
-``test_known_bug`` pins each one (xfail) until it is fixed. onnxruntime's own quirks are avoided
-where they are generated, with a comment.
+Each input that exposed a Ziggurat bug stays in ``FOUND_BUGS`` as a regression case; a new bug
+goes there as a non-strict xfail (and the property steers around it) until its kernel is fixed.
+onnxruntime's own quirks are avoided where they are generated, with a comment.
 """
 
 from __future__ import annotations
@@ -183,8 +183,6 @@ def test_unary(data):
     op = data.draw(st.sampled_from(sorted(UNARY)))
     dtype = data.draw(st.sampled_from(UNARY[op]))
     for shape in (data.draw(shapes), data.draw(shapes)):
-        if op in BUG_RANK0_ACTIVATION and shape == ():  # see KNOWN_BUGS
-            shape = (1,)
         check(op, [array(data.draw, dtype, shape)])
 
 
@@ -256,8 +254,9 @@ def test_arg_reduce(data):
     }
     dtype = data.draw(st.sampled_from(NUMERIC))
     for _ in range(2):  # two inputs through one session
-        # No zero-size shapes: see KNOWN_BUGS (an empty axis with an empty output).
-        shape = data.draw(hnp.array_shapes(min_dims=rank, max_dims=rank, min_side=1, max_side=5))
+        # Zero-size shapes included: an empty reduced axis is an error in both engines (skipped)
+        # unless the output is empty too.
+        shape = data.draw(hnp.array_shapes(min_dims=rank, max_dims=rank, min_side=0, max_side=5))
         check(op, [array(data.draw, dtype, shape, lo=-3, hi=3)], attrs)  # narrow: ties happen
 
 
@@ -271,8 +270,6 @@ def test_reduce(data):
         "keepdims": data.draw(st.sampled_from([0, 1])),
         "noop_with_empty_axes": data.draw(st.sampled_from([0, 1])),
     }
-    if op in BUG_NOOP_REDUCE and not axes:  # see KNOWN_BUGS
-        attrs["noop_with_empty_axes"] = 0
     dtype = data.draw(st.sampled_from(REDUCE[op]))
     lo, hi = (-2, 2) if op == "ReduceProd" else (-4, 4)  # products of up to 625 values
     if op in ("ReduceL2", "ReduceSumSquare") and dtype.kind == "f":
@@ -342,11 +339,7 @@ def test_slice(data):
     axes = [a - r if data.draw(st.booleans()) else a for a in axes]
     bound = st.integers(-7, 7) | st.sampled_from([BIG, -BIG])
     steps = [data.draw(st.integers(-3, 3).filter(bool)) for _ in axes]
-    dims = [x.shape[a] for a in axes]
-    # See KNOWN_BUGS: a negative step with start < -dim (Ziggurat slices nothing).
-    starts = [
-        data.draw(bound.filter(lambda b, s=s, d=d: s > 0 or b >= -d)) for s, d in zip(steps, dims)
-    ]
+    starts = [data.draw(bound) for _ in axes]
     # onnxruntime bug: with a negative step it treats end = INT64_MAX as "to the start" (x[0:
     # INT64_MAX:-1] gives x[0]); the spec clamps end to dim - 1, giving nothing. Not generated.
     ends = [data.draw(bound.filter(lambda e, s=s: not (s < 0 and e == BIG))) for s in steps]
@@ -392,7 +385,6 @@ def test_expand(data):
     pair = data.draw(
         hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4, max_side=5)
     )
-    assume(pair.result_shape != ())  # see KNOWN_BUGS: Expand of a scalar to shape []
     x = _data(data, pair.input_shapes[0])
     check("Expand", [x, np.array(pair.input_shapes[1], np.int64)])
 
@@ -406,45 +398,41 @@ def test_tile(data):
 
 
 # -- Ziggurat bugs this file found ------------------------------------------------------------
-# The kernels belong to other modules' owners; the property tests above steer around these
-# inputs, and each one is pinned here (xfail, not strict) until it is fixed.
-BUG_RANK0_ACTIVATION = {"HardSigmoid", "HardSwish", "LeakyRelu", "Softsign"}
-BUG_NOOP_REDUCE = {"ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum"}
-
-
-def _bug(name: str, op: str, inputs: list, attrs: dict, reason: str):
-    mark = pytest.mark.xfail(reason=reason, strict=False)
-    return pytest.param(op, inputs, attrs, id=name, marks=mark)
+# Each stays as a regression case. A new one is added with ``marks=pytest.mark.xfail(reason=...,
+# strict=False)`` (and the property above steers around it) until its kernel is fixed.
+def _case(name: str, op: str, inputs: list, attrs: dict | None = None):
+    return pytest.param(op, inputs, attrs or {}, id=name)
 
 
 _NOOP = {"keepdims": 1, "noop_with_empty_axes": 1}
-KNOWN_BUGS = [
+_NO_AXES = np.array([], np.int64)
+FOUND_BUGS = [
+    # ops/activation.py: on a rank-0 input `w * alpha` or `abs(w)` is a numpy scalar, and a later
+    # in-place ufunc (out=...) raised "return arrays must be of ArrayType".
     *(
-        _bug(f"{op}-rank0", op, [np.array(-1.5, F32)], {},
-             f"ops/activation.py {op}: on a rank-0 input an intermediate (e.g. `w * alpha`, "
-             "`abs(w)`) is a numpy scalar, so the in-place ufunc (out=...) raises 'return arrays "
-             "must be of ArrayType'")
-        for op in sorted(BUG_RANK0_ACTIVATION)
+        _case(f"{op}-rank0", op, [np.array(-1.5, F32)])
+        for op in ("HardSigmoid", "HardSwish", "LeakyRelu", "Softsign", "Elu", "Mish")
     ),
+    _case("Gelu-tanh-rank0", "Gelu", [np.array(-1.5, F32)], {"approximate": "tanh"}),
+    # ops/reduce.py: with noop_with_empty_axes=1 and no axes the reduction is the identity but the
+    # elementwise part (Abs / Square / Log / Exp) still applies; the input came back unchanged.
     *(
-        _bug(f"{op}-noop", op, [np.array([[-1.0, 2.0]], F32), np.array([], np.int64)], _NOOP,
-             f"ops/reduce.py {op}: with noop_with_empty_axes=1 and no axes the spec still applies "
-             "the elementwise part (Abs / Square / Log); Ziggurat returns the input unchanged")
-        for op in sorted(BUG_NOOP_REDUCE)
+        _case(f"{op}-noop", op, [np.array([[-1.0, 2.0]], F32), _NO_AXES], _NOOP)
+        for op in ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
     ),
-    _bug("ArgMax-empty", "ArgMax", [np.zeros((0, 0), F32)], {"axis": 0},
-         "ops/reduce.py ArgMax: an empty reduced axis raises even when the output is empty too "
-         "(shape (0, 0), axis 0 -> (1, 0)); onnxruntime returns the empty result"),
-    _bug("Expand-rank0", "Expand", [np.array(3.0, F32), np.array([], np.int64)], {},
-         "ops/shape.py Expand: a rank-0 input expanded to shape [] comes back with shape (1,): "
-         "xp.ascontiguousarray turns 0-d arrays into 1-d"),
-    _bug("Slice-negative-step", "Slice", [np.arange(3, dtype=F32), *(np.array([v]) for v in (-7, -5, 0, -1))], {},
-         "ops/shape.py _slice: with a negative step the spec clamps start to [0, dim-1], so "
-         "x[-7:-5:-1] on arange(3) is [0]; Python slicing (used as is) clamps start to -1 and "
-         "gives []"),
+    _case("ReduceSumSquare-noop-int", "ReduceSumSquare", [np.array([[-3, 2]], I32), None], _NOOP),
+    # ops/reduce.py: an empty reduced axis raised even when the output is empty too.
+    _case("ArgMax-empty", "ArgMax", [np.zeros((0, 0), F32)], {"axis": 0}),
+    _case("ArgMin-empty", "ArgMin", [np.zeros((2, 0, 3), F32)], {"axis": 0, "keepdims": 0}),
+    # ops/shape.py Expand: xp.ascontiguousarray turned the rank-0 result into shape (1,).
+    _case("Expand-rank0", "Expand", [np.array(3.0, F32), _NO_AXES]),
+    # ops/shape.py Slice: with a negative step the spec clamps start to [0, dim-1] (x[-7:-5:-1]
+    # on arange(3) is [0]); Python's slice clamps it to -1, which selects nothing.
+    _case("Slice-negative-step", "Slice", [np.arange(3, dtype=F32), *(np.array([v]) for v in (-7, -5, 0, -1))]),
+    _case("Slice-negative-step-2", "Slice", [np.arange(12, dtype=I64).reshape(3, 4), *(np.array(v) for v in ([-9, 2], [-4, -9], [0, 1], [-1, -2]))]),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("op, inputs, attrs", KNOWN_BUGS)
-def test_known_bug(op, inputs, attrs):
+@pytest.mark.parametrize("op, inputs, attrs", FOUND_BUGS)
+def test_found_bug(op, inputs, attrs):
     check(op, inputs, attrs, reject=lambda ok: ok or pytest.skip("onnxruntime rejects it"))

@@ -45,7 +45,7 @@ def test_int_mean_truncates_and_keeps_dtype():
     assert y.dtype == np.int32
 
 
-def test_noop_with_empty_axes_returns_input():
+def test_noop_with_empty_axes_sum_returns_input():
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     (y,) = R.ReduceSum(x, np.array([], dtype=np.int64), noop_with_empty_axes=1)
     np.testing.assert_array_equal(y, x)
@@ -105,8 +105,75 @@ def test_argmax_select_last_index_and_dtype():
 
 
 def test_argmax_of_empty_axis_is_an_error():
-    with pytest.raises(Exception, match="empty axis"):
+    with pytest.raises(Exception, match="axis 0 is empty"):
         R.ArgMax(np.zeros((0, 3), np.float32), axis=0)
+
+
+@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
+@pytest.mark.parametrize(
+    "shape, axis, keepdims, expected",
+    [
+        ((0, 0), 0, 1, (1, 0)),  # empty reduced axis, but nothing to index: empty result
+        ((0, 0), -1, 0, (0,)),
+        ((2, 0, 3), 0, 1, (1, 0, 3)),  # the reduced axis is not the empty one
+        ((0, 2, 0), 1, 0, (0, 0)),
+    ],
+)
+def test_arg_with_empty_output_returns_empty_int64(op, shape, axis, keepdims, expected):
+    for sl in (0, 1):
+        (y,) = getattr(R, op)(
+            np.zeros(shape, np.float32), axis=axis, keepdims=keepdims, select_last_index=sl
+        )
+        assert y.shape == expected and y.dtype == np.int64
+
+
+def test_rank0_input_takes_axis_0_or_minus_1_like_onnxruntime():
+    x = np.array(-3.0, np.float32)
+    for a in (0, -1):
+        assert R.ReduceL1(x, np.array([a], np.int64))[0] == np.float32(3.0)
+        assert R.ReduceSum(x, axes=[a])[0].shape == ()
+        (i,) = R.ArgMax(x, axis=a)
+        assert i.shape == () and i.dtype == np.int64 and i == 0
+    with pytest.raises(Exception, match="out of range"):
+        R.ReduceSum(x, np.array([1], np.int64))
+
+
+def _ort_session(op, dtype, attrs):
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    et = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    node = helper.make_node(op, ["x", "axes"], ["y"], **attrs)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info("x", et, None),
+            helper.make_tensor_value_info("axes", TensorProto.INT64, [None]),
+        ],
+        [helper.make_tensor_value_info("y", et, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("op", REDUCE_OPS)
+@pytest.mark.parametrize("dtype", [np.float32, np.int64])
+def test_noop_with_empty_axes_still_applies_the_elementwise_part(op, dtype):
+    """noop_with_empty_axes=1 with no axes reduces nothing (numpy's axis=()), but the composite ops
+    keep their elementwise part: L1/L2 -> |x|, SumSquare -> x², LogSum -> log x, LogSumExp -> x."""
+    if dtype == np.int64 and op in ("ReduceLogSum", "ReduceLogSumExp"):
+        pytest.skip("onnxruntime has no int64 kernel")
+    x = np.array([[-1, 2, 0], [3, -4, 5]], dtype)
+    empty = np.array([], np.int64)
+    for keepdims in (0, 1):
+        attrs = {"keepdims": keepdims, "noop_with_empty_axes": 1}
+        (want,) = _ort_session(op, dtype, attrs).run(None, {"x": x, "axes": empty})
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for axes_in in (empty, None):
+                (got,) = getattr(R, op)(x, axes_in, **attrs)
+                assert got.dtype == want.dtype and got.shape == want.shape == x.shape
+                np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True)
 
 
 @pytest.mark.parametrize("op", REDUCE_OPS)

@@ -3,6 +3,8 @@ pin, and onnxruntime parity on seeded random inputs."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -126,6 +128,50 @@ def test_slice_matches_onnxruntime(starts, ends, axes, steps):
     np.testing.assert_array_equal(S.Slice(*args)[0], ort_run("Slice", args, opset=13)[0])
 
 
+@pytest.mark.parametrize(
+    "starts,ends,steps",
+    [
+        ((-7,), (-5,), (-1,)),  # start < -dim clamps to 0 (not to -1 as in Python): [0]
+        ((-4,), (INT64_MIN,), (-1,)),  # [0]
+        ((-100,), (-100,), (-2,)),  # start 0, end -1: [0]
+        ((2,), (-4,), (-1,)),  # end < -dim clamps to -1: through index 0
+        ((-1,), (-1,), (-1,)),  # end -1 is dim - 1 here, not "before 0": empty
+        ((100,), (0,), (-2,)),  # start > dim clamps to dim - 1
+        ((-7, 9), (-9, -9), (-1, -3)),  # both axes
+    ],
+)
+def test_slice_negative_step_edges_match_onnxruntime(starts, ends, steps):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    axes = tuple(range(len(starts)))
+    args = [x, i64(*starts), i64(*ends), i64(*axes), i64(*steps)]
+    want = ort_run("Slice", args, opset=13)[0]
+    got = S.Slice(*args)[0]
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
+def test_slice_grid_matches_onnxruntime():
+    """Every start/end/step combination on small dims (zero included), through one session."""
+    node = helper.make_node("Slice", ["x", "s", "e", "a", "t"], ["y"])
+    g_in = [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None])] + [
+        helper.make_tensor_value_info(n, onnx.TensorProto.INT64, [1]) for n in "seat"
+    ]
+    graph = helper.make_graph([node], "g", g_in, [onnx.ValueInfoProto(name="y")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    bounds = [INT64_MIN, -6, -4, -3, -2, -1, 0, 1, 2, 3, 5, INT64_MAX]
+    for dim in range(4):
+        x = np.arange(dim, dtype=np.float32)
+        for s, e, t in itertools.product(bounds, bounds, (-3, -1, 1, 2)):
+            if t < 0 and e == INT64_MAX:
+                continue  # onnxruntime bug: it reads this end as "through index 0"; the spec, []
+            feeds = {"x": x, "s": i64(s), "e": i64(e), "a": i64(0), "t": i64(t)}
+            want = sess.run(None, feeds)[0]
+            got = S.Slice(x, feeds["s"], feeds["e"], feeds["a"], feeds["t"])[0]
+            assert got.tolist() == want.tolist(), (dim, s, e, t)
+
+
 def test_slice_attribute_form():
     x = np.arange(20).reshape(4, 5)
     (y,) = S.Slice_1(x, starts=[1, -2], ends=[100, 5])
@@ -194,6 +240,15 @@ def test_expand_is_writable_copy_and_bidirectional():
     assert y.shape == (2, 3, 4) and y.flags.writeable and y.flags.c_contiguous
     (z,) = S.Expand(np.ones((2, 5), np.float32), i64(1, 1))
     assert z.shape == (2, 5)
+
+
+def test_expand_keeps_rank0():
+    # ascontiguousarray would turn the 0-d result into shape (1,)
+    (y,) = S.Expand(np.array(3.0, np.float32), i64())
+    assert type(y) is np.ndarray and y.shape == () and y == 3.0 and y.flags.writeable
+    (z,) = S.Expand(np.array(3, np.int32), i64(2, 1))
+    assert z.shape == (2, 1) and z.dtype == np.int32
+    assert S.Expand(np.ones((1, 0), np.float32), i64(3, 1))[0].shape == (3, 0)
 
 
 def test_shape_slices_and_size():

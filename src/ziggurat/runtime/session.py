@@ -187,6 +187,11 @@ class InferenceSession:
 
     # -- validation --------------------------------------------------------------------------
     def _prepare(self, feed: Mapping[str, Any]) -> list[Any]:
+        fast = self._fast_check
+        if fast and type(feed) is dict and len(feed) == len(fast):
+            values = self._fast_values(feed, fast)
+            if values is not None:
+                return values
         if not isinstance(feed, Mapping):
             raise InputError(f"feeds must be a dict of input name -> array, got {type(feed).__name__}")
         expected = [a.name for a in self._inputs]
@@ -196,21 +201,6 @@ class InferenceSession:
                 f"model '{self.model_name}' has no input(s) {', '.join(map(repr, unknown))}; "
                 f"its inputs are: {', '.join(expected)}"
             )
-        fast = self._fast_check
-        if fast and len(feed) == len(fast):
-            # The common case: every feed is an ndarray of the declared dtype and rank.
-            try:
-                values = [feed[f[0]] for f in fast]
-            except KeyError:
-                values = None
-            if values is not None and all(
-                type(v) is np.ndarray
-                and v.dtype == dt
-                and v.ndim == rank
-                and all(v.shape[i] == d for i, d in fixed)
-                for v, (_, dt, rank, fixed) in zip(values, fast)
-            ):
-                return values
         values = []
         for arg in self._inputs:
             t = self._input_types[arg.name]
@@ -223,6 +213,22 @@ class InferenceSession:
                     f"({arg.type}, shape {arg.shape}); pass it in the feeds dict"
                 )
             values.append(self._check(arg, t, feed[arg.name]))
+        return values
+
+    @staticmethod
+    def _fast_values(feed: dict, fast: list) -> list[Any] | None:
+        """The feeds in input order if every one is an ndarray of the declared dtype, rank and
+        fixed dims (the common case, checked with as little Python as possible), else None."""
+        values = []
+        for name, dt, rank, fixed in fast:
+            v = feed.get(name)
+            if type(v) is not np.ndarray or v.dtype != dt or v.ndim != rank:
+                return None
+            shape = v.shape
+            for i, d in fixed:
+                if shape[i] != d:
+                    return None
+            values.append(v)
         return values
 
     def _check(self, arg: NodeArg, t: ir.Type | None, value: Any) -> Any:

@@ -134,3 +134,10 @@ def test_initializer_output_cannot_be_mutated_by_caller():
     out = s.run(None, {})[0]
     out[0] = 100
     np.testing.assert_array_equal(s.run(None, {})[0], w)
+
+
+def test_parallel_execution_mode_gives_the_same_results(mlp_bytes):
+    opts = zg.SessionOptions(execution_mode=zg.ExecutionMode.ORT_PARALLEL, inter_op_num_threads=2)
+    s = zg.InferenceSession(mlp_bytes, sess_options=opts)
+    x = np.random.default_rng(4).standard_normal((3, 784)).astype(np.float32)
+    np.testing.assert_array_equal(s.run(None, {"x": x})[0], zg.InferenceSession(mlp_bytes).run(None, {"x": x})[0])

@@ -2,6 +2,7 @@
 
 from .executor import CompiledGraph
 from .options import ExecutionMode, GraphOptimizationLevel, SessionOptions
+from .scheduler import ParallelGraph
 from .session import InferenceSession, ModelMetadata, NodeArg
 
 __all__ = [
@@ -11,5 +12,6 @@ __all__ = [
     "InferenceSession",
     "ModelMetadata",
     "NodeArg",
+    "ParallelGraph",
     "SessionOptions",
 ]

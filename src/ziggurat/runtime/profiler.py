@@ -20,19 +20,19 @@ class Profiler:
     def __init__(self, prefix: str = "ziggurat_profile"):
         self.prefix = prefix
         self.start_ns = time.perf_counter_ns()
-        self.events: list[tuple[str, str, int, int]] = []  # (node, op, start ns, duration ns)
+        self.events: list[tuple[str, str, int, int, int]] = []  # node, op, start, duration, thread
         self._lock = threading.Lock()
 
     def record(self, node: str, op: str, start_ns: int) -> None:
         end = time.perf_counter_ns()
         with self._lock:
             if len(self.events) < MAX_EVENTS:
-                self.events.append((node, op, start_ns, end - start_ns))
+                self.events.append((node, op, start_ns, end - start_ns, threading.get_ident()))
 
     def summary(self) -> list[dict[str, Any]]:
         """Per op type: calls, total and mean milliseconds, share of the total; slowest first."""
         totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
-        for _, op, _, dur in self.events:
+        for _, op, _, dur, _ in self.events:
             totals[op][0] += 1
             totals[op][1] += dur / 1e6
         grand = sum(t for _, t in totals.values()) or 1.0
@@ -46,12 +46,14 @@ class Profiler:
         """Write the Chrome trace JSON; returns its path."""
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
         path = os.path.join(directory, f"{self.prefix}_{stamp}.json")
+        tids: dict[int, int] = {}  # thread ident -> small row number in the trace viewer
         trace = [
             {
-                "name": node, "cat": "Node", "ph": "X", "pid": os.getpid(), "tid": 0,
+                "name": node, "cat": "Node", "ph": "X", "pid": os.getpid(),
+                "tid": tids.setdefault(tid, len(tids)),
                 "ts": (start - self.start_ns) / 1e3, "dur": dur / 1e3, "args": {"op_name": op},
             }
-            for node, op, start, dur in self.events
+            for node, op, start, dur, tid in self.events
         ]  # fmt: skip
         with open(path, "w") as f:
             json.dump(trace, f)

@@ -7,11 +7,17 @@ split a chain: that ``x -> add`` edge is implied by the path through the convs. 
 straight-line Python like ``CompiledGraph`` (locals, ``del`` after last use); values that cross
 chains go through a per-run dict and are dropped when their last consuming chain has read them.
 
-At run time a dependency-counting dataflow scheduler runs the chain DAG: the calling thread runs a
-ready chain itself, and whoever finishes a chain continues inline with one newly ready successor and
-hands the others to a persistent pool of ``threads - 1`` workers (the caller is the other thread).
-numpy and BLAS release the GIL inside their loops, so branches really overlap. A graph without
-parallel branches is one chain and runs exactly as the sequential executor does.
+At run time a dependency-counting dataflow scheduler runs the chain DAG: the calling thread runs
+ready chains itself, and whoever finishes a chain continues inline with a successor it made ready and
+hands other heavy ones to a persistent pool of ``threads - 1`` workers (the caller is the other
+thread). numpy and BLAS release the GIL inside their loops, so branches really overlap. Chains are
+timed as they run: one faster than a hand-off (``INLINE_NS``) stays with the thread that made it
+ready, and while at most one chain is heavy, runs take the sequential code with no bookkeeping at
+all (re-timed every ``REMEASURE_EVERY`` runs). A graph without parallel branches is one chain and
+always runs as the sequential executor does.
+
+BLAS is multithreaded itself: with inter-op threads, limit it (``intra_op_num_threads``) to about
+cores / inter-op threads, or concurrent matrix products oversubscribe the cores.
 
 Subgraphs (If/Loop/Scan bodies) are compiled with the sequential ``CompiledGraph`` and bound to their
 outer-scope values as in ``executor.py``.
@@ -36,6 +42,7 @@ from .executor import _DEBUG, BoundGraph, CompiledGraph
 # A chain measured faster than this runs in the thread that made it ready: handing it to another
 # thread (queue, wake-up, lock) costs tens of microseconds. Unmeasured chains count as heavy.
 INLINE_NS = 50_000
+REMEASURE_EVERY = 64
 _UNKNOWN = 1 << 62
 
 
@@ -79,11 +86,15 @@ def _get_pool(workers: int) -> _Pool:
         return pool
 
 
+_pools_generation = 0  # bumped in a forked child: graphs then fetch a new pool
+
+
 def _forget_pools() -> None:
     # A forked child (e.g. a pre-fork server worker) has none of the parent's threads.
-    global _pools_lock
+    global _pools_lock, _pools_generation
     _pools.clear()
     _pools_lock = threading.Lock()
+    _pools_generation += 1
 
 
 if hasattr(os, "register_at_fork"):
@@ -114,7 +125,9 @@ def partition(graph: ir.Graph) -> tuple[list[list[int]], list[list[int]]]:
             succs[p].append(i)
 
     # Transitive reduction with reachability bitsets (Python ints), in reverse topological order:
-    # a successor is redundant if an earlier successor already reaches it.
+    # a successor is redundant if an earlier successor already reaches it. A node's bitset is
+    # dropped once its first predecessor is done, so only a frontier of them is alive at a time.
+    first_pred = [min(ps, default=-1) for ps in preds]
     reach = [0] * n
     rsuccs: list[list[int]] = [[] for _ in range(n)]
     rpreds: list[list[int]] = [[] for _ in range(n)]
@@ -125,6 +138,8 @@ def partition(graph: ir.Graph) -> tuple[list[list[int]], list[list[int]]]:
                 rsuccs[i].append(s)
                 rpreds[s].append(i)
             acc |= reach[s] | (1 << s)
+            if first_pred[s] == i:
+                reach[s] = 0
         reach[i] = acc
 
     chain_of = [0] * n
@@ -145,22 +160,35 @@ def partition(graph: ir.Graph) -> tuple[list[list[int]], list[list[int]]]:
 class _Run:
     """Everything one ``run`` call owns, so concurrent calls never share state."""
 
-    __slots__ = ("env", "outer", "refs", "waiting", "ready", "cond", "left", "busy", "error")
+    __slots__ = (
+        "env", "outer", "refs", "waiting", "ready", "lock", "wake", "sleeping", "left", "busy",
+        "error",
+    )  # fmt: skip
 
     def __init__(self, graph: ParallelGraph, env: dict[str, Any], outer: dict[str, Any]):
         self.env = env  # values crossing chains, by name
         self.outer = outer
-        self.refs = dict(graph._refs)  # name -> consuming chains that have not read it yet
-        self.waiting = list(graph._n_deps)  # chain -> unfinished predecessor chains
+        self.refs = graph._refs.copy()  # name -> consuming chains that have not read it yet
+        self.waiting = graph._n_deps.copy()  # chain -> unfinished predecessor chains
         self.ready: list[int] = []  # heap of chains nobody has started yet
-        self.cond = threading.Condition(threading.Lock())
+        self.lock = threading.Lock()  # guards everything here but env's reads and writes
+        # The caller sleeps on ``wake`` (held while nobody signalled); a Condition costs more.
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.sleeping = False
         self.left = len(graph._chains)  # chains not finished
         self.busy = 0  # threads working on this run right now
         self.error: BaseException | None = None
 
+    def signal(self) -> None:
+        """Wake the caller if it sleeps (call with ``lock`` held)."""
+        if self.sleeping:
+            self.sleeping = False
+            self.wake.release()
+
     def release(self, names: tuple[str, ...]) -> None:
         """A chain has read ``names`` for the last time: drop each after its last reader."""
-        with self.cond:
+        with self.lock:
             refs = self.refs
             for name in names:
                 left = refs[name] - 1
@@ -195,7 +223,7 @@ class ParallelGraph(CompiledGraph):
 
     @property
     def parallel(self) -> bool:
-        """Whether runs go through the scheduler (False: the graph has no parallel branches)."""
+        """Whether the graph has parallel branches to schedule (False: runs are sequential)."""
         return len(self._chains) > 1
 
     # -- compilation -------------------------------------------------------------------------
@@ -211,7 +239,14 @@ class ParallelGraph(CompiledGraph):
                 self._n_deps[s] += 1
         self._roots = [c for c, n in enumerate(self._n_deps) if n == 0]
         self._cost = [_UNKNOWN] * len(chains)  # ns per chain, learnt while running
+        self._heavy = len(chains)  # chains costing more than a hand-off
+        self._runs = 0
+        self._sequential = CompiledGraph(
+            self.graph, self.opsets, outer=self._outer_names, model_name=self.model_name,
+            profiler=self.profiler,
+        )  # fmt: skip
         self._pool = _get_pool(self.threads - 1)
+        self._pool_generation = _pools_generation
         self._fns = self._generate(self._resolve())
         return self._run
 
@@ -248,6 +283,7 @@ class ParallelGraph(CompiledGraph):
             for n, cs in readers.items()
             if (n in shared or (n in inputs and n not in consts)) and n not in keep
         }
+        self._visible = g.defined_names() | set(self._outer_names)  # what subgraphs may read
         lines: list[str] = []
         for c, nodes in enumerate(self._chains):
             self._gen_chain(c, nodes, resolved, reads, ns, lines, consts, inputs, produced, shared)
@@ -316,9 +352,8 @@ class ParallelGraph(CompiledGraph):
                 del kwargs[key]
                 compiled = []
                 for s in subs:
-                    visible = self.graph.defined_names() | set(self._outer_names)
                     cg = CompiledGraph(
-                        s, self.opsets, outer=visible, model_name=self.model_name,
+                        s, self.opsets, outer=self._visible, model_name=self.model_name,
                         profiler=self.profiler,
                     )  # fmt: skip
                     gname = f"g{idx}_{key}_{len(compiled)}"
@@ -381,13 +416,22 @@ class ParallelGraph(CompiledGraph):
                 f"expected {len(self.input_names)} inputs ({', '.join(self.input_names)}), "
                 f"got {len(inputs)}"
             )
+        self._runs += 1  # racy, but only paces the re-measuring below
+        if self._heavy <= 1 and self._runs % REMEASURE_EVERY:
+            # At most one chain costs more than a hand-off: nothing would run on another thread,
+            # so skip the bookkeeping. Every REMEASURE_EVERY-th run re-times the chains in case
+            # the work changed (e.g. larger inputs).
+            return self._sequential.run(inputs, outer)
+        if self._pool_generation != _pools_generation:  # forked since: the old pool's threads
+            self._pool = _get_pool(self.threads - 1)  # are gone (the caller would still finish
+            self._pool_generation = _pools_generation  # the run alone, just not in parallel)
         run = _Run(self, dict(zip(self.input_names, inputs)), outer)
         run.busy = 1
         try:
             self._drive(run, self._roots)
             self._help(run)
         except BaseException as exc:  # e.g. KeyboardInterrupt while waiting: stop the workers too
-            with run.cond:
+            with run.lock:
                 if run.error is None:
                     run.error = exc
             raise
@@ -397,29 +441,33 @@ class ParallelGraph(CompiledGraph):
             for n, kind in self._outputs
         ]
         env.clear()  # pool hand-offs still queued must not pin values
+        self._heavy = sum(c >= INLINE_NS for c in self._cost)
         return outs
 
     def _help(self, run: _Run) -> None:
         """The caller's part: run this run's ready chains until all are done or one failed."""
         while True:
-            with run.cond:
-                while True:
-                    if run.error is not None:
-                        if run.busy == 0:  # in-flight chains have stopped: report the failure
-                            run.env.clear()  # pool hand-offs still queued must not pin values
-                            raise run.error
-                    elif run.left == 0:
-                        return
-                    elif run.ready:
-                        chain = heapq.heappop(run.ready)
-                        run.busy += 1
-                        break
-                    run.cond.wait()
-            self._drive(run, [chain])
+            chain = -1
+            with run.lock:
+                if run.error is not None:
+                    if run.busy == 0:  # in-flight chains have stopped: report the failure
+                        run.env.clear()  # pool hand-offs still queued must not pin values
+                        raise run.error
+                elif run.left == 0:
+                    return
+                elif run.ready:
+                    chain = heapq.heappop(run.ready)
+                    run.busy += 1
+                if chain < 0:
+                    run.sleeping = True
+            if chain < 0:
+                run.wake.acquire()  # until signal(); returns at once if it came meanwhile
+            else:
+                self._drive(run, [chain])
 
     def _take(self, run: _Run) -> None:
         """A pool worker's turn: start one of ``run``'s ready chains, if any is left."""
-        with run.cond:
+        with run.lock:
             if not run.ready or run.error is not None:
                 return
             chain = heapq.heappop(run.ready)
@@ -440,15 +488,18 @@ class ParallelGraph(CompiledGraph):
         chain = -1
         while True:
             queued = 0
-            with run.cond:
+            with run.lock:
                 if chain >= 0:
                     run.left -= 1
+                if run.error is not None:  # a chain failed: drop what this thread had claimed
+                    todo.clear()
                     new = []
-                    if run.error is None:
-                        for s in successors[chain]:
-                            run.waiting[s] -= 1
-                            if run.waiting[s] == 0:
-                                new.append(s)
+                elif chain >= 0:
+                    new = []
+                    for s in successors[chain]:
+                        run.waiting[s] -= 1
+                        if run.waiting[s] == 0:
+                            new.append(s)
                 for c in new:
                     if cost[c] < INLINE_NS:
                         todo.append(c)
@@ -461,7 +512,7 @@ class ParallelGraph(CompiledGraph):
                 if not todo:
                     run.busy -= 1
                 if queued or not todo:
-                    run.cond.notify()  # the caller may be waiting for work or for the end
+                    run.signal()  # the caller may be waiting for work or for the end
             for _ in range(queued):
                 pool.submit(self, run)
             if not todo:
@@ -473,11 +524,11 @@ class ParallelGraph(CompiledGraph):
             try:
                 fns[chain](run.env, run.outer, run.release)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller of run()
-                with run.cond:
+                with run.lock:
                     if run.error is None:
                         run.error = exc
                     run.busy -= 1
-                    run.cond.notify()
+                    run.signal()
                 return
             # A running estimate; races between concurrent runs only blur it.
             took = time.perf_counter_ns() - t0

@@ -21,8 +21,9 @@ from ..backends import cpu, parallel
 from ..errors import InputError
 from ..passes import optimize
 from .executor import CompiledGraph
-from .options import SessionOptions
+from .options import ExecutionMode, SessionOptions
 from .profiler import Profiler
+from .scheduler import ParallelGraph
 
 _PROVIDERS = ("CPUExecutionProvider",)
 
@@ -118,9 +119,15 @@ class InferenceSession:
         self._profiler = None
         if self._options.enable_profiling:
             self._profiler = Profiler(self._options.profile_file_prefix)
-        self._compiled = CompiledGraph(
-            graph, model.opsets, model_name=name, profiler=self._profiler
-        )
+        if self._options.execution_mode == ExecutionMode.ORT_PARALLEL:
+            self._compiled = ParallelGraph(
+                graph, model.opsets, model_name=name, profiler=self._profiler,
+                threads=self._options.inter_op_num_threads,
+            )  # fmt: skip
+        else:
+            self._compiled = CompiledGraph(
+                graph, model.opsets, model_name=name, profiler=self._profiler
+            )
         self._output_index = {n: i for i, n in enumerate(self._compiled.output_names)}
         self._lock = threading.Lock()
         self.run_count = 0

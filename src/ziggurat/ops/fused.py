@@ -10,6 +10,7 @@ import numpy as np
 
 from ..backends import parallel, xp_of
 from ._ewmath import erf, gelu_erf
+from .activation import relu_inplace
 from .conv import Conv
 from .registry import kernel
 
@@ -17,19 +18,33 @@ DOMAIN = "ziggurat"
 _SQRT1_2 = 0.7071067811865476
 
 
-def _epilogue(y, bias, activation: str, bounds=(None, None)) -> None:
-    """y <- activation(y + bias) in place, row chunks in parallel on the CPU."""
+def _epilogue(y, bias, activation: str, bounds=(None, None), residual=None) -> None:
+    """y <- activation(y + residual + bias) in place, row chunks in parallel on the CPU."""
     if activation not in ("", "relu", "gelu", "clip"):
         raise ValueError(
             f"unknown fused activation {activation!r}; expected '', 'relu', 'gelu' or 'clip'"
         )
-    if type(y) is not np.ndarray or y.size < parallel.MIN_ELEMENTS or not y.flags.c_contiguous:
+    same = residual is None or (
+        type(residual) is np.ndarray and residual.shape == y.shape and residual.flags.c_contiguous
+    )
+    # Only GELU is compute-heavy enough to gain from a second thread: the memory-bound bias /
+    # residual / ReLU passes measured no faster split, as BLAS's own threads still hold the cores.
+    if (
+        activation != "gelu" or type(y) is not np.ndarray or y.size < parallel.MIN_ELEMENTS
+        or not y.flags.c_contiguous or not same
+    ):  # fmt: skip
+        if residual is not None:
+            y += residual
         _epilogue_part(y, bias, activation, bounds)
         return
     rows = y.reshape(-1, y.shape[-1]) if y.ndim > 1 else y.reshape(1, -1)
+    res = None if residual is None else residual.reshape(rows.shape)
 
     def part(start: int, stop: int) -> None:
-        _epilogue_part(rows[start:stop], bias, activation, bounds)
+        chunk = rows[start:stop]
+        if res is not None:
+            chunk += res[start:stop]
+        _epilogue_part(chunk, bias, activation, bounds)
 
     parallel.for_rows(part, rows.shape[0], rows.shape[1])
 
@@ -39,9 +54,13 @@ def _epilogue_part(y, bias, activation: str, bounds=(None, None)) -> None:
     if bias is not None:
         y += bias
     if activation == "relu":
-        xp.maximum(y, 0, out=y)
+        if xp is np and y.dtype.kind == "f":
+            relu_inplace(y)
+        else:
+            xp.maximum(y, 0, out=y)
     elif activation == "clip":
-        xp.clip(y, y.dtype.type(bounds[0]), y.dtype.type(bounds[1]), out=y)
+        lo, hi = y.dtype.type(bounds[0]), y.dtype.type(bounds[1])
+        xp.clip(y, lo, hi, out=y)
     elif activation == "gelu":
         if xp is np and y.flags.c_contiguous:
             gelu_erf(y, out=y)
@@ -73,7 +92,7 @@ def Dense(x, w, b=None, /, *, activation=""):
             if b is not None:
                 y += b
             if activation == "relu":
-                np.maximum(y, 0, out=y)
+                relu_inplace(y)
             elif activation:
                 _epilogue_part(y, None, activation)
             return (y,)
@@ -96,7 +115,5 @@ def FusedConv(
     xp = xp_of(y)
     if not y.flags.writeable or not y.flags.owndata and y.base is x:
         y = xp.array(y, copy=True)
-    if skip is not None:
-        y += skip
-    _epilogue(y, None, activation, (clip_min, clip_max))
+    _epilogue(y, None, activation, (clip_min, clip_max), residual=skip)
     return (y,)

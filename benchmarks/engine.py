@@ -6,61 +6,75 @@
     python benchmarks/engine.py rss      [--models DIR]   # peak RSS loading + running BERT-base
 
 Models under DIR come from ../shared/models/make_models.sh (see `make check-models`); the tiny
-MLP and the small CNN are built in-process. Prints markdown rows for BENCHMARKS.md.
+MLP and the small CNN are built in-process. Latency: each engine in its own fresh process,
+alternating, 3 rounds, median of medians. Prints markdown rows for BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-
 import subprocess
 import sys
-
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from common import make_feeds, median_ms  # noqa: E402
+from common import median_ms  # noqa: E402
 
-
-def _pair(data_or_path, feeds_fn, runs: int, warmup: int = 3) -> tuple[float, float]:
-    import onnxruntime as ort
-
+_CHILD = """
+import sys, pickle
+sys.path.insert(0, {bench!r}); sys.path.insert(0, {root!r})
+from common import make_feeds, median_ms
+engine, src, batch, seq, runs = {args!r}
+if src == "mlp":
+    from tests.models import builders
+    src = builders.mlp().SerializeToString()
+if engine == "ziggurat":
     import ziggurat as zg
+    sess = zg.InferenceSession(src)
+else:
+    import onnxruntime as ort
+    sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+feeds = make_feeds(sess.get_inputs(), batch, seq)
+print(median_ms(lambda: sess.run(None, feeds), 3, runs))
+"""
 
-    zs = zg.InferenceSession(data_or_path)
-    rs = ort.InferenceSession(data_or_path, providers=["CPUExecutionProvider"])
-    feeds = feeds_fn(rs.get_inputs())
-    zs.run(None, feeds)
-    # Interleave the two engines so machine noise hits both alike.
+
+def _one(engine: str, src: str, batch: int, seq: int, runs: int) -> float:
+    bench = os.path.dirname(os.path.abspath(__file__))
+    code = _CHILD.format(bench=bench, root=os.path.dirname(bench), args=(engine, src, batch, seq, runs))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
+def _pair(src: str, batch: int, seq: int, runs: int, rounds: int = 3) -> tuple[float, float]:
+    """Median latency (ms) of each engine, each measured in its own fresh process (so neither
+    engine's idle thread pools spin against the other's run), alternating for ``rounds``."""
     zt, rt = [], []
-    for _ in range(3):
-        zt.append(median_ms(lambda: zs.run(None, feeds), warmup, runs // 3 or 1))
-        rt.append(median_ms(lambda: rs.run(None, feeds), warmup, runs // 3 or 1))
+    for _ in range(rounds):
+        zt.append(_one("ziggurat", src, batch, seq, runs))
+        rt.append(_one("onnxruntime", src, batch, seq, runs))
     return float(np.median(zt)), float(np.median(rt))
 
 
 def latency(models: str) -> None:
-    from tests.models import builders
-
     print("| model | ziggurat median | onnxruntime median | ratio |")
     print("|---|---|---|---|")
     cases = [
-        ("tiny MLP 784-128-10, b1", builders.mlp().SerializeToString(), 1, 1, 2000),
-        ("BERT-base b1 seq128", os.path.join(models, "bert-base.onnx"), 1, 128, 30),
-        ("ResNet-50 b1 224²", os.path.join(models, "resnet50.onnx"), 1, 0, 30),
+        ("tiny MLP 784-128-10, b1", "mlp", 1, 1, 3000),
+        ("BERT-base b1 seq128", os.path.join(models, "bert-base.onnx"), 1, 128, 15),
+        ("ResNet-50 b1 224²", os.path.join(models, "resnet50.onnx"), 1, 0, 20),
         ("MobileNetV2 b1 224²", os.path.join(models, "mobilenetv2.onnx"), 1, 0, 30),
         ("bert-tiny b1 seq128", os.path.join(models, "bert-tiny.onnx"), 1, 128, 200),
     ]
     for name, src, batch, seq, runs in cases:
-        if isinstance(src, str) and not os.path.exists(src):
+        if src != "mlp" and not os.path.exists(src):
             print(f"| {name} | (missing {src}) | | |")
             continue
-        z, r = _pair(src, lambda ins, b=batch, s=seq: make_feeds(ins, b, s), runs)
-        unit = "µs" if z < 1 else "ms"
-        k = 1000 if unit == "µs" else 1
+        z, r = _pair(src, batch, seq, runs)
+        unit, k = ("µs", 1000) if z < 1 else ("ms", 1)
         print(f"| {name} | {z * k:.1f} {unit} | {r * k:.1f} {unit} | {z / r:.2f}x |", flush=True)
 
 
@@ -83,8 +97,8 @@ def reference() -> None:
     for name, model, feeds in cases:
         zs = zg.InferenceSession(model.SerializeToString())
         ref = onnx.reference.ReferenceEvaluator(model)
-        z = median_ms(lambda: zs.run(None, feeds), 5, 50)
-        r = median_ms(lambda: ref.run(None, feeds), 5, 50)
+        z = median_ms(lambda zs=zs, feeds=feeds: zs.run(None, feeds), 5, 50)
+        r = median_ms(lambda ref=ref, feeds=feeds: ref.run(None, feeds), 5, 50)
         print(f"| {name} | {z:.3f} ms | {r:.3f} ms | {r / z:.1f}x |", flush=True)
 
 

@@ -18,9 +18,12 @@ The registry picks, for a model's opset, the kernel with the highest ``since`` n
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 RESERVED = ("n_outputs", "opset")
@@ -79,7 +82,15 @@ def kernel(op_type: str, since: int = 1, domain: str = "") -> Callable:
 
 def lookup(op_type: str, domain: str, opset: int) -> KernelDef | None:
     """The kernel for ``op_type`` at ``opset`` (highest ``since`` <= opset), or None."""
-    _load_all()
+    _load_for(op_type)
+    best = _find(op_type, domain, opset)
+    if best is None and not _all_loaded:
+        _load_all()  # registered in a way the source index cannot see: import everything
+        best = _find(op_type, domain, opset)
+    return best
+
+
+def _find(op_type: str, domain: str, opset: int) -> KernelDef | None:
     best = None
     for k in _KERNELS.get((_norm_domain(domain), op_type), ()):
         if k.since <= opset:
@@ -93,5 +104,36 @@ def all_kernels() -> list[KernelDef]:
     return sorted((k for ks in _KERNELS.values() for k in ks), key=lambda k: (k.domain, k.op_type, k.since))
 
 
+_all_loaded = False
+_index: dict[str, list[str]] | None = None
+_KERNEL_RE = re.compile(r'@kernel\(\s*"([A-Za-z0-9_]+)"')
+
+
 def _load_all() -> None:
-    from . import _families  # noqa: F401  (importing registers every kernel module)
+    global _all_loaded
+    if not _all_loaded:
+        from . import _families  # noqa: F401  (importing registers every kernel module)
+
+        _all_loaded = True
+
+
+def _load_for(op_type: str) -> None:
+    """Import just the modules whose source registers ``op_type``.
+
+    Importing all ~35 kernel modules costs ~60-80 ms of a server's cold start; a model needs a
+    handful. The index is a regex over the modules' source (a few ms); anything it misses falls
+    back to importing everything in ``lookup``.
+    """
+    global _index
+    if _all_loaded:
+        return
+    if _index is None:
+        index: dict[str, list[str]] = {}
+        for path in sorted(Path(__file__).parent.glob("*.py")):
+            if path.stem in ("registry", "_families", "__init__"):
+                continue
+            for op in set(_KERNEL_RE.findall(path.read_text(encoding="utf-8"))):
+                index.setdefault(op, []).append(path.stem)
+        _index = index
+    for module in _index.get(op_type, ()):
+        importlib.import_module(f"{__package__}.{module}")

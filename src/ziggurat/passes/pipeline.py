@@ -17,7 +17,6 @@ from . import (
     fuse_dense,
     fuse_gelu,
     fuse_pad,
-    gradient,
 )
 from ._match import FUSED_DOMAIN
 
@@ -29,7 +28,10 @@ def optimize(
 ) -> ir.Graph:
     """Run the passes for ``level`` on ``graph`` in place and return it. Fusions add nodes of
     the ``ziggurat`` domain and register that domain in ``opsets``."""
-    gradient.run(graph, opsets)  # Gradient nodes are expanded at every level: no kernel runs them
+    if _has_op(graph, "Gradient"):  # expanded at every level: no kernel runs them
+        from . import gradient  # imported only when needed: it is the biggest pass (cold start)
+
+        gradient.run(graph, opsets)
     if level <= DISABLE_ALL:
         return graph
     constant_fold.run(graph, opsets)
@@ -44,3 +46,9 @@ def optimize(
         fuse_conv.run(graph)
         dce.run(graph)
     return graph
+
+
+def _has_op(graph: ir.Graph, op_type: str) -> bool:
+    return any(
+        n.op_type == op_type or any(_has_op(g, op_type) for g in n.subgraphs()) for n in graph.nodes
+    )

@@ -1,8 +1,10 @@
-"""Compilation and execution: sessions, options, the code-generating executor."""
+"""Compilation and execution: sessions, options, the code-generating executor.
+
+``runtime.scheduler.ParallelGraph`` (ExecutionMode.ORT_PARALLEL) is imported on demand.
+"""
 
 from .executor import CompiledGraph
 from .options import ExecutionMode, GraphOptimizationLevel, SessionOptions
-from .scheduler import ParallelGraph
 from .session import InferenceSession, ModelMetadata, NodeArg
 
 __all__ = [
@@ -12,6 +14,5 @@ __all__ = [
     "InferenceSession",
     "ModelMetadata",
     "NodeArg",
-    "ParallelGraph",
     "SessionOptions",
 ]

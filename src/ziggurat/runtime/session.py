@@ -23,7 +23,6 @@ from ..passes import optimize
 from .executor import CompiledGraph
 from .options import ExecutionMode, SessionOptions
 from .profiler import Profiler
-from .scheduler import ParallelGraph
 
 _PROVIDERS = ("CPUExecutionProvider",)
 
@@ -120,6 +119,8 @@ class InferenceSession:
         if self._options.enable_profiling:
             self._profiler = Profiler(self._options.profile_file_prefix)
         if self._options.execution_mode == ExecutionMode.ORT_PARALLEL:
+            from .scheduler import ParallelGraph  # on demand: keeps it out of cold start
+
             self._compiled = ParallelGraph(
                 graph, model.opsets, model_name=name, profiler=self._profiler,
                 threads=self._options.inter_op_num_threads,

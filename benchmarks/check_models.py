@@ -18,8 +18,9 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, os.path.dirname(__file__))
-import ziggurat as zg  # noqa: E402
 from common import make_feeds, median_ms  # noqa: E402
+
+import ziggurat as zg  # noqa: E402
 
 
 def check(path: str) -> tuple[bool, str]:
@@ -54,14 +55,19 @@ def main(argv: list[str]) -> int:
     if not paths:
         print(f"no models under {folder}; run `make check-models` or make_models.sh first")
         return 1
-    print("| model | vs onnxruntime | max err / scale | ziggurat load | ziggurat median | onnxruntime median | ratio |")
+    print(
+        "| model | vs onnxruntime | max err / scale | ziggurat load | ziggurat median | onnxruntime median | ratio |"
+    )
     print("|---|---|---|---|---|---|---|")
     failed = 0
     for p in paths:
         try:
             ok, line = check(p)
         except zg.ZigguratError as exc:
-            ok, line = False, f"| {os.path.basename(p)} | ERROR | {str(exc).splitlines()[0]} | | | | |"
+            ok, line = (
+                False,
+                f"| {os.path.basename(p)} | ERROR | {str(exc).splitlines()[0]} | | | | |",
+            )
         failed += not ok
         print(line, flush=True)
     return 1 if failed else 0

@@ -44,7 +44,9 @@ print(median_ms(lambda: sess.run(None, feeds), 3, runs))
 
 def _one(engine: str, src: str, batch: int, seq: int, runs: int) -> float:
     bench = os.path.dirname(os.path.abspath(__file__))
-    code = _CHILD.format(bench=bench, root=os.path.dirname(bench), args=(engine, src, batch, seq, runs))
+    code = _CHILD.format(
+        bench=bench, root=os.path.dirname(bench), args=(engine, src, batch, seq, runs)
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.split()[-1])
 
@@ -177,13 +179,17 @@ def rss(models: str) -> None:
     print("|---|---|---|")
     for name, (imp, make) in engines.items():
         code = _RSS_SNIPPET.format(bench=bench, imports=imp, make=make)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
         kib = int(out.stdout.split()[-1])
         print(f"| {name} | {kib / 1024:.0f} MiB | {kib / 1024 - size:+.0f} MiB |", flush=True)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("what", choices=["latency", "reference", "load", "rss", "all"])
     parser.add_argument("--models", default="bench-models")
     args = parser.parse_args()

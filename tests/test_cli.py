@@ -24,7 +24,10 @@ def test_run_with_npy_and_output_dir(tmp_path, mlp_path, capsys):
     x = np.random.default_rng(0).standard_normal((2, 784)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "out"
-    assert main(["run", str(mlp_path), "--input", f"x={tmp_path / 'x.npy'}", "--output", str(out)]) == 0
+    assert (
+        main(["run", str(mlp_path), "--input", f"x={tmp_path / 'x.npy'}", "--output", str(out)])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "probs: float32[2, 10]" in printed
     probs = np.load(out / "probs.npy")

@@ -18,7 +18,9 @@ def random_feeds(inputs, dims: dict[str, int], seed: int = 0) -> dict[str, np.nd
     names = {dtypes.name(c): c for c in range(1, 29)}
     feeds = {}
     for arg in inputs:
-        shape = [d if isinstance(d, int) and d >= 0 else dims.get(str(d), 1) for d in arg.shape or []]
+        shape = [
+            d if isinstance(d, int) and d >= 0 else dims.get(str(d), 1) for d in arg.shape or []
+        ]
         dt = dtypes.to_numpy(names[arg.type[7:-1]])
         if dt.kind == "f":
             feeds[arg.name] = rng.standard_normal(shape).astype(dt)

@@ -86,7 +86,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ziggurat", description="ONNX inference engine and server")
+    parser = argparse.ArgumentParser(
+        prog="ziggurat", description="ONNX inference engine and server"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run a model once on inputs from .npy or JSON")

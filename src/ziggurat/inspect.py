@@ -56,7 +56,9 @@ def inspect_model(source: str | os.PathLike | bytes) -> dict[str, Any]:
     ]
     if unsupported:
         lines.append(f"unsupported: {len(unsupported)} node(s) have no kernel:")
-        lines += [f"  {u['node']}: {u['domain']}::{u['op']} (opset {u['opset']})" for u in unsupported]
+        lines += [
+            f"  {u['node']}: {u['domain']}::{u['op']} (opset {u['opset']})" for u in unsupported
+        ]
     else:
         lines.append("unsupported: none — every node has a kernel")
     return {

@@ -41,7 +41,9 @@ def compare(expected, actual, rtol: float, atol: float, where: str = "output") -
         assert actual is None, f"{where}: expected an empty optional, got {type(actual).__name__}"
         return
     if isinstance(expected, list):
-        assert isinstance(actual, list), f"{where}: expected a sequence, got {type(actual).__name__}"
+        assert isinstance(actual, list), (
+            f"{where}: expected a sequence, got {type(actual).__name__}"
+        )
         assert len(expected) == len(actual), (
             f"{where}: sequence length {len(actual)}, expected {len(expected)}"
         )
@@ -50,13 +52,17 @@ def compare(expected, actual, rtol: float, atol: float, where: str = "output") -
         return
     expected = np.asarray(expected)
     assert isinstance(actual, np.ndarray), f"{where}: expected ndarray, got {type(actual).__name__}"
-    assert actual.dtype == expected.dtype, f"{where}: dtype {actual.dtype}, expected {expected.dtype}"
+    assert actual.dtype == expected.dtype, (
+        f"{where}: dtype {actual.dtype}, expected {expected.dtype}"
+    )
     assert actual.shape == expected.shape, (
         f"{where}: shape {actual.shape}, expected {expected.shape}"
     )
     if expected.dtype == object:
         np.testing.assert_array_equal(actual, expected, err_msg=where)
-    elif expected.dtype.kind in "fc" or expected.dtype.kind == "V" or "float" in str(expected.dtype):
+    elif (
+        expected.dtype.kind in "fc" or expected.dtype.kind == "V" or "float" in str(expected.dtype)
+    ):
         e = expected if expected.dtype.kind in "fc" else expected.astype(np.float32)
         a = actual if actual.dtype.kind in "fc" else actual.astype(np.float32)
         np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, err_msg=where)

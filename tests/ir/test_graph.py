@@ -48,7 +48,10 @@ def test_double_assignment_and_missing_output():
 def test_free_names_of_nested_subgraphs():
     inner = ir.Graph(nodes=[ir.Node("Add", ["u", "outer2"], ["r"])], outputs=[_vi("r")])
     mid = ir.Graph(
-        nodes=[ir.Node("Neg", ["outer1"], ["u"]), ir.Node("If", ["c"], ["v"], {"then_branch": inner})],
+        nodes=[
+            ir.Node("Neg", ["outer1"], ["u"]),
+            ir.Node("If", ["c"], ["v"], {"then_branch": inner}),
+        ],
         outputs=[_vi("v")],
     )
     assert mid.free_names() == {"outer1", "outer2", "c"}

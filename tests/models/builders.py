@@ -56,7 +56,9 @@ def small_cnn(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Conv", ["x", "c1w", "c1b"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
         helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["bn"]),
         helper.make_node("Relu", ["bn"], ["r1"]),
-        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]
+        ),
         helper.make_node("Conv", ["p1", "dww"], ["dw"], group=16, pads=[1, 1, 1, 1]),
         helper.make_node("Clip", ["dw", "", ""], ["dwr"]),
         helper.make_node("Conv", ["dwr", "pww"], ["pw"]),

@@ -33,7 +33,10 @@ def test_transformer_block_fuses_gelu_and_dense():
     assert "Erf" not in ops and "Gelu" not in ops  # GELU folded into the FFN's Dense
     assert ops.count("Dense") == 6  # q, k, v, out, ffn1 (+gelu), ffn2
     rng = np.random.default_rng(0)
-    feeds = {"x": rng.standard_normal((2, 9, 64)).astype(np.float32), "mask": np.ones((2, 9), np.int64)}
+    feeds = {
+        "x": rng.standard_normal((2, 9, 64)).astype(np.float32),
+        "mask": np.ones((2, 9), np.int64),
+    }
     _same_results(builders.transformer_block(), feeds)
 
 

@@ -84,7 +84,10 @@ def test_attributes_bound_and_n_outputs():
 
 
 def test_omitted_optional_input_is_none():
-    nodes = [ir.Node("OptT", ["x", ""], ["y"], domain=D), ir.Node("OptT", ["y", "x"], ["z"], domain=D)]
+    nodes = [
+        ir.Node("OptT", ["x", ""], ["y"], domain=D),
+        ir.Node("OptT", ["y", "x"], ["z"], domain=D),
+    ]
     m = _model(nodes, [_vi("x", [2])], [_vi("y"), _vi("z")])
     y, z = zg.InferenceSession(m).run(None, {"x": np.ones(2, np.float32)})
     np.testing.assert_array_equal(y, [1, 1])
@@ -94,7 +97,9 @@ def test_omitted_optional_input_is_none():
 def test_subgraph_reads_outer_scope():
     then_g = ir.Graph(nodes=[ir.Node("AddT", ["x", "x"], ["t"], domain=D)], outputs=[_vi("t")])
     else_g = ir.Graph(nodes=[ir.Node("ScaleT", ["x"], ["e"], domain=D)], outputs=[_vi("e")])
-    nodes = [ir.Node("IfT", ["c"], ["y"], attrs={"then_branch": then_g, "else_branch": else_g}, domain=D)]
+    nodes = [
+        ir.Node("IfT", ["c"], ["y"], attrs={"then_branch": then_g, "else_branch": else_g}, domain=D)
+    ]
     m = _model(nodes, [_vi("c", [], ir.dtypes.BOOL), _vi("x", [2])], [_vi("y")])
     sess = zg.InferenceSession(m)
     x = np.array([1, 2], np.float32)

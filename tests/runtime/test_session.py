@@ -54,8 +54,14 @@ def test_path_and_pathlike(tmp_path, mlp_bytes):
     "feeds, match",
     [
         ({}, r"missing input 'x'"),
-        ({"x": np.zeros((1, 784), np.float32), "y": np.zeros(1)}, r"no input\(s\) 'y'.*inputs are: x"),
-        ({"x": np.zeros((1, 784), np.float64)}, r"'x' expects tensor\(float\).*got float64.*astype"),
+        (
+            {"x": np.zeros((1, 784), np.float32), "y": np.zeros(1)},
+            r"no input\(s\) 'y'.*inputs are: x",
+        ),
+        (
+            {"x": np.zeros((1, 784), np.float64)},
+            r"'x' expects tensor\(float\).*got float64.*astype",
+        ),
         ({"x": np.zeros((784,), np.float32)}, r"expects rank 2 .*got rank 1"),
         ({"x": np.zeros((1, 783), np.float32)}, r"expects dim 1 = 784 .*got 783"),
     ],
@@ -97,7 +103,9 @@ def test_concurrent_runs_each_get_their_own_answer(sess):
 
 def test_unavailable_provider_falls_back_with_warning(mlp_bytes):
     with pytest.warns(RuntimeWarning, match="CUDAExecutionProvider"):
-        s = zg.InferenceSession(mlp_bytes, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        s = zg.InferenceSession(
+            mlp_bytes, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+        )
     assert s.get_providers() == ["CPUExecutionProvider"]
 
 
@@ -117,7 +125,9 @@ def test_optimization_levels_agree(mlp_bytes):
     x = np.random.default_rng(2).standard_normal((2, 784)).astype(np.float32)
     outs = []
     for level in zg.GraphOptimizationLevel:
-        s = zg.InferenceSession(mlp_bytes, sess_options=zg.SessionOptions(graph_optimization_level=level))
+        s = zg.InferenceSession(
+            mlp_bytes, sess_options=zg.SessionOptions(graph_optimization_level=level)
+        )
         outs.append(s.run(None, {"x": x})[0])
     for o in outs[1:]:
         np.testing.assert_allclose(o, outs[0], rtol=1e-6, atol=1e-7)
@@ -140,4 +150,6 @@ def test_parallel_execution_mode_gives_the_same_results(mlp_bytes):
     opts = zg.SessionOptions(execution_mode=zg.ExecutionMode.ORT_PARALLEL, inter_op_num_threads=2)
     s = zg.InferenceSession(mlp_bytes, sess_options=opts)
     x = np.random.default_rng(4).standard_normal((3, 784)).astype(np.float32)
-    np.testing.assert_array_equal(s.run(None, {"x": x})[0], zg.InferenceSession(mlp_bytes).run(None, {"x": x})[0])
+    np.testing.assert_array_equal(
+        s.run(None, {"x": x})[0], zg.InferenceSession(mlp_bytes).run(None, {"x": x})[0]
+    )

@@ -16,7 +16,9 @@ MIN_ELEMENTS = 1 << 16  # below this the pool's hand-off (~20-40 µs) costs more
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
-_threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+_threads = max(
+    1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+)
 
 
 def set_threads(n: int) -> None:
@@ -38,7 +40,9 @@ def _get_pool() -> ThreadPoolExecutor:
     global _pool
     with _lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=max(1, _threads - 1), thread_name_prefix="zg-rows")
+            _pool = ThreadPoolExecutor(
+                max_workers=max(1, _threads - 1), thread_name_prefix="zg-rows"
+            )
         return _pool
 
 

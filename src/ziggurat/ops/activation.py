@@ -57,10 +57,11 @@ def Relu(x, /):
 
 
 def relu_inplace(y) -> None:
-    """y <- max(y, 0) for a float numpy array, as y * (y > 0): measured 2x faster than
+    """y <- max(y, 0) for a float numpy array, as y * (y > 0) + 0: measured ~1.5x faster than
     np.maximum, which pays for NaN checks (NaN * False is still NaN, so NaN propagates the same;
-    negatives become -0.0, which equals 0)."""
+    the + 0 turns the -0.0 that negatives give into +0.0, as max would)."""
     np.multiply(y, y > 0, out=y)
+    y += y.dtype.type(0)
 
 
 @kernel("LeakyRelu", since=1)

@@ -72,7 +72,9 @@ def kernel(op_type: str, since: int = 1, domain: str = "") -> Callable:
         kdef = KernelDef(op_type, _norm_domain(domain), since, fn, attrs, tuple(wants))
         versions = _KERNELS.setdefault((kdef.domain, op_type), [])
         if any(k.since == since for k in versions):
-            raise ValueError(f"kernel {domain or 'ai.onnx'}::{op_type} since {since} registered twice")
+            raise ValueError(
+                f"kernel {domain or 'ai.onnx'}::{op_type} since {since} registered twice"
+            )
         versions.append(kdef)
         versions.sort(key=lambda k: k.since)
         return fn
@@ -101,7 +103,9 @@ def _find(op_type: str, domain: str, opset: int) -> KernelDef | None:
 def all_kernels() -> list[KernelDef]:
     """Every registered kernel version, sorted by domain, op and version."""
     _load_all()
-    return sorted((k for ks in _KERNELS.values() for k in ks), key=lambda k: (k.domain, k.op_type, k.since))
+    return sorted(
+        (k for ks in _KERNELS.values() for k in ks), key=lambda k: (k.domain, k.op_type, k.since)
+    )
 
 
 _all_loaded = False

@@ -32,7 +32,11 @@ def run(graph: ir.Graph) -> ir.Graph:
             skip = other_input(nxt, out)
             skip_node = idx.producer.get(skip or "")
             # The skip must be computed before the fused node's position (the Add's).
-            if skip and skip != out and (skip_node is None or position[id(skip_node)] < position[id(nxt)]):
+            if (
+                skip
+                and skip != out
+                and (skip_node is None or position[id(skip_node)] < position[id(nxt)])
+            ):
                 inputs.append(skip)
                 drop.add(id(last))
                 last, out = nxt, nxt.outputs[0]
@@ -48,7 +52,9 @@ def run(graph: ir.Graph) -> ir.Graph:
                 last, out = nxt, nxt.outputs[0]
         if last is conv:
             continue
-        claimed.update({id(conv), id(last), *(id(n) for n in idx.consumers.get(conv.outputs[0], []))})
+        claimed.update(
+            {id(conv), id(last), *(id(n) for n in idx.consumers.get(conv.outputs[0], []))}
+        )
         attrs = dict(conv.attrs)
         attrs["activation"] = activation
         attrs.update(bounds or {})

@@ -34,7 +34,12 @@ def run(graph: ir.Graph) -> ir.Graph:
             continue
         last, out = mm, mm.outputs[0]
         add = idx.only_use(out)
-        if len(inputs) == 2 and add is not None and add.op_type == "Add" and add.domain in ("", "ai.onnx"):
+        if (
+            len(inputs) == 2
+            and add is not None
+            and add.op_type == "Add"
+            and add.domain in ("", "ai.onnx")
+        ):
             bias_name = other_input(add, out)
             bias = idx.const(bias_name or "")
             if bias is not None and bias.dtype == w.dtype and bias.shape in ((w.shape[1],),):

@@ -29,7 +29,9 @@ def run(graph: ir.Graph) -> ir.Graph:
         if found is None:
             continue
         last, out = found
-        replaced[id(last)] = ir.Node("Gelu", [x], [out], name=f"{last.label}/gelu", domain=FUSED_DOMAIN)
+        replaced[id(last)] = ir.Node(
+            "Gelu", [x], [out], name=f"{last.label}/gelu", domain=FUSED_DOMAIN
+        )
     graph.nodes = [replaced.get(id(n), n) for n in graph.nodes]
     return graph
 

@@ -183,7 +183,9 @@ class CompiledGraph:
                     free = sorted(s.free_names())
                     outer_dict = "{" + ", ".join(f"{n!r}: {read(n, node)}" for n in free) + "}"
                     compiled.append(f"BoundGraph({gname}, {outer_dict})")
-                expr = compiled[0] if not isinstance(value, list) else "[" + ", ".join(compiled) + "]"
+                expr = (
+                    compiled[0] if not isinstance(value, list) else "[" + ", ".join(compiled) + "]"
+                )
                 sub_exprs.append(f"{key}={expr}")
             ns[kname] = functools.partial(kdef.fn, **kwargs) if kwargs else kdef.fn
             names = list(node.inputs)
@@ -214,7 +216,9 @@ class CompiledGraph:
             dead = [
                 var[n]
                 for n in dict.fromkeys(node_reads[idx])
-                if last_use.get(n) == idx and n not in keep and var.get(n, "").startswith(("v", "x"))
+                if last_use.get(n) == idx
+                and n not in keep
+                and var.get(n, "").startswith(("v", "x"))
             ]
             dead += [var[o] for o in node.outputs if o and o not in last_use and o not in keep]
             if dead:

@@ -201,7 +201,9 @@ class InferenceSession:
             if values is not None:
                 return values
         if not isinstance(feed, Mapping):
-            raise InputError(f"feeds must be a dict of input name -> array, got {type(feed).__name__}")
+            raise InputError(
+                f"feeds must be a dict of input name -> array, got {type(feed).__name__}"
+            )
         expected = [a.name for a in self._inputs]
         unknown = [k for k in feed if k not in self._input_types]
         if unknown:

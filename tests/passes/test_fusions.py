@@ -82,3 +82,26 @@ def test_fusion_can_be_turned_off():
     m = load_model(builders.mlp().SerializeToString())
     g = optimize(m.graph, m.opsets, fusion=False)
     assert [n.op_type for n in g.nodes] == ["Gemm", "Relu", "Gemm", "Softmax"]
+
+
+def test_weight_quantization_shrinks_weights_and_stays_close():
+    model = builders.transformer_block()
+    m = load_model(model.SerializeToString())
+    g = optimize(m.graph, m.opsets, quantize=True)
+    g.lint()
+    assert [n.op_type for n in g.nodes].count("DenseQ") == 6
+    assert all(
+        g.initializers[n.inputs[1]].dtype == np.int8 for n in g.nodes if n.op_type == "DenseQ"
+    )
+    rng = np.random.default_rng(5)
+    feeds = {
+        "x": rng.standard_normal((2, 9, 64)).astype(np.float32),
+        "mask": np.ones((2, 9), np.int64),
+    }
+    data = model.SerializeToString()
+    ref = zg.InferenceSession(data).run(None, feeds)[0]
+    q = zg.InferenceSession(data, sess_options=zg.SessionOptions(enable_quantization=True))
+    got = q.run(None, feeds)[0]
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, atol=0.05 * float(np.abs(ref).max()))
+    assert not np.array_equal(got, ref)  # it really ran the quantized weights

@@ -3,7 +3,8 @@
 - always: Gradient nodes (ai.onnx.preview.training) expanded into their backward graph.
 - basic (1): constant folding, dead code elimination.
 - extended (2) and all (99): also fusions (GELU, MatMul+bias+activation, BatchNorm into Conv,
-  Conv+residual+ReLU, zero Pad into Conv) unless ``fusion`` is off.
+  Conv+residual+ReLU, zero Pad into Conv) unless ``fusion`` is off; with ``quantize``, int8
+  weight-only quantization of MatMul/Gemm weights (``enable_quantization``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from . import (
     fuse_dense,
     fuse_gelu,
     fuse_pad,
+    quantize_weights,
 )
 from ._match import FUSED_DOMAIN
 
@@ -24,7 +26,12 @@ DISABLE_ALL, ENABLE_BASIC, ENABLE_EXTENDED, ENABLE_ALL = 0, 1, 2, 99
 
 
 def optimize(
-    graph: ir.Graph, opsets: dict[str, int], level: int = ENABLE_ALL, *, fusion: bool = True
+    graph: ir.Graph,
+    opsets: dict[str, int],
+    level: int = ENABLE_ALL,
+    *,
+    fusion: bool = True,
+    quantize: bool = False,
 ) -> ir.Graph:
     """Run the passes for ``level`` on ``graph`` in place and return it. Fusions add nodes of
     the ``ziggurat`` domain and register that domain in ``opsets``."""
@@ -44,6 +51,12 @@ def optimize(
         dce.run(graph)
         fuse_dense.run(graph)
         fuse_conv.run(graph)
+        dce.run(graph)
+    if quantize and level >= ENABLE_EXTENDED:
+        opsets.setdefault(FUSED_DOMAIN, 1)
+        if not fusion:
+            fuse_dense.run(graph)
+        quantize_weights.run(graph)
         dce.run(graph)
     return graph
 

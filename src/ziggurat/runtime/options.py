@@ -30,3 +30,5 @@ class SessionOptions:
     profile_file_prefix: str = "ziggurat_profile"
     log_severity_level: int = 2
     enable_fusion: bool = True
+    # int8 weight-only quantization of MatMul/Gemm weights (passes/quantize_weights.py).
+    enable_quantization: bool = False

@@ -113,6 +113,7 @@ class InferenceSession:
             model.opsets,
             int(self._options.graph_optimization_level),
             fusion=self._options.enable_fusion,
+            quantize=self._options.enable_quantization,
         )
         graph.lint()
         self._profiler = None

@@ -33,7 +33,7 @@ HELP = {
     "inter_op_threads": "inter-op threads per model",
     "graph_optimization_level": "disable | basic | extended | all",
     "enable_fusion": "fuse operator patterns when optimizing",
-    "enable_quantization": "allow quantized kernels",
+    "enable_quantization": "int8 weight-only quantization of MatMul/Gemm weights (see docs)",
     "model_concurrency": "parallel runs of one model",
     "inline_run_us": "runs faster than this (recent mean) skip the worker thread; 0: never",
     "max_batch_size": "dynamic batching: max rows per run (0/1: off)",

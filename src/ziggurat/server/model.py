@@ -37,8 +37,8 @@ def ziggurat_session(path: str, settings: dict[str, Any]) -> Any:
     )
     opts.intra_op_num_threads = settings.get("cpu_threads") or 0
     opts.inter_op_num_threads = settings.get("inter_op_threads") or 0
-    if hasattr(opts, "enable_fusion"):
-        opts.enable_fusion = settings.get("enable_fusion", True)
+    opts.enable_fusion = settings.get("enable_fusion", True)
+    opts.enable_quantization = settings.get("enable_quantization", False)
     providers = ["CPUExecutionProvider"]
     device = settings.get("device", "auto")
     available = zg.get_available_providers()

@@ -79,6 +79,12 @@ def erf(x):
     return out
 
 
+def gelu_erf_fast(x) -> None:
+    """In-place GELU for a contiguous float32 array, computed in float32 (error about 4e-7 x |x|,
+    below float32 GEMM rounding): the fused Dense epilogue's path, twice as fast as ``gelu_erf``."""
+    _erf_rational_chunked(x, x, gelu=True, work_dtype=np.float32)
+
+
 def gelu_erf(x, out=None):
     """0.5 * x * (1 + erf(x / sqrt(2))), fused chunk by chunk (float64 inputs use ``erf``).
 
@@ -114,13 +120,16 @@ def _horner(t, coeffs, out):
     return out
 
 
-def _erf_rational_chunked(x: np.ndarray, out: np.ndarray, gelu: bool) -> None:
-    """Writes erf(x) (or Gelu(x)) into ``out``, computing in float64 chunk by chunk."""
+def _erf_rational_chunked(
+    x: np.ndarray, out: np.ndarray, gelu: bool, work_dtype=np.float64
+) -> None:
+    """Writes erf(x) (or Gelu(x)) into ``out``, computing in ``work_dtype`` chunk by chunk
+    (float64: max error 5.4e-8; float32: about 4e-7 and twice as fast)."""
     src = x.reshape(-1)  # a view when x is contiguous; a copy otherwise
     dst = out.reshape(-1)
     n = src.size
     m = min(n, _CHUNK)
-    xc, uc, tc, pc, qc = (np.empty(m) for _ in range(5))
+    xc, uc, tc, pc, qc = (np.empty(m, dtype=work_dtype) for _ in range(5))
     satc = np.empty(m, dtype=bool)
     for s in range(0, n, _CHUNK):
         e = min(s + _CHUNK, n)

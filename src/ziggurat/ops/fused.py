@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends import parallel, xp_of
-from ._ewmath import erf, gelu_erf
+from ._ewmath import erf, gelu_erf, gelu_erf_fast
 from .activation import relu_inplace
 from .conv import Conv
 from .registry import kernel
@@ -62,7 +62,9 @@ def _epilogue_part(y, bias, activation: str, bounds=(None, None)) -> None:
         lo, hi = y.dtype.type(bounds[0]), y.dtype.type(bounds[1])
         xp.clip(y, lo, hi, out=y)
     elif activation == "gelu":
-        if xp is np and y.flags.c_contiguous:
+        if xp is np and y.dtype == np.float32 and y.flags.c_contiguous:
+            gelu_erf_fast(y)
+        elif xp is np and y.flags.c_contiguous:
             gelu_erf(y, out=y)
         else:
             t = erf(xp.multiply(y, y.dtype.type(_SQRT1_2)))

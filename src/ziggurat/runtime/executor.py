@@ -118,6 +118,46 @@ class CompiledGraph:
             kwargs["opset"] = self.opsets.get(node.domain, 0)
         return kwargs
 
+    def _call_expr(
+        self,
+        idx: int,
+        node: ir.Node,
+        kdef: registry.KernelDef,
+        ns: dict[str, Any],
+        read: Callable[[str], str],
+        visible: set[str],
+    ) -> str:
+        """Bind node ``idx``'s kernel into ``ns`` as ``k{idx}`` (attributes via partial, graph
+        attributes compiled and bound to their outer-scope values) and return the call's source;
+        ``read(name)`` gives the identifier holding a value. Shared with the parallel scheduler."""
+        kname = _ident("k", idx)
+        kwargs = self._bind_attrs(node, kdef)
+        sub_exprs = []
+        for key, value in list(kwargs.items()):
+            subs = value if isinstance(value, list) else [value]
+            if not any(isinstance(s, ir.Graph) for s in subs):
+                continue
+            del kwargs[key]
+            compiled = []
+            for s in subs:
+                cg = CompiledGraph(
+                    s, self.opsets, outer=visible, model_name=self.model_name,
+                    profiler=self.profiler,
+                )  # fmt: skip
+                gname = f"g{idx}_{key}_{len(compiled)}"
+                ns[gname] = cg
+                free = sorted(s.free_names())
+                outer_dict = "{" + ", ".join(f"{n!r}: {read(n)}" for n in free) + "}"
+                compiled.append(f"BoundGraph({gname}, {outer_dict})")
+            expr = compiled[0] if not isinstance(value, list) else "[" + ", ".join(compiled) + "]"
+            sub_exprs.append(f"{key}={expr}")
+        ns[kname] = functools.partial(kdef.fn, **kwargs) if kwargs else kdef.fn
+        names = list(node.inputs)
+        while names and not names[-1]:  # trailing omitted inputs: kernels see their defaults
+            names.pop()
+        args = ", ".join(read(n) if n else "None" for n in names)
+        return f"{kname}({args}{', ' if args and sub_exprs else ''}{', '.join(sub_exprs)})"
+
     def _compile(self) -> Callable[[list, dict], list]:
         g = self.graph
         resolved = self._resolve()
@@ -163,36 +203,10 @@ class CompiledGraph:
 
         body: list[tuple[str, int]] = []  # (line, node index)
         for idx, (node, kdef) in enumerate(resolved):
-            kname = _ident("k", idx)
-            kwargs = self._bind_attrs(node, kdef)
-            sub_exprs = []
-            for key, value in list(kwargs.items()):
-                subs = value if isinstance(value, list) else [value]
-                if not any(isinstance(s, ir.Graph) for s in subs):
-                    continue
-                del kwargs[key]
-                compiled = []
-                for s in subs:
-                    visible = set(var) | set(self._outer_names) | g.defined_names()
-                    cg = CompiledGraph(
-                        s, self.opsets, outer=visible, model_name=self.model_name,
-                        profiler=self.profiler,
-                    )  # fmt: skip
-                    gname = f"g{idx}_{key}_{len(compiled)}"
-                    ns[gname] = cg
-                    free = sorted(s.free_names())
-                    outer_dict = "{" + ", ".join(f"{n!r}: {read(n, node)}" for n in free) + "}"
-                    compiled.append(f"BoundGraph({gname}, {outer_dict})")
-                expr = (
-                    compiled[0] if not isinstance(value, list) else "[" + ", ".join(compiled) + "]"
-                )
-                sub_exprs.append(f"{key}={expr}")
-            ns[kname] = functools.partial(kdef.fn, **kwargs) if kwargs else kdef.fn
-            names = list(node.inputs)
-            while names and not names[-1]:  # trailing omitted inputs: kernels see their defaults
-                names.pop()
-            args = ", ".join(read(n, node) if n else "None" for n in names)
-            call = f"{kname}({args}{', ' if args and sub_exprs else ''}{', '.join(sub_exprs)})"
+            visible: set[str] = set()
+            if node.subgraphs():  # names a subgraph may read from this scope
+                visible = set(var) | set(self._outer_names) | g.defined_names()
+            call = self._call_expr(idx, node, kdef, ns, lambda n, node=node: read(n, node), visible)
             outs = []
             for j, out in enumerate(node.outputs):
                 if out:

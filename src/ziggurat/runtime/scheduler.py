@@ -25,7 +25,6 @@ outer-scope values as in ``executor.py``.
 
 from __future__ import annotations
 
-import functools
 import heapq
 import os
 import queue
@@ -343,35 +342,9 @@ class ParallelGraph(CompiledGraph):
 
         for idx in nodes:
             node, kdef = resolved[idx]
-            kwargs = self._bind_attrs(node, kdef)
-            sub_exprs = []
-            for key, value in list(kwargs.items()):
-                subs = value if isinstance(value, list) else [value]
-                if not any(isinstance(s, ir.Graph) for s in subs):
-                    continue
-                del kwargs[key]
-                compiled = []
-                for s in subs:
-                    cg = CompiledGraph(
-                        s, self.opsets, outer=self._visible, model_name=self.model_name,
-                        profiler=self.profiler,
-                    )  # fmt: skip
-                    gname = f"g{idx}_{key}_{len(compiled)}"
-                    ns[gname] = cg
-                    free = sorted(s.free_names())
-                    outer = "{" + ", ".join(f"{n!r}: {read(n, node, idx)}" for n in free) + "}"
-                    compiled.append(f"BoundGraph({gname}, {outer})")
-                expr = (
-                    compiled[0] if not isinstance(value, list) else "[" + ", ".join(compiled) + "]"
-                )
-                sub_exprs.append(f"{key}={expr}")
-            kname = f"k{idx}"
-            ns[kname] = functools.partial(kdef.fn, **kwargs) if kwargs else kdef.fn
-            names = list(node.inputs)
-            while names and not names[-1]:  # trailing omitted inputs: kernels see their defaults
-                names.pop()
-            args = ", ".join(read(n, node, idx) if n else "None" for n in names)
-            call = f"{kname}({args}{', ' if args and sub_exprs else ''}{', '.join(sub_exprs)})"
+            call = self._call_expr(
+                idx, node, kdef, ns, lambda n, node=node, idx=idx: read(n, node, idx), self._visible
+            )
             outs = []
             for j, out in enumerate(node.outputs):
                 if out:

@@ -60,6 +60,9 @@ def relu_inplace(y) -> None:
     """y <- max(y, 0) for a float numpy array, as y * (y > 0) + 0: measured ~1.5x faster than
     np.maximum, which pays for NaN checks (NaN * False is still NaN, so NaN propagates the same;
     the + 0 turns the -0.0 that negatives give into +0.0, as max would)."""
+    if y.size < 16384:  # small: one call beats three (call overhead dominates)
+        np.maximum(y, 0, out=y)
+        return
     np.multiply(y, y > 0, out=y)
     y += y.dtype.type(0)
 

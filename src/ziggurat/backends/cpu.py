@@ -6,7 +6,6 @@ Both are process-wide (numpy's BLAS and glibc's malloc are shared by every sessi
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 import threading
@@ -56,10 +55,10 @@ def tune_allocator() -> bool:
             return _allocator_tuned
         if not sys.platform.startswith("linux"):
             return False
-        name = ctypes.util.find_library("c")
         try:
-            libc = ctypes.CDLL(name or "libc.so.6")
-            mallopt = libc.mallopt
+            # The running process already has libc loaded; CDLL(None) finds its symbols without
+            # ctypes.util.find_library (which spawns tools and costs ~10 ms of cold start).
+            mallopt = ctypes.CDLL(None).mallopt
         except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
             return False
         ok = mallopt(_M_MMAP_THRESHOLD, 1 << 30) == 1 and mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1

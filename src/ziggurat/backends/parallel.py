@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 MIN_ELEMENTS = 1 << 16  # below this the pool's hand-off (~20-40 µs) costs more than it saves
 
 _lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
+_pool = None  # concurrent.futures.ThreadPoolExecutor, made on first use
 _threads = max(
     1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 )
@@ -36,8 +35,10 @@ def threads() -> int:
     return _threads
 
 
-def _get_pool() -> ThreadPoolExecutor:
+def _get_pool():
     global _pool
+    from concurrent.futures import ThreadPoolExecutor  # on demand: not needed at import
+
     with _lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(

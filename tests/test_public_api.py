@@ -1,0 +1,55 @@
+"""The public API: ziggurat/__init__.py's sorted __all__ is the contract (DESIGN.md §1)."""
+
+from __future__ import annotations
+
+import ziggurat
+
+PUBLIC = [
+    "ConfigError",
+    "ExecutionError",
+    "ExecutionMode",
+    "ExternalDataError",
+    "GraphError",
+    "GraphOptimizationLevel",
+    "InferenceSession",
+    "InputError",
+    "ModelLoadError",
+    "ModelMetadata",
+    "NodeArg",
+    "SessionOptions",
+    "UnsupportedModelError",
+    "UnsupportedOpError",
+    "ZigguratError",
+    "__version__",
+    "get_available_providers",
+]
+
+
+def test_all_is_sorted_and_pinned():
+    assert ziggurat.__all__ == sorted(ziggurat.__all__)
+    assert ziggurat.__all__ == PUBLIC
+
+
+def test_every_public_name_resolves():
+    for name in ziggurat.__all__:
+        assert getattr(ziggurat, name) is not None
+
+
+def test_error_tree():
+    for name in PUBLIC:
+        obj = getattr(ziggurat, name)
+        if isinstance(obj, type) and name.endswith("Error"):
+            assert issubclass(obj, ziggurat.ZigguratError)
+    assert issubclass(ziggurat.UnsupportedOpError, ziggurat.UnsupportedModelError)
+    assert issubclass(ziggurat.ExternalDataError, ziggurat.ModelLoadError)
+
+
+def test_onnxruntime_names_match():
+    """Switching from onnxruntime is one import: the same enum values and option fields."""
+    assert ziggurat.GraphOptimizationLevel.ORT_ENABLE_ALL == 99
+    assert ziggurat.ExecutionMode.ORT_PARALLEL == 1
+    opts = ziggurat.SessionOptions()
+    for field in ("graph_optimization_level", "intra_op_num_threads", "inter_op_num_threads",
+                  "execution_mode", "enable_profiling"):  # fmt: skip
+        assert hasattr(opts, field)
+    assert ziggurat.get_available_providers() == ["CPUExecutionProvider"]

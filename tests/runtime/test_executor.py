@@ -137,3 +137,26 @@ def test_intermediates_are_freed_after_last_use():
     cg = CompiledGraph(g, {"": 17, D: 1})
     assert "del" in cg.source
     assert cg.run([np.ones(1, np.float32)])[0][0] == 8
+
+
+def test_debug_env_traces_each_node_with_shapes(tmp_path):
+    """ZIGGURAT_DEBUG=2 prints one line per node with output dtype, shape and value stats."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.models import builders
+
+    path = tmp_path / "mlp.onnx"
+    path.write_bytes(builders.mlp().SerializeToString())
+    code = (
+        "import numpy as np, ziggurat as zg\n"
+        f"s = zg.InferenceSession({str(path)!r})\n"
+        "s.run(None, {'x': np.ones((2, 784), np.float32)})\n"
+    )
+    env = dict(os.environ, ZIGGURAT_DEBUG="2")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("[ziggurat]")]
+    assert len(lines) == 3  # Dense(+ReLU), Dense, Softmax after fusion
+    assert "Softmax" in lines[-1] and "float32[2, 10]" in lines[-1] and "mean=0.1" in lines[-1]

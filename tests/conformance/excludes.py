@@ -12,13 +12,18 @@ _BF16 = (
     "epsilon (7.8e-3); Ziggurat's results are within 1-2 bfloat16 ulps of them"
 )
 
+# Random outputs: they may match the expected draw by chance, so these are skipped (not xfailed)
+# in the node suite and checked by property instead.
+RANDOM_CASES: dict[str, str] = {
+    name: _RANDOM
+    for name in (
+        "test_bernoulli", "test_bernoulli_expanded", "test_bernoulli_double",
+        "test_bernoulli_double_expanded", "test_bernoulli_seed", "test_bernoulli_seed_expanded",
+    )
+}  # fmt: skip
+
 NODE_EXCLUDES: dict[str, str] = {
-    "test_bernoulli": _RANDOM,
-    "test_bernoulli_expanded": _RANDOM,
-    "test_bernoulli_double": _RANDOM,
-    "test_bernoulli_double_expanded": _RANDOM,
-    "test_bernoulli_seed": _RANDOM,
-    "test_bernoulli_seed_expanded": _RANDOM,
+    **RANDOM_CASES,
     "test_attention_3d_causal_bf16_expanded": _BF16,
     "test_attention_4d_attn_mask_causal_bf16": _BF16,
     "test_attention_4d_attn_mask_causal_bf16_expanded": _BF16,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .excludes import NODE_EXCLUDES
+from .excludes import NODE_EXCLUDES, RANDOM_CASES
 from .runner import node_cases, run_node_case
 
 
@@ -12,7 +12,9 @@ def _params():
     out = []
     for name in sorted(node_cases()):
         marks = []
-        if name in NODE_EXCLUDES:
+        if name in RANDOM_CASES:
+            marks = [pytest.mark.skip(reason=RANDOM_CASES[name])]
+        elif name in NODE_EXCLUDES:
             marks = [pytest.mark.xfail(reason=NODE_EXCLUDES[name], strict=True)]
         out.append(pytest.param(name, id=name, marks=marks))
     return out

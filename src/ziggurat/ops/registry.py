@@ -37,6 +37,21 @@ class KernelDef:
     attrs: dict[str, Any] = field(default_factory=dict)  # attribute -> default (REQUIRED if none)
     wants: tuple[str, ...] = ()  # reserved parameters the function takes
 
+    def kwargs(self, attrs: dict[str, Any], n_outputs: int, opset: int) -> dict[str, Any]:
+        """Keyword arguments for a call: the node attributes this kernel takes (others are
+        ignored: old exporters leave removed attributes behind) plus the reserved ones.
+        Required attributes that are absent are simply missing; see ``missing``."""
+        out = {k: v for k, v in attrs.items() if k in self.attrs}
+        if "n_outputs" in self.wants:
+            out["n_outputs"] = n_outputs
+        if "opset" in self.wants:
+            out["opset"] = opset
+        return out
+
+    def missing(self, attrs: dict[str, Any]) -> list[str]:
+        """Required attributes not in ``attrs``."""
+        return [k for k, d in self.attrs.items() if d is REQUIRED and k not in attrs]
+
     @property
     def module(self) -> str:
         return self.fn.__module__.rsplit(".", 1)[-1]

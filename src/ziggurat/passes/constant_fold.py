@@ -48,11 +48,9 @@ def _evaluate(node: ir.Node, consts: dict, opsets: dict[str, int]) -> list | Non
     kdef = registry.lookup(node.op_type, node.domain, opsets.get(node.domain, 0))
     if kdef is None:
         return None
-    kwargs = {k: v for k, v in node.attrs.items() if k in kdef.attrs}
-    if "n_outputs" in kdef.wants:
-        kwargs["n_outputs"] = len(node.outputs)
-    if "opset" in kdef.wants:
-        kwargs["opset"] = opsets.get(node.domain, 0)
+    if kdef.missing(node.attrs):
+        return None  # compilation reports it, naming the node
+    kwargs = kdef.kwargs(node.attrs, len(node.outputs), opsets.get(node.domain, 0))
     names = list(node.inputs)
     while names and not names[-1]:
         names.pop()

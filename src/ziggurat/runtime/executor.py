@@ -22,7 +22,6 @@ from typing import Any
 from .. import ir
 from ..errors import ExecutionError, GraphError, UnsupportedOpError, ZigguratError
 from ..ops import registry
-from ..ops.registry import REQUIRED
 
 _DEBUG = int(os.environ.get("ZIGGURAT_DEBUG", "0") or 0)
 
@@ -100,23 +99,14 @@ class CompiledGraph:
         return resolved  # type: ignore[return-value]
 
     def _bind_attrs(self, node: ir.Node, kdef: registry.KernelDef) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {}
-        for key, value in node.attrs.items():
-            if key in kdef.attrs:
-                kwargs[key] = value
-            # Attributes a kernel does not take are ignored: old exporters leave behind
-            # attributes removed from the spec (e.g. BatchNormalization's consumed_inputs).
-        for key, default in kdef.attrs.items():
-            if default is REQUIRED and key not in kwargs:
-                raise GraphError(
-                    f"model '{self.model_name}': node '{node.label}' ({node.op_type}, opset "
-                    f"{self.opsets.get(node.domain, 0)}) lacks required attribute '{key}'"
-                )
-        if "n_outputs" in kdef.wants:
-            kwargs["n_outputs"] = len(node.outputs)
-        if "opset" in kdef.wants:
-            kwargs["opset"] = self.opsets.get(node.domain, 0)
-        return kwargs
+        opset = self.opsets.get(node.domain, 0)
+        missing = kdef.missing(node.attrs)
+        if missing:
+            raise GraphError(
+                f"model '{self.model_name}': node '{node.label}' ({node.op_type}, opset "
+                f"{opset}) lacks required attribute '{missing[0]}'"
+            )
+        return kdef.kwargs(node.attrs, len(node.outputs), opset)
 
     def _call_expr(
         self,

@@ -358,7 +358,8 @@ def _dim(buf: Any, a: int, b: int) -> int | str | None:
 
 
 def read_function(ctx: Context, a: int, b: int) -> Function:
-    """Decode a model-local FunctionProto (its body nodes may hold ``AttrRef`` placeholders)."""
+    """Decode a model-local FunctionProto. Body attributes that refer to the caller's attributes
+    (``ref_attr_name``) become ``AttrRef`` values, resolved when ``functions.py`` inlines a call."""
     fn = Function()
     ctx.in_function = True
     try:

@@ -8,6 +8,7 @@ import os
 import threading
 import tracemalloc
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
@@ -299,20 +300,21 @@ def test_concurrent_runs_keep_their_own_state(always_hand_off):
     rng = np.random.default_rng(2)
     xs = [rng.standard_normal((16, 16)).astype(np.float32) for _ in range(6)]
     want = [seq.run([x]) for x in xs]
-    failures: list[str] = []
+    start = threading.Barrier(len(xs))
 
     def worker(i):
+        start.wait(timeout=60)  # all threads run at once
         for _ in range(15):
             got = par.run([xs[i]])
-            if not all(np.array_equal(a, b) for a, b in zip(got, want[i])):
-                failures.append(f"thread {i}: wrong result")
+            assert len(got) == len(want[i]), f"thread {i}: {len(got)} outputs"
+            for a, b in zip(got, want[i], strict=True):
+                np.testing.assert_array_equal(a, b, err_msg=f"thread {i}")
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(xs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not failures and not any(t.is_alive() for t in threads)
+    # Futures carry each worker's exception (a wrong result or a failed run) to this thread.
+    with ThreadPoolExecutor(len(xs)) as pool:
+        futures = [pool.submit(worker, i) for i in range(len(xs))]
+        for f in futures:
+            f.result(timeout=60)
 
 
 def test_values_are_freed_after_their_last_reader():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
@@ -60,7 +61,7 @@ def test_path_and_pathlike(tmp_path, mlp_bytes):
         ),
         (
             {"x": np.zeros((1, 784), np.float64)},
-            r"'x' expects tensor\(float\).*got float64.*astype",
+            r"'x' expects FP32 \(tensor\(float\)\), got FP64 \(tensor\(double\)\).*astype",
         ),
         ({"x": np.zeros((784,), np.float32)}, r"expects rank 2 .*got rank 1"),
         ({"x": np.zeros((1, 783), np.float32)}, r"expects dim 1 = 784 .*got 783"),
@@ -85,20 +86,19 @@ def test_concurrent_runs_each_get_their_own_answer(sess):
     rng = np.random.default_rng(1)
     xs = [rng.standard_normal((i + 1, 784)).astype(np.float32) for i in range(8)]
     expected = [sess.run(None, {"x": x})[0] for x in xs]
-    errors = []
+    start = threading.Barrier(len(xs))
 
     def worker(i):
+        start.wait(timeout=60)  # all threads run at once
         for _ in range(20):
             got = sess.run(None, {"x": xs[i]})[0]
-            if not np.array_equal(got, expected[i]):
-                errors.append(i)
+            np.testing.assert_array_equal(got, expected[i], err_msg=f"thread {i}")
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    # Futures carry each worker's exception (a wrong result or a failed run) to this thread.
+    with ThreadPoolExecutor(len(xs)) as pool:
+        futures = [pool.submit(worker, i) for i in range(len(xs))]
+        for f in futures:
+            f.result(timeout=60)
 
 
 def test_unavailable_provider_falls_back_with_warning(mlp_bytes):

@@ -64,7 +64,7 @@ def _run_both(onx, feeds: dict) -> tuple[list, list]:
 
 
 def _assert_matches_ort(got: list, ref: list, atol: float = 1e-5) -> None:
-    for g, r in zip(got, ref):
+    for g, r in zip(got, ref, strict=True):
         assert isinstance(g, np.ndarray), type(g)
         assert g.dtype == r.dtype and g.shape == r.shape, (g.dtype, g.shape, r.dtype, r.shape)
         if r.dtype.kind in "biuO":

@@ -131,7 +131,7 @@ def check(op, inputs, attrs=None, tol=TOLERANCE, n_out=1, reject=assume):
         got = _zg_session(op, in_dtypes, key, n_out).run(None, feeds)
     what = f"{op} {attrs or ''} on {[(x.dtype.name, x.shape) for x in inputs if x is not None]}"
     assert len(got) == len(expected), f"{what}: {len(got)} outputs, expected {len(expected)}"
-    for e, g in zip(expected, got):
+    for e, g in zip(expected, got, strict=True):
         assert g.dtype == e.dtype, f"{what}: dtype {g.dtype}, onnxruntime gives {e.dtype}"
         assert g.shape == e.shape, f"{what}: shape {g.shape}, onnxruntime gives {e.shape}"
         if e.dtype.kind == "f":

@@ -63,7 +63,7 @@ def test_layernorm_matches_onnxruntime(shape, axis):
     s, b = rand(rng, norm_shape), rand(rng, norm_shape)
     ours = LayerNormalization(x, s, b, axis=axis, epsilon=1e-4)
     ref = run_ort("LayerNormalization", [x, s, b], n_outputs=3, axis=axis, epsilon=1e-4)
-    for o, r in zip(ours, ref):
+    for o, r in zip(ours, ref, strict=True):
         assert o.dtype == r.dtype and o.shape == r.shape
         np.testing.assert_allclose(o, r, rtol=1e-4, atol=1e-5)
     # No bias; half precision keeps its dtype while the statistics stay float32.

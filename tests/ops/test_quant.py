@@ -129,7 +129,7 @@ def test_dynamic_quantize_matches_onnxruntime():
               np.abs(rng.standard_normal(9)).astype(np.float32)):  # fmt: skip
         model_out = _ort_dynamic(x)
         got = Q.DynamicQuantizeLinear(x)
-        for e, g in zip(model_out, got):
+        for e, g in zip(model_out, got, strict=True):
             assert g.dtype == e.dtype
             np.testing.assert_allclose(g, e, rtol=1e-6)
 

@@ -57,7 +57,7 @@ def _inputs(op, rng, *, T=5, N=3, I=4, H=6, dirs=1, lens=None, init=True, peep=F
 def _check(op, args, attrs, rtol=1e-4, atol=1e-5):
     expected = _ort(op, args, attrs)
     got = getattr(K, op)(*args, **attrs)
-    for e, g in zip(expected, got):
+    for e, g in zip(expected, got, strict=True):
         assert g.dtype == np.float32
         np.testing.assert_allclose(g, e, rtol=rtol, atol=atol)
 
@@ -134,7 +134,7 @@ def test_layout_1_is_batch_major_layout_0(op):
             swapped[i] = np.swapaxes(args[i], 0, 1).copy()
     got = getattr(K, op)(*swapped, layout=1, **attrs)
     np.testing.assert_allclose(got[0], np.transpose(ref[0], (2, 0, 1, 3)), rtol=1e-6)
-    for g, r in zip(got[1:], ref[1:]):
+    for g, r in zip(got[1:], ref[1:], strict=True):
         np.testing.assert_allclose(g, np.swapaxes(r, 0, 1), rtol=1e-6)
 
 

@@ -151,7 +151,7 @@ def test_unique_matches_onnxruntime(sorted_, axis):
     attrs = {"sorted": sorted_} | ({} if axis is None else {"axis": axis})
     got = T.Unique(x, sorted=sorted_, axis=axis)
     expected = ort_run("Unique", [x], attrs, opset=11, n_outputs=4)
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=True):
         np.testing.assert_array_equal(g, e)
         assert g.dtype == e.dtype
 

@@ -24,7 +24,7 @@ def _same_results(model: onnx.ModelProto, feeds: dict) -> None:
     off = zg.SessionOptions(graph_optimization_level=zg.GraphOptimizationLevel.ORT_DISABLE_ALL)
     ref = zg.InferenceSession(data, sess_options=off).run(None, feeds)
     got = zg.InferenceSession(data).run(None, feeds)
-    for r, g in zip(ref, got):
+    for r, g in zip(ref, got, strict=True):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5 * float(np.abs(r).max()))
 
 

@@ -74,7 +74,7 @@ def check_grad(nodes, xs: dict, consts=None, *, opset=17, eps=1e-6, rtol=1e-5, a
     def loss(feeds) -> float:
         return float(np.sum(fwd.run(None, feeds)[0], dtype=np.float64))
 
-    for name, g in zip(names, got[1:]):
+    for name, g in zip(names, got[1:], strict=True):
         x = xs[name]
         assert g.dtype == x.dtype and g.shape == x.shape, (name, g.dtype, g.shape)
         num = np.zeros(x.shape, dtype=np.float64)
@@ -114,7 +114,7 @@ def test_onnx_data_sets(name):
             for p in sorted(glob.glob(f"{ds}/output_*.pb"))
         ]
         got = sess.run(None, dict(zip([a.name for a in sess.get_inputs()], ins)))
-        for e, g in zip(outs, got):
+        for e, g in zip(outs, got, strict=True):
             assert g.dtype == e.dtype and g.shape == e.shape
             np.testing.assert_allclose(g, e, rtol=1e-6)
 

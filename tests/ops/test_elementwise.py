@@ -107,6 +107,60 @@ def test_pow_output_has_base_dtype(base, exp, expected):
     assert y.tolist() == expected
 
 
+_POW_SPECIALS = np.array(
+    [0.0, -0.0, 1.0, -1.0, 2.5, -2.5, 1e-30, -1e-30, 1e30, -1e30, np.inf, -np.inf, np.nan]
+)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("e", [0.0, 1.0, 2.0, 3.0, 4.0, -1.0, -2.0, 0.5, -0.5, 1.5, 7.0])
+def test_pow_constant_exponent_matches_general_power(dtype, e):
+    """The specialised exponents (x*x, x*x*x, sqrt, reciprocal, ...) agree with numpy's correctly
+    rounded ``power``, special values included (signed zeros, infinities, NaN, negative bases).
+    A product chain rounds once per multiply: a cube is within 2 ulp (two roundings of relative
+    error eps/2 each, compounded), so compare at 2 ulp of the result; specials must match exactly."""
+    rng = np.random.default_rng(1)
+    a = np.concatenate([_POW_SPECIALS, rng.standard_normal(200) * 10]).astype(dtype)
+    for exp in (np.array(e, dtype), np.array([e], dtype), np.array([[[e]]], np.float32)):
+        y = Pow(a.reshape(1, 1, -1), exp)[0]
+        assert y.dtype == np.dtype(dtype) and y.shape == (1, 1, a.size)
+        with np.errstate(all="ignore"):
+            # numpy's power and onnxruntime's Pow treat 0.5 as sqrt (sqrt(-0) = -0, sqrt(-inf) = NaN)
+            wide = a.astype(np.float64)
+            ref = np.sqrt(wide) ** np.sign(e) if abs(e) == 0.5 else wide ** np.float64(e)
+            ref = ref.astype(dtype)
+        y = y.reshape(-1)
+        same_class = np.isnan(y) == np.isnan(ref)
+        assert same_class.all(), f"NaN mismatch at {a[~same_class]}"
+        finite = np.isfinite(ref) & (ref != 0)
+        exact = ~finite & ~np.isnan(ref)
+        np.testing.assert_array_equal(y[exact], ref[exact])  # zeros (with sign) and infinities
+        assert (np.signbit(y[exact]) == np.signbit(ref[exact])).all()
+        np.testing.assert_array_max_ulp(y[finite], ref[finite], maxulp=2)
+
+
+@pytest.mark.parametrize("e", [2.0, 3.0, 0.5, -1.0])
+def test_pow_constant_exponent_matches_onnxruntime(e):
+    rng = np.random.default_rng(2)
+    a = (rng.standard_normal((4, 33)) * 3).astype(np.float32)
+    a = np.abs(a) if e == 0.5 else a
+    b = np.array([e], np.float32)
+    y = Pow(a, b)[0]
+    ref = run_ort("Pow", [a, b])
+    assert y.dtype == ref.dtype and y.shape == ref.shape
+    np.testing.assert_array_max_ulp(y, ref, maxulp=2)  # a product chain: <= 1 rounding per multiply
+
+
+def test_pow_broadcasting_exponent_keeps_general_path():
+    a = np.array([2.0, 3.0], np.float32)
+    y = Pow(a, np.array([[2.0], [3.0]], np.float32))[0]
+    assert y.shape == (2, 2) and y.tolist() == [[4.0, 9.0], [8.0, 27.0]]
+    y = Pow(a, np.array([[[3.0]]], np.float32))[0]  # exponent of higher rank widens the output
+    assert y.shape == (1, 1, 2) and y.reshape(-1).tolist() == [8.0, 27.0]
+    y = Pow(np.array([-8.0], np.float32), np.array(3, np.int64))[0]  # integer exponent dtype
+    assert y.dtype == np.float32 and y.tolist() == [-512.0]
+
+
 def test_legacy_broadcast_axis_attribute():
     a = np.zeros((2, 3, 4), np.float32)
     b = np.array([1, 2, 3], np.float32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .excludes import NODE_EXCLUDES, RANDOM_CASES
+from .excludes import BF16_TOLERANCE, NODE_EXCLUDES, RANDOM_CASES
 from .runner import node_cases, run_node_case
 
 
@@ -22,7 +22,7 @@ def _params():
 
 @pytest.mark.parametrize("name", _params())
 def test_node_case(name):
-    run_node_case(name)
+    run_node_case(name, bf16=name in BF16_TOLERANCE)
 
 
 def test_suite_size_and_exclusions_are_known():
@@ -30,3 +30,4 @@ def test_suite_size_and_exclusions_are_known():
     names = set(node_cases())
     assert len(names) == 1884
     assert not set(NODE_EXCLUDES) - names, "excludes name cases that do not exist"
+    assert not set(BF16_TOLERANCE) - names, "bf16 tolerance names cases that do not exist"

@@ -81,6 +81,45 @@ def test_softmax_large_and_empty_inputs():
     assert e.shape == (0, 3) and e.dtype == np.float32
 
 
+def _softmax64(x):
+    w = x.astype(np.float64)
+    e = np.exp(w - w.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_block_max_path_matches_float64_reference(dtype):
+    """Large inputs subtract one maximum per block of rows; rows far below it are redone against
+    their own maximum. Rows at very different levels, masked (-inf) keys, a row of equal values.
+    Error bound: exp's argument carries the subtraction's rounding, at most ulp(max |x|) (the
+    input's own resolution), plus a few eps of exp, sum and scaling: relative to each value."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((64, 12, 128)) * 4).astype(dtype)
+    x[0, 0] += 500  # far above every other row: the others are recomputed
+    x[1, :3] -= 300
+    x[2, 5, 7:] = -np.inf
+    x[3, 2] = 7.0
+    y = Softmax(x)[0]
+    assert y.dtype == np.dtype(dtype) and y.shape == x.shape
+    ref = _softmax64(x)
+    eps = float(np.finfo(dtype).eps)
+    ulp_in = float(np.spacing(np.abs(x[np.isfinite(x)]).max().astype(dtype)))
+    np.testing.assert_allclose(y, ref, rtol=ulp_in + 8 * eps, atol=0)
+    assert (y[2, 5, 7:] == 0).all()
+
+
+def test_softmax_nonfinite_rows_follow_the_exact_path():
+    x = np.zeros((40, 128), np.float32)
+    x[0] = -np.inf  # every key masked: NaN, as onnxruntime gives
+    x[1, 3] = np.nan
+    x[2, 4] = np.inf
+    y = Softmax(x)[0]
+    assert np.isnan(y[0]).all() and np.isnan(y[1]).all() and np.isnan(y[2]).all()
+    np.testing.assert_allclose(y[3:], 1 / 128, rtol=2e-7)
+    ref = run_ort("Softmax", [x[2:]], opset=13)
+    np.testing.assert_array_equal(np.isnan(y[2:]), np.isnan(ref))
+
+
 POINTWISE = [
     ("Relu", 14, {}),
     ("LeakyRelu", 16, {}),

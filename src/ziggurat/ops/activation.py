@@ -283,8 +283,8 @@ def _softmax(x, axis: int, log: bool):
     if not log and type(x) is np.ndarray and x.dtype in _FAST_SOFTMAX and x.size:
         # The common case, with as few numpy calls as possible (small inputs are call-bound);
         # over the last axis of a large input, row chunks run in parallel across cores.
-        if axis == x.ndim - 1 and x.size >= parallel.MIN_ELEMENTS and x.flags.c_contiguous:
-            return _softmax_rows(x)
+        if axis == x.ndim - 1 and x.flags.c_contiguous and x.size >= _SMALL_SOFTMAX:
+            return softmax_last_axis(x)
         y = np.subtract(x, x.max(axis=axis, keepdims=True))
         np.exp(y, out=y)
         y /= y.sum(axis=axis, keepdims=True)
@@ -309,20 +309,68 @@ def _softmax(x, axis: int, log: bool):
 
 
 _FAST_SOFTMAX = (np.dtype(np.float32), np.dtype(np.float64))
+_SMALL_SOFTMAX = 4096  # below, the fewest numpy calls win (a classifier's head is call-bound)
 
 
-def _softmax_rows(x):
-    x2 = x.reshape(-1, x.shape[-1])
+# Rows whose exp-sum against the block's maximum falls below this are redone against their own
+# maximum: e**-16 keeps every element within e**-71 of its row's maximum a normal float32.
+_LOW_SUM = math.exp(-16.0)
+
+
+def softmax_last_axis(x, nan_to_zero: bool = False):
+    """Softmax over the last axis of a C-contiguous float32/float64 numpy array, into a new array.
+
+    ``nan_to_zero``: NaN results (a row all -inf, or holding NaN) become 0, as the
+    ``Where(IsNaN(p), 0, p)`` exporters append to masked attention does. Large inputs are split by
+    rows across cores.
+    """
+    x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
     y2 = np.empty_like(x2)
-
-    def part(lo: int, hi: int) -> None:
-        y = y2[lo:hi]
-        np.subtract(x2[lo:hi], x2[lo:hi].max(axis=1, keepdims=True), out=y)
-        np.exp(y, out=y)
-        y /= y.sum(axis=1, keepdims=True)
-
-    parallel.for_rows(part, x2.shape[0], x2.shape[1])
+    if x2.size:
+        ones = np.ones(x2.shape[1], dtype=x2.dtype)
+        parallel.for_rows(
+            lambda lo, hi: _softmax_block(x2[lo:hi], y2[lo:hi], ones, nan_to_zero),
+            x2.shape[0],
+            x2.shape[1],
+        )
     return y2.reshape(x.shape)
+
+
+def _softmax_block(x2, y2, ones, nan_to_zero: bool) -> None:
+    """y2 <- softmax of each row of x2.
+
+    The maximum subtracted is the block's, not each row's: numpy's per-row max over short rows
+    (128 keys) costs more than the rest of the softmax together, while a flat max is one SIMD
+    pass. exp(x - g) / sum keeps softmax's value; only rows far below g could underflow, and
+    those (sum < _LOW_SUM) are recomputed against their own maximum. The subtraction's rounding
+    is at most one ulp of max(|x|, |g|), the input's own resolution. Row sums run as one BLAS
+    matrix-vector product (faster than a short-row reduction).
+    """
+    g = x2.max()
+    if not np.isfinite(g):  # NaN or +-inf present: the exact per-row path decides
+        _softmax_exact(x2, y2, nan_to_zero)
+        return
+    np.subtract(x2, g, out=y2)
+    np.exp(y2, out=y2)
+    s = y2 @ ones
+    low = s < _LOW_SUM
+    if low.any():
+        rows = np.flatnonzero(low)
+        redo = np.empty((rows.size, x2.shape[1]), dtype=x2.dtype)
+        _softmax_exact(x2[rows], redo, nan_to_zero)
+        y2[rows] = redo
+        s[rows] = 1
+    np.reciprocal(s, out=s)
+    y2 *= s[:, None]
+
+
+def _softmax_exact(x2, y2, nan_to_zero: bool) -> None:
+    with np.errstate(invalid="ignore"):
+        np.subtract(x2, x2.max(axis=1, keepdims=True), out=y2)  # all -inf rows give NaN
+        np.exp(y2, out=y2)
+        y2 /= y2.sum(axis=1, keepdims=True)
+    if nan_to_zero:
+        y2[np.isnan(y2)] = 0
 
 
 def _hardmax(x, axis: int):

@@ -13,8 +13,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gen_ops_table.py"
 
-pytest.importorskip("onnx")
-
 
 @pytest.fixture(scope="module")
 def gen():

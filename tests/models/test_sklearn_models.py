@@ -12,33 +12,29 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-
-import ziggurat as zg
-
-sklearn = pytest.importorskip("sklearn")
-skl2onnx = pytest.importorskip("skl2onnx")
-
-from skl2onnx import to_onnx  # noqa: E402
-from skl2onnx.common.data_types import (  # noqa: E402
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import (
     FloatTensorType,
     Int64TensorType,
     StringTensorType,
 )
-from sklearn import datasets  # noqa: E402
-from sklearn.cluster import KMeans  # noqa: E402
-from sklearn.compose import ColumnTransformer  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
-from sklearn.ensemble import (  # noqa: E402
+from sklearn import datasets
+from sklearn.cluster import KMeans
+from sklearn.compose import ColumnTransformer
+from sklearn.decomposition import PCA
+from sklearn.ensemble import (
     GradientBoostingRegressor,
     RandomForestClassifier,
 )
-from sklearn.linear_model import LogisticRegression, Ridge  # noqa: E402
-from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
-from sklearn.neural_network import MLPClassifier  # noqa: E402
-from sklearn.pipeline import Pipeline, make_pipeline  # noqa: E402
-from sklearn.preprocessing import OneHotEncoder, StandardScaler  # noqa: E402
-from sklearn.svm import SVC  # noqa: E402
-from sklearn.tree import DecisionTreeRegressor  # noqa: E402
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.svm import SVC
+from sklearn.tree import DecisionTreeRegressor
+
+import ziggurat as zg
 
 # skl2onnx 1.20 is tested up to opset 22. It emits TreeEnsembleRegressor/Classifier whatever the
 # ai.onnx.ml opset (never the ml-5 TreeEnsemble op, which the conformance suite covers instead); its

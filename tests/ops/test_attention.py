@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
+from onnx import helper
 
 from ziggurat.errors import ExecutionError
 from ziggurat.ops import attention as A
 from ziggurat.ops import recurrent_attention as RA
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-from onnx import helper  # noqa: E402
 
 
 def _ort(op, inputs, n_out, attrs, opset):

@@ -20,18 +20,15 @@ import functools
 import os
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from onnx import helper
 
-ort = pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
-hypothesis = pytest.importorskip("hypothesis")
-
-from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from hypothesis.extra import numpy as hnp  # noqa: E402
-from onnx import helper  # noqa: E402
-
-import ziggurat as zg  # noqa: E402
+import ziggurat as zg
 
 OPSET = 21
 F16, F32, F64, I32, I64 = (np.dtype(t) for t in ("float16", "float32", "float64", "int32", "int64"))

@@ -236,7 +236,6 @@ def _png(arr):
 
 
 def test_image_decoder_pixel_formats():
-    pytest.importorskip("PIL")
     img = RNG.integers(0, 256, (5, 7, 3)).astype(np.uint8)
     data = _png(img)
     (rgb,) = ImageDecoder(data)

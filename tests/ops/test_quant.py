@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import ml_dtypes
 import numpy as np
+import onnxruntime as ort
 import pytest
+from onnx import helper
 
 from ziggurat.errors import ExecutionError
 from ziggurat.ops import quant as Q
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-from onnx import helper  # noqa: E402
 
 
 def _ort(op, inputs, out_type, attrs=None, opset=21):

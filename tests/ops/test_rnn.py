@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
 
 from ziggurat.errors import ExecutionError
 from ziggurat.ops import rnn as K
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper  # noqa: E402
 
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 N_OUT = {"RNN": 2, "GRU": 2, "LSTM": 3}

@@ -23,6 +23,7 @@ from ..passes import optimize
 from .executor import CompiledGraph
 from .options import ExecutionMode, SessionOptions
 from .profiler import Profiler
+from .validate import InputSpec, check_feeds
 
 _PROVIDERS = ("CPUExecutionProvider",)
 
@@ -97,7 +98,7 @@ class InferenceSession:
         self.model_name = name
         self._inputs = [_node_arg(v) for v in model.graph.inputs]
         self._outputs = [_node_arg(v) for v in model.graph.outputs]
-        self._input_types = {v.name: v.type for v in model.graph.inputs}
+        self._input_specs = [InputSpec.of(a.name, a.type, a.shape) for a in self._inputs]
         # (name, dtype, rank, fixed dims) per input when all are tensors of known type and rank:
         # run()'s fast path; anything else falls through to the full check and its messages.
         self._fast_check: list[tuple[str, Any, int, tuple]] = []
@@ -201,30 +202,8 @@ class InferenceSession:
             values = self._fast_values(feed, fast)
             if values is not None:
                 return values
-        if not isinstance(feed, Mapping):
-            raise InputError(
-                f"feeds must be a dict of input name -> array, got {type(feed).__name__}"
-            )
-        expected = [a.name for a in self._inputs]
-        unknown = [k for k in feed if k not in self._input_types]
-        if unknown:
-            raise InputError(
-                f"model '{self.model_name}' has no input(s) {', '.join(map(repr, unknown))}; "
-                f"its inputs are: {', '.join(expected)}"
-            )
-        values = []
-        for arg in self._inputs:
-            t = self._input_types[arg.name]
-            if arg.name not in feed:
-                if t is not None and t.kind == "optional":
-                    values.append(None)
-                    continue
-                raise InputError(
-                    f"model '{self.model_name}': missing input '{arg.name}' "
-                    f"({arg.type}, shape {arg.shape}); pass it in the feeds dict"
-                )
-            values.append(self._check(arg, t, feed[arg.name]))
-        return values
+        # The one validation the server shares (runtime/validate.py): same checks, same words.
+        return check_feeds(self.model_name, self._input_specs, feed)
 
     @staticmethod
     def _fast_values(feed: dict, fast: list) -> list[Any] | None:
@@ -241,42 +220,6 @@ class InferenceSession:
                     return None
             values.append(v)
         return values
-
-    def _check(self, arg: NodeArg, t: ir.Type | None, value: Any) -> Any:
-        if t is None or t.kind != "tensor":
-            return value
-        want = t.dtype
-        if not isinstance(value, np.ndarray):
-            if type(value).__module__.startswith("cupy"):
-                return value
-            try:
-                value = np.asarray(value, dtype=want)
-            except (TypeError, ValueError) as exc:
-                raise InputError(
-                    f"model '{self.model_name}': input '{arg.name}' expects {arg.type}; "
-                    f"could not convert {type(value).__name__}: {exc}"
-                ) from None
-        if want is not None and value.dtype != want:
-            if not (want.kind == "O" and value.dtype.kind in "OUS"):
-                raise InputError(
-                    f"model '{self.model_name}': input '{arg.name}' expects {arg.type} "
-                    f"(numpy {want}), got {value.dtype}; convert it with .astype(np.{want})"
-                )
-            value = value.astype(object)
-        shape = t.shape
-        if shape is not None:
-            if value.ndim != len(shape):
-                raise InputError(
-                    f"model '{self.model_name}': input '{arg.name}' expects rank {len(shape)} "
-                    f"(shape {list(shape)}), got rank {value.ndim} (shape {list(value.shape)})"
-                )
-            for axis, (d, got) in enumerate(zip(shape, value.shape)):
-                if isinstance(d, int) and d >= 0 and d != got:
-                    raise InputError(
-                        f"model '{self.model_name}': input '{arg.name}' expects dim {axis} = {d} "
-                        f"(shape {list(shape)}), got {got} (shape {list(value.shape)})"
-                    )
-        return value
 
     def _pick_providers(self, providers: Sequence[Any] | None) -> list[str]:
         names = [p[0] if isinstance(p, tuple) else p for p in (providers or _PROVIDERS)]

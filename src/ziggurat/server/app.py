@@ -13,86 +13,29 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ziggurat.config import Config
 from ziggurat.errors import ZigguratError
-from ziggurat.server.errors import HTTPError, status_for
+from ziggurat.server.errors import HTTPError, Redactor, status_for
 from ziggurat.server.http import ClientDisconnected, Request, Response, error_response
 from ziggurat.server.metrics import Metrics
 from ziggurat.server.middleware import AccessLog, Auth, Cors, request_id
 from ziggurat.server.model import SessionFactory
 from ziggurat.server.repository import ModelRepository
+from ziggurat.server.routing import Router
 
 log = logging.getLogger("ziggurat.server")
 
-Handler = Callable[..., Awaitable[Response]]
 _CTYPES = {t: t.encode() for t in ("application/json", "application/octet-stream", "text/plain")}
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    pattern: str
-    handler: Handler
-    label: str  # metrics/log name of the route
-    public: bool = False  # no API key needed (health)
-    unlimited: bool = False  # not counted against max_connections (health)
-
-
-class Router:
-    """Static paths in a dict; ``{param}`` paths as regexes tried in order."""
-
-    def __init__(self, routes: list[Route]):
-        self.static: dict[str, dict[str, Route]] = {}
-        self.dynamic: list[tuple[re.Pattern, dict[str, Route]]] = []
-        # Matched dynamic paths (/v2/models/NAME/infer ...) repeat: skip the regex scan.
-        self._cache: dict[str, tuple[dict[str, Route] | None, dict[str, str]]] = {}
-        patterns: dict[str, dict[str, Route]] = {}
-        for r in routes:
-            patterns.setdefault(r.pattern, {})[r.method] = r
-        for pattern, by_method in patterns.items():
-            if "{" not in pattern:
-                self.static[pattern] = by_method
-            else:
-                rx = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
-                self.dynamic.append((re.compile(f"^{rx}$"), by_method))
-
-    def match(self, path: str) -> tuple[dict[str, Route] | None, dict[str, str]]:
-        by_method = self.static.get(path)
-        if by_method is not None:
-            return by_method, {}
-        hit = self._cache.get(path)
-        if hit is not None:
-            return hit[0], dict(hit[1])
-        found = self._match(path)
-        if found[0] is not None:
-            if len(self._cache) >= 1024:  # bounded: clients choose paths
-                self._cache.clear()
-            self._cache[path] = found
-        return found[0], dict(found[1])
-
-    def _match(self, path: str) -> tuple[dict[str, Route] | None, dict[str, str]]:
-        if len(path) > 1 and path.endswith("/"):
-            by_method = self.static.get(path.rstrip("/"))
-            if by_method is not None:
-                return by_method, {}
-        for rx, by_method in self.dynamic:
-            m = rx.match(path)
-            if m:
-                return by_method, m.groupdict()
-        return None, {}
 
 
 class ZigguratApp:
     """The ASGI callable. ``session_factory`` swaps the engine (tests); default: Ziggurat."""
 
     def __init__(self, config: Config | None = None, session_factory: SessionFactory | None = None):
-        from ziggurat.server import routes_v1, routes_v2, websocket
+        from ziggurat.server import metrics, openapi, routes_v1, routes_v2, websocket
 
         self.config = config or Config()
         self.metrics = Metrics()
@@ -100,7 +43,7 @@ class ZigguratApp:
         self.auth = Auth(self.config.api_keys)
         self.cors = Cors(self.config)
         self.access = AccessLog(self.config.access_log)
-        self.router = Router(routes_v1.ROUTES + routes_v2.ROUTES)
+        self.router = Router(routes_v1.ROUTES + routes_v2.ROUTES + metrics.ROUTES + openapi.ROUTES)
         self.stream = websocket.StreamHandler(self)
         self.started = time.time()
         self.ready_event = asyncio.Event()
@@ -108,6 +51,9 @@ class ZigguratApp:
         self._tasks: set[asyncio.Task] = set()
         self._flusher: asyncio.Task | None = None
         self.timeout_s = self.config.request_timeout_ms / 1000
+        self.redact = Redactor(
+            [self.repo.root or "", *(p.parent for p in self.repo.explicit.values())]
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
     async def startup(self, wait: bool = False) -> None:
@@ -271,14 +217,29 @@ class ZigguratApp:
                 f"request timed out after {self.config.request_timeout_ms} "
                 "ms (request_timeout_ms); its work was cancelled",
             ), counted
-        except HTTPError as exc:
-            return error_response(exc.status, exc.message, exc.headers), counted
         except ClientDisconnected:
             return error_response(499, "client disconnected"), counted
-        except ZigguratError as exc:
-            return error_response(status_for(exc), str(exc)), counted
-        except Exception:
-            log.exception("request %s %s %s failed", req.id, req.method, req.path)
-            return error_response(
-                500, f"internal error (request id {req.id}); see the server log"
-            ), counted
+        except Exception as exc:
+            status, message = self.describe_error(exc, req.id, f"{req.method} {req.path}")
+            headers = exc.headers if isinstance(exc, HTTPError) else None
+            return error_response(status, message, headers), counted
+
+    def describe_error(self, exc: BaseException, rid: str, where: str) -> tuple[int, str]:
+        """(status, client message) for any exception of a request, stream message or batch
+        item: client errors keep their text (paths redacted); the rest are 500s, logged."""
+        if isinstance(exc, HTTPError):
+            return exc.status, self.redact(exc.message)
+        status = status_for(exc)
+        if status < 500:
+            return status, self.redact(str(exc))
+        log.error("request %s (%s) failed", rid, where, exc_info=exc)
+        return 500, self.internal_error(rid, exc)
+
+    def internal_error(self, rid: str, exc: BaseException) -> str:
+        """A 500's message: the request id to find the traceback in the log, never the trace.
+
+        An engine error (a kernel that raised) keeps its located, path-free summary; anything
+        else is a bug whose text may carry internals, so only its type is named.
+        """
+        what = self.redact(str(exc)) if isinstance(exc, ZigguratError) else type(exc).__name__
+        return f"internal error (request id {rid}): {what}; see the server log for this id"

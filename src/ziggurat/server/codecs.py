@@ -21,6 +21,7 @@ import ml_dtypes
 import numpy as np
 import orjson
 
+from ziggurat.runtime.validate import ONNX_TO_V2  # noqa: F401 (re-exported: the server's name)
 from ziggurat.server.errors import HTTPError, bad_request
 
 MAX_RANK = 32
@@ -43,24 +44,6 @@ DATATYPES: dict[str, np.dtype] = {
     "BYTES": np.dtype(object),
 }
 _V2_OF_DTYPE = {dt: name for name, dt in DATATYPES.items()}
-
-# ONNX type strings as NodeArg.type reports them -> V2 datatype.
-ONNX_TO_V2 = {
-    "tensor(bool)": "BOOL",
-    "tensor(uint8)": "UINT8",
-    "tensor(uint16)": "UINT16",
-    "tensor(uint32)": "UINT32",
-    "tensor(uint64)": "UINT64",
-    "tensor(int8)": "INT8",
-    "tensor(int16)": "INT16",
-    "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64",
-    "tensor(float16)": "FP16",
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-    "tensor(bfloat16)": "BF16",
-    "tensor(string)": "BYTES",
-}
 
 
 def v2_datatype(dtype: np.dtype) -> str:

@@ -7,6 +7,12 @@ body carries only the request id, with the traceback in the server log.
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
 from ziggurat import errors as zerr
 
 
@@ -39,8 +45,8 @@ _STATUS = (
     (zerr.UnsupportedModelError, 400),
     (zerr.GraphError, 400),
     (zerr.ConfigError, 400),
-    # A kernel failing on data the client sent (wrong values for the model): the client's input.
-    (zerr.ExecutionError, 400),
+    # ExecutionError is absent on purpose: feeds are validated before a run, so a kernel that
+    # still raises is a fault of the server or the model, a 500 that carries the request id.
 )
 
 
@@ -52,3 +58,28 @@ def status_for(exc: BaseException) -> int:
         if isinstance(exc, cls):
             return status
     return 500
+
+
+class Redactor:
+    """Removes the server's file system paths from messages sent to clients.
+
+    Engine errors name files (a corrupt model's loader error, an external-data reference);
+    clients must learn the model's name, not where the server keeps it. Each known prefix
+    (model repository, model folders, working directory, home, temp dir, Python prefix) is cut
+    from the message, leaving the path relative to it, e.g. ``corrupt.onnx``.
+    """
+
+    def __init__(self, roots: Iterable[str | Path] = ()):
+        prefixes = {str(Path(r)) for r in roots if r}
+        prefixes |= {os.getcwd(), str(Path.home()), tempfile.gettempdir(), sys.prefix}
+        prefixes |= {str(Path(zerr.__file__).resolve().parent.parent)}
+        found = {p for p in prefixes if p not in ("", "/")}
+        for p in list(found):  # both spellings when a prefix is a symlink (/tmp -> /private/tmp)
+            found.add(str(Path(p).resolve()))
+        self.prefixes = sorted(found, key=len, reverse=True)
+
+    def __call__(self, message: str) -> str:
+        for p in self.prefixes:
+            if p in message:
+                message = message.replace(p + os.sep, "").replace(p, "<server path>")
+        return message

@@ -13,7 +13,11 @@ from bisect import bisect_left
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+from ziggurat.server.http import Request, Response
+from ziggurat.server.routing import Route
+
 if TYPE_CHECKING:
+    from ziggurat.server.app import ZigguratApp
     from ziggurat.server.batching import BatchReport
     from ziggurat.server.model import LoadedModel
     from ziggurat.server.repository import ModelRepository
@@ -221,3 +225,13 @@ def _reason(status: int) -> str:
         503: "unavailable",
         504: "timeout",
     }.get(status, "error" if status >= 500 else "client_error")
+
+
+async def prometheus(app: ZigguratApp, req: Request) -> Response:
+    """``GET /metrics``: the Prometheus text exposition."""
+    return Response(
+        app.metrics.render(app.repo).encode(), 200, "text/plain; version=0.0.4; charset=utf-8"
+    )
+
+
+ROUTES = [Route("GET", "/metrics", prometheus, "metrics")]

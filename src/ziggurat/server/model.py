@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from ziggurat.runtime.validate import ONNX_TO_V2, InputSpec, check_feeds
 from ziggurat.server.batching import BatchReport, Scheduler
-from ziggurat.server.codecs import ONNX_TO_V2, RequestedOutput, v2_datatype
+from ziggurat.server.codecs import RequestedOutput
 from ziggurat.server.errors import bad_request
 
 SessionFactory = Callable[[str, dict[str, Any]], Any]
@@ -141,7 +142,7 @@ class LoadedModel:
         self.stats = ModelStats()
         self.inputs = [TensorSpec.of(a) for a in session.get_inputs()]
         self.outputs = [TensorSpec.of(a) for a in session.get_outputs()]
-        self._input_map = {s.name: s for s in self.inputs}
+        self._specs = [InputSpec.of(a.name, a.type, a.shape) for a in session.get_inputs()]
         self._output_names = [s.name for s in self.outputs]
         self.batch_axis = self._has_batch_axis()
         concurrency = settings.get("concurrency") or 1
@@ -180,35 +181,10 @@ class LoadedModel:
 
     # -- request checks ----------------------------------------------------------------------
     def check_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """400 for unknown or missing inputs, wrong datatype, rank or fixed dimension."""
-        for name, arr in feeds.items():
-            spec = self._input_map.get(name)
-            if spec is None:
-                raise bad_request(
-                    f"model {self.name!r} has no input {name!r}; its inputs are "
-                    f"{', '.join(self._input_map)}"
-                )
-            got = v2_datatype(arr.dtype)
-            if spec.datatype and got != spec.datatype:
-                raise bad_request(
-                    f"input {name!r} of model {self.name!r} is {spec.datatype}, got {got}"
-                )
-            if spec.shape is not None:
-                if arr.ndim != len(spec.shape):
-                    raise bad_request(
-                        f"input {name!r} of model {self.name!r} has rank {len(spec.shape)} "
-                        f"(shape {list(spec.v2()['shape'])}), got shape {list(arr.shape)}"
-                    )
-                for axis, (want, have) in enumerate(zip(spec.shape, arr.shape)):
-                    if want is not None and want != have:
-                        raise bad_request(
-                            f"input {name!r} of model {self.name!r} needs dimension {axis} = "
-                            f"{want} (shape {spec.v2()['shape']}), got shape {list(arr.shape)}"
-                        )
-        missing = [s.name for s in self.inputs if s.name not in feeds]
-        if missing:
-            raise bad_request(f"model {self.name!r} needs input(s) {', '.join(missing)}")
-        return feeds
+        """The shared validation (runtime/validate.py): 400 for unknown or missing inputs,
+        wrong datatype, rank or fixed dimension, in the words InferenceSession.run uses."""
+        values = check_feeds(self.name, self._specs, feeds)
+        return {s.name: v for s, v in zip(self._specs, values) if v is not None}
 
     def resolve_outputs(self, requested: list[RequestedOutput] | None) -> list[RequestedOutput]:
         """The outputs to return: the requested ones (400 if unknown) or all of them."""

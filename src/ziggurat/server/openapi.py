@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ziggurat
+from ziggurat.server.http import Request, Response, json_response
+from ziggurat.server.routing import Route
+
+if TYPE_CHECKING:
+    from ziggurat.server.app import ZigguratApp
 
 _TENSOR = {
     "type": "object",
@@ -253,3 +258,19 @@ DOCS_HTML = """<!doctype html>
 <noscript>The API description is at <a href="openapi.json">/openapi.json</a>.</noscript>
 </body></html>
 """
+
+
+async def openapi(app: ZigguratApp, req: Request) -> Response:
+    """``GET /openapi.json``: the document above."""
+    return json_response(spec())
+
+
+async def docs(app: ZigguratApp, req: Request) -> Response:
+    """``GET /docs``: Swagger UI over /openapi.json."""
+    return Response(DOCS_HTML.encode(), 200, "text/html; charset=utf-8")
+
+
+ROUTES = [
+    Route("GET", "/openapi.json", openapi, "docs"),
+    Route("GET", "/docs", docs, "docs"),
+]

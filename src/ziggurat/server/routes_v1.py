@@ -1,4 +1,4 @@
-"""Ziggurat's own /api/v1 routes, plus /metrics, /openapi.json and /docs.
+"""Ziggurat's own /api/v1 routes (/metrics is in metrics.py, /openapi.json and /docs in openapi.py).
 
 ``POST /api/v1/infer`` takes ``{"model", "version"?, "id"?, "inputs": [V2 tensors],
 "outputs"?: [names]}`` (the V2 binary extension works here too) and answers like V2 infer.
@@ -14,28 +14,22 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import ziggurat
-from ziggurat.errors import ZigguratError
-from ziggurat.server import codecs
-from ziggurat.server.app import Route
-from ziggurat.server.errors import HTTPError, bad_request, status_for
+from ziggurat.server import codecs, inference
+from ziggurat.server.errors import bad_request
 from ziggurat.server.http import Request, Response, json_response
-from ziggurat.server.routes_v2 import run_infer
+from ziggurat.server.routing import Route
 
 if TYPE_CHECKING:
     from ziggurat.server.app import ZigguratApp
-    from ziggurat.server.model import LoadedModel
 
 MAX_BATCH_ITEMS = 4096
 
 
 async def infer(app: ZigguratApp, req: Request) -> Response:
     body = await req.body()
-    ir = codecs.parse_infer_request(
-        body, req.headers.get("inference-header-content-length"), v1=True
-    )
+    ir = inference.decode(body, req.headers.get("inference-header-content-length"), v1=True)
     req.model = ir.model or ""
-    m = await app.repo.get(ir.model, ir.version)
-    return await run_infer(m, ir, v2=False)
+    return (await inference.infer(app, ir)).http()
 
 
 async def batch(app: ZigguratApp, req: Request) -> Response:
@@ -52,25 +46,34 @@ async def batch(app: ZigguratApp, req: Request) -> Response:
     if len(items) > MAX_BATCH_ITEMS:
         raise bad_request(f"{len(items)} requests in one batch; the maximum is {MAX_BATCH_ITEMS}")
     version = obj.get("version")
-    m = await app.repo.get(name, None if version is None else str(version))
+    if version is not None and (isinstance(version, bool) or not isinstance(version, str | int)):
+        raise bad_request('"version" must be a string or an integer')
+    version = None if version is None else str(version)
+    m = await app.repo.get(name, version)  # 404/400 for the whole call, before any item runs
     group = object()  # items of this call may stack together even without dynamic batching
-    results = await asyncio.gather(*(_one(m, item, i, group) for i, item in enumerate(items)))
-    return json_response(
-        {"model_name": m.name, "model_version": str(m.version), "results": results}
+    results = await asyncio.gather(
+        *(_one(app, req.id, name, version, item, i, group) for i, item in enumerate(items))
     )
+    nonfinite = any(r.pop("_nf", False) for r in results)
+    body = {"model_name": m.name, "model_version": str(m.version), "results": results}
+    return Response(codecs.dumps(body, nonfinite=nonfinite), 200, "application/json")
 
 
-async def _one(m: LoadedModel, item: Any, i: int, group: object) -> dict[str, Any]:
+async def _one(
+    app: ZigguratApp, rid_: str, name: str, version: str | None, item: Any, i: int, group: object
+) -> dict[str, Any]:
+    """One batch item through the shared path; its error stays its own (status + message)."""
     rid = item.get("id") if isinstance(item, dict) else None
     try:
         ir = codecs.request_from_json(item, None)
-        feeds = m.check_feeds(ir.inputs)
-        wanted = m.resolve_outputs(ir.outputs)
-        arrays = await m.infer(feeds, [w.name for w in wanted], group=group)
-        tensors = [codecs.tensor_json(w.name, a)[0] for w, a in zip(wanted, arrays)]
-        out: dict[str, Any] = {"outputs": tensors}
-    except (HTTPError, ZigguratError) as exc:
-        out = {"error": getattr(exc, "message", str(exc)), "status": status_for(exc)}
+        ir.model, ir.version = name, version
+        enc = await inference.infer(app, ir, group=group, json_only=True)
+        out: dict[str, Any] = {"outputs": enc.head["outputs"], "_nf": enc.nonfinite}
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        status, message = app.describe_error(exc, f"{rid_}/{i}", "batch item")
+        out = {"error": message, "status": status}
     if rid is not None:
         out["id"] = rid
     out["index"] = i
@@ -151,24 +154,6 @@ async def stats(app: ZigguratApp, req: Request) -> Response:
     return json_response(app.metrics.stats(app.repo))
 
 
-async def metrics(app: ZigguratApp, req: Request) -> Response:
-    return Response(
-        app.metrics.render(app.repo).encode(), 200, "text/plain; version=0.0.4; charset=utf-8"
-    )
-
-
-async def openapi(app: ZigguratApp, req: Request) -> Response:
-    from ziggurat.server.openapi import spec
-
-    return json_response(spec())
-
-
-async def docs(app: ZigguratApp, req: Request) -> Response:
-    from ziggurat.server.openapi import DOCS_HTML
-
-    return Response(DOCS_HTML.encode(), 200, "text/html; charset=utf-8")
-
-
 ROUTES: list[Route] = [
     Route("POST", "/api/v1/infer", infer, "v1_infer"),
     Route("POST", "/api/v1/batch", batch, "v1_batch"),
@@ -177,7 +162,4 @@ ROUTES: list[Route] = [
     Route("POST", "/api/v1/models/unload", unload, "v1_models"),
     Route("GET", "/api/v1/health", health, "v1_health", public=True, unlimited=True),
     Route("GET", "/api/v1/stats", stats, "v1_stats"),
-    Route("GET", "/metrics", metrics, "metrics"),
-    Route("GET", "/openapi.json", openapi, "docs"),
-    Route("GET", "/docs", docs, "docs"),
 ]

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import ziggurat
-from ziggurat.server import codecs
-from ziggurat.server.app import Route
+from ziggurat.server import inference
 from ziggurat.server.errors import HTTPError, bad_request
 from ziggurat.server.http import Request, Response, json_response
+from ziggurat.server.routing import Route
 
 if TYPE_CHECKING:
     from ziggurat.server.app import ZigguratApp
@@ -74,41 +74,9 @@ async def model_ready(app: ZigguratApp, req: Request, model: str, version: str |
 async def infer(app: ZigguratApp, req: Request, model: str, version: str | None = None):
     req.model = model
     body = await req.body()
-    ir = codecs.parse_infer_request(body, req.headers.get("inference-header-content-length"))
-    m = await app.repo.get(model, version)
-    return await run_infer(m, ir, v2=True)
-
-
-async def run_infer(m: LoadedModel, ir: codecs.InferRequest, *, v2: bool) -> Response:
-    """Check, run and encode one request (shared by /v2 and /api/v1 infer)."""
-    import asyncio
-
-    feeds = m.check_feeds(ir.inputs)
-    wanted = m.resolve_outputs(ir.outputs)
-    names = [w.name for w in wanted]
-    if ir.timeout_us:
-        try:
-            async with asyncio.timeout(ir.timeout_us / 1e6):
-                arrays = await m.infer(feeds, names)
-        except TimeoutError:
-            raise HTTPError(
-                504,
-                f"request timed out after its parameters.timeout of "
-                f"{ir.timeout_us} us; its work was cancelled",
-            ) from None
-    else:
-        arrays = await m.infer(feeds, names)
-    tensors, chunks, nonfinite = codecs.encode_outputs(list(zip(wanted, arrays)), ir.binary_output)
-    head: dict[str, Any] = {"model_name": m.name, "model_version": str(m.version)}
-    if ir.id is not None:
-        head["id"] = ir.id
-    head["outputs"] = tensors
-    body, header_len = codecs.encode_response(head, chunks, nonfinite)
-    if header_len is None:
-        return Response(body, 200, "application/json")
-    return Response(
-        body, 200, "application/octet-stream", {"inference-header-content-length": str(header_len)}
-    )
+    ir = inference.decode(body, req.headers.get("inference-header-content-length"), model=model)
+    ir.version = version
+    return (await inference.infer(app, ir)).http()
 
 
 async def repository_index(app: ZigguratApp, req: Request) -> Response:

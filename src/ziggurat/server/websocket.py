@@ -23,9 +23,8 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
-from ziggurat.errors import ZigguratError
-from ziggurat.server import codecs
-from ziggurat.server.errors import HTTPError, status_for
+from ziggurat.server import codecs, inference
+from ziggurat.server.errors import HTTPError
 from ziggurat.server.middleware import request_id
 
 if TYPE_CHECKING:
@@ -66,19 +65,17 @@ class StreamHandler:
         if origin and app.cors.enabled and not app.cors.allowed(origin):
             await send({"type": "websocket.close", "code": 1008, "reason": "origin not allowed"})
             return
-        await send(
-            {
-                "type": "websocket.accept",
-                "headers": [(b"x-request-id", request_id(headers).encode())],
-            }
-        )
+        rid = request_id(headers)
+        await send({"type": "websocket.accept", "headers": [(b"x-request-id", rid.encode())]})
         if app.metrics.in_flight >= app.config.max_connections:
             app.metrics.rejected += 1
             await send({"type": "websocket.close", "code": 1013, "reason": "server busy"})
             return
         app.metrics.in_flight += 1
         try:
-            await _Connection(app, receive, send, scope).run()
+            conn = _Connection(app, receive, send, scope)
+            conn.rid = rid
+            await conn.run()
         finally:
             app.metrics.in_flight -= 1
 
@@ -93,6 +90,7 @@ class _Connection:
         self.send_lock = asyncio.Lock()
         self.tasks: set[asyncio.Task] = set()
         self.closed = False
+        self.rid = ""  # the connection's request id; a message's is "<this>/<its id>"
 
     async def send(self, msg: dict) -> None:
         if self.closed:
@@ -172,26 +170,15 @@ class _Connection:
                 reply = await self._infer(obj, binary)
         except TimeoutError:
             status, reply = 504, {"error": "request timed out (request_timeout_ms)"}
-        except (HTTPError, ZigguratError) as exc:
-            status = status_for(exc)
-            reply = {"error": getattr(exc, "message", str(exc)), "status": status}
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("stream request %r failed", rid)
-            status, reply = 500, {"error": "internal error; see the server log", "status": 500}
-        if isinstance(reply, dict):
-            reply = {"id": rid, **reply}
-            if status != 200:
-                reply["status"] = status
-            await self.send(
-                {
-                    "type": "websocket.send",
-                    "text": codecs.dumps(reply, nonfinite=reply.pop("_nf", False)).decode(),
-                }
-            )
-        else:
-            await self.send({"type": "websocket.send", "bytes": reply})
+        except Exception as exc:
+            status, message = self.app.describe_error(exc, f"{self.rid}/{rid}", "stream")
+            reply = {"error": message}
+        if status != 200:
+            reply = {"id": rid, **reply, "status": status}
+            reply = {"type": "websocket.send", "text": codecs.dumps(reply).decode()}
+        await self.send(reply)
         seconds = time.perf_counter() - t0
         self.app.metrics.request("v1_stream", model, status, seconds)
         self.app.access.write(
@@ -206,23 +193,9 @@ class _Connection:
             client=self.client,
         )
 
-    async def _infer(self, obj: dict, binary: memoryview | None) -> dict | bytes:
-        body = {k: v for k, v in obj.items() if k != "id"}  # ids may be integers here
+    async def _infer(self, obj: dict, binary: memoryview | None) -> dict:
+        """The shared inference path; the reply id is the client's (integers allowed)."""
+        body = {k: v for k, v in obj.items() if k != "id"}  # V2 ids are strings; ours may not be
         ir = codecs.request_from_json(body, binary, v1=True)
-        m = await self.app.repo.get(ir.model, ir.version)
-        feeds = m.check_feeds(ir.inputs)
-        wanted = m.resolve_outputs(ir.outputs)
-        arrays = await m.infer(feeds, [w.name for w in wanted])
-        tensors, chunks, nonfinite = codecs.encode_outputs(
-            list(zip(wanted, arrays)), ir.binary_output
-        )
-        head = {
-            "id": obj.get("id"),
-            "model_name": m.name,
-            "model_version": str(m.version),
-            "outputs": tensors,
-        }
-        if not chunks:
-            return {**head, "_nf": nonfinite}
-        header = codecs.dumps(head, nonfinite=nonfinite)
-        return b"".join([struct.pack("<I", len(header)), header, *chunks])
+        enc = await inference.infer(self.app, ir, reply_id=obj.get("id"))
+        return enc.frame()

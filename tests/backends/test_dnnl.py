@@ -69,9 +69,7 @@ def test_matmul_primitive_fp32_with_bias_and_activation(post):
         attr.eltwise(dnnl.ELTWISE_RELU if post == "relu" else dnnl.ELTWISE_GELU_ERF)
     attr.finish()
     md = [dnnl.MemoryDesc.from_array(t) for t in (a, w, b, y)]
-    pd = dnnl.PrimitiveDesc(
-        "dnnl_matmul_primitive_desc_create", dnnl.engine(), *(x.handle for x in md), attr.handle
-    )
+    pd = dnnl.PrimitiveDesc("dnnl_matmul_primitive_desc_create", dnnl.engine(), *md, attr)
     prim = dnnl.Primitive(pd)
     prim.execute({k_: dnnl.Memory(d, t) for k_, d, t in zip(
         (dnnl.ARG_SRC, dnnl.ARG_WEIGHTS, dnnl.ARG_BIAS, dnnl.ARG_DST), md, (a, w, b, y))})  # fmt: skip

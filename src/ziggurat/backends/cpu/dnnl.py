@@ -22,7 +22,7 @@ Typical use (every object frees its native handle when garbage-collected)::
         mds = [dnnl.MemoryDesc.from_array(t) for t in (a, w, y)]   # plain strided layouts
         attr = dnnl.Attr().eltwise(dnnl.ELTWISE_RELU).finish()     # fused post-ops
         pd = dnnl.PrimitiveDesc("dnnl_matmul_primitive_desc_create", dnnl.engine(),
-                                mds[0].handle, mds[1].handle, None, mds[2].handle, attr.handle)
+                                mds[0], mds[1], None, mds[2], attr)
         prim = dnnl.Primitive(pd)
         args = prim.args({dnnl.ARG_SRC: dnnl.Memory(mds[0], a), ...})  # build once,
         prim.execute_args(args)                                      # rebind memories, rerun
@@ -556,15 +556,19 @@ class Attr:
 
 class PrimitiveDesc:
     """An owned ``dnnl_primitive_desc_t``: ``PrimitiveDesc(creator, *args)`` calls the C function
-    ``creator`` (a ``dnnl_*_primitive_desc_create``) with a fresh handle and ``args``; ``keep``
-    holds Python objects (descriptors, attributes) that must outlive it."""
+    ``creator`` (a ``dnnl_*_primitive_desc_create``) with a fresh handle and ``args``.
+
+    Pass ``MemoryDesc`` and ``Attr`` objects themselves (not their ``.handle``): they are kept
+    alive for the call and for as long as this descriptor (a temporary's handle would be freed
+    by the garbage collector before oneDNN reads it)."""
 
     __slots__ = ("handle", "_keep")
 
-    def __init__(self, creator: str, *args, keep=()):
+    def __init__(self, creator: str, *args):
         self.handle = c_void_p()
-        self._keep = keep
-        call(creator, byref(self.handle), *args)
+        self._keep = args
+        raw = [a.handle if isinstance(a, (MemoryDesc, Attr)) else a for a in args]
+        call(creator, byref(self.handle), *raw)
 
     def query_md(self, what: int, shape, index: int = 0) -> MemoryDesc:
         """An owned copy of the descriptor the primitive chose for ``what`` (QUERY_*_MD)."""
@@ -639,8 +643,7 @@ def reorder(src: np.ndarray, src_md: MemoryDesc, dst_md: MemoryDesc) -> np.ndarr
     converts the data type too (e.g. float32 -> bfloat16 into a blocked weight layout)."""
     dst = aligned_empty(dst_md.nbytes)
     pd = PrimitiveDesc(
-        "dnnl_reorder_primitive_desc_create",
-        src_md.handle, engine(), dst_md.handle, engine(), None,
-    )  # fmt: skip
+        "dnnl_reorder_primitive_desc_create", src_md, engine(), dst_md, engine(), None
+    )
     Primitive(pd).execute({ARG_FROM: Memory(src_md, src), ARG_TO: Memory(dst_md, dst)})
     return dst

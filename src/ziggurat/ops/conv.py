@@ -17,6 +17,7 @@ Strategy (each path was timed against onnxruntime on the 2-core target; GEMM tim
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -179,18 +180,52 @@ def _finish(y, n, m, out, bias):
     return y
 
 
+def native_ok(x, w, b, skip=None) -> bool:
+    """Whether oneDNN can run this float32 convolution (see backends/cpu/conv.py).
+
+    ``ZIGGURAT_DNNL_CONV=0`` (or ``ZIGGURAT_DNNL=0``) forces the portable numpy path.
+    """
+    if type(x) is not np.ndarray or type(w) is not np.ndarray:
+        return False
+    if x.dtype != np.float32 or w.dtype != np.float32 or not 3 <= x.ndim <= 5:
+        return False
+    if b is not None and (type(b) is not np.ndarray or b.dtype != np.float32):
+        return False
+    if skip is not None and (type(skip) is not np.ndarray or skip.dtype != np.float32):
+        return False
+    if os.environ.get("ZIGGURAT_DNNL_CONV", "1") == "0":
+        return False
+    from ..backends.cpu import conv as dnnl_conv
+
+    return dnnl_conv.available()
+
+
+def geo_out_shape(x, w, geo: Geometry) -> tuple[int, ...]:
+    """The (N, M, *out) shape of a convolution's result."""
+    return (x.shape[0], w.shape[0]) + tuple(geo.out)
+
+
+def conv_geometry(x, w, group, op, kernel_shape, strides, dilations, pads, auto_pad) -> Geometry:
+    """Check shapes and resolve the window geometry of a Conv-like node."""
+    check_conv_shapes(op, x, w, group)
+    if w.shape[0] % group:
+        raise ExecutionError(
+            f"{op}: W has {w.shape[0]} output channels, not divisible by group={group}"
+        )
+    return _geometry(x, w, kernel_shape, strides, dilations, pads, auto_pad)
+
+
 @kernel("Conv", since=1)
 def Conv(
     x, w, b=None, /, *,
     auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None,
 ):  # fmt: skip
     """N-D convolution (cross-correlation) of X (N, C, *S) with W (M, C/group, *K), plus bias B (M,)."""
-    check_conv_shapes("Conv", x, w, group)
-    if w.shape[0] % group:
-        raise ExecutionError(
-            f"Conv: W has {w.shape[0]} output channels, not divisible by group={group}"
-        )
-    geo = _geometry(x, w, kernel_shape, strides, dilations, pads, auto_pad)
+    geo = conv_geometry(x, w, group, "Conv", kernel_shape, strides, dilations, pads, auto_pad)
+    if native_ok(x, w, b):
+        from ..backends.cpu import conv as dnnl_conv
+
+        return (dnnl_conv.conv(x, w, b, geo, group, channels_last_out=False),)
     dt = x.dtype
     cdt = compute_dtype(dt)
     xc = x.astype(cdt, copy=False)

@@ -11,7 +11,7 @@ import numpy as np
 from ..backends import xp_of
 from ._ewmath import erf, gelu_erf, gelu_erf_fast
 from .activation import relu_inplace
-from .conv import Conv
+from .conv import Conv, conv_geometry, geo_out_shape, native_ok
 from .registry import kernel
 
 DOMAIN = "ziggurat"
@@ -101,9 +101,26 @@ def DenseQ(x, wq, scale, b=None, /, *, activation=""):
 @kernel("FusedConv", domain=DOMAIN)
 def FusedConv(
     x, w, b=None, skip=None, /, *, activation="", auto_pad="NOTSET", dilations=None, group=1,
-    kernel_shape=None, pads=None, strides=None, clip_min=None, clip_max=None,
+    kernel_shape=None, pads=None, strides=None, clip_min=None, clip_max=None, layout="",
+    precision="fp32",
 ):  # fmt: skip
-    """activation(Conv(x, w, b) + skip); activation '', 'relu' or 'clip' (to [clip_min, clip_max])."""
+    """activation(Conv(x, w, b) + skip); activation '', 'relu' or 'clip' (to [clip_min, clip_max]).
+
+    On oneDNN (float32): bias, skip and activation run as the convolution's post-ops; ``layout``
+    'nhwc' returns the (N, C, H, W) result channels-last in memory (set by passes/fuse_conv.py when
+    every consumer is another convolution or a pool); ``precision`` 'bf16' computes in bf16 with
+    float32 accumulation and output. Elsewhere: numpy, then the epilogue in place.
+    """
+    geo = conv_geometry(x, w, group, "FusedConv", kernel_shape, strides, dilations, pads, auto_pad)
+    if (skip is None or skip.shape == geo_out_shape(x, w, geo)) and native_ok(x, w, b, skip):
+        from ..backends.cpu import conv as dnnl_conv
+
+        bf16 = precision == "bf16" and dnnl_conv.bf16_supported()
+        y = dnnl_conv.conv(
+            x, w, b, geo, group, activation=activation, bounds=(clip_min, clip_max), skip=skip,
+            bf16=bf16, channels_last_out=layout == "nhwc",
+        )  # fmt: skip
+        return (y,)
     (y,) = Conv(
         x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
         kernel_shape=kernel_shape, pads=pads, strides=strides,

@@ -1,7 +1,11 @@
-"""Fuse Conv [+ Add(residual)] [+ Relu] into ``ziggurat::FusedConv``.
+"""Fuse Conv [+ Add(residual)] [+ Relu/Clip] into ``ziggurat::FusedConv``; pick its output layout.
 
 ResNet-style blocks end in conv -> add skip -> relu; the fused kernel adds the skip tensor and
-applies the activation in the convolution's own output buffer (two fewer full-size tensors).
+applies the activation as the convolution's post-ops (oneDNN) or in its output buffer (numpy): two
+fewer full-size tensors. Every other float Conv becomes a FusedConv too, so that each convolution
+can be told its output layout: ``layout="nhwc"`` when all readers are convolutions or pools (which
+read channels-last with no reorder, see backends/cpu/conv.py) and the value is no graph output;
+plain NCHW otherwise. ``precision="bf16"`` (from the session) marks every FusedConv for bf16.
 """
 
 from __future__ import annotations
@@ -12,7 +16,23 @@ from ._match import FUSED_DOMAIN, Index, other_input
 _CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
 
-def run(graph: ir.Graph) -> ir.Graph:
+_CHANNELS_LAST_READERS = {
+    (FUSED_DOMAIN, "FusedConv"): (0, 3),  # data input and residual
+    ("", "MaxPool"): (0,),
+    ("", "AveragePool"): (0,),
+    ("", "GlobalAveragePool"): (0,),
+    ("", "GlobalMaxPool"): (0,),
+}
+
+
+def run(graph: ir.Graph, precision: str = "fp32") -> ir.Graph:
+    """Fuse in place and return ``graph``; ``precision`` is the session's ('fp32' or 'bf16')."""
+    _fuse(graph)
+    _annotate(graph, precision)
+    return graph
+
+
+def _fuse(graph: ir.Graph) -> None:
     idx = Index(graph)
     drop: set[int] = set()
     replace: dict[int, ir.Node] = {}
@@ -27,7 +47,7 @@ def run(graph: ir.Graph) -> ir.Graph:
         last, out = conv, conv.outputs[0]
         nxt = idx.only_use(out)
         if nxt is not None and id(nxt) in claimed:
-            continue
+            nxt = None  # its reader is fused into another conv: this one stands alone
         if nxt is not None and nxt.op_type == "Add" and nxt.domain in ("", "ai.onnx"):
             skip = other_input(nxt, out)
             skip_node = idx.producer.get(skip or "")
@@ -41,8 +61,8 @@ def run(graph: ir.Graph) -> ir.Graph:
                 drop.add(id(last))
                 last, out = nxt, nxt.outputs[0]
         activation, bounds = "", {}
-        nxt = idx.only_use(out)
-        if nxt is not None and nxt.domain in ("", "ai.onnx"):
+        nxt = idx.only_use(out) if nxt is not None else None
+        if nxt is not None and id(nxt) not in claimed and nxt.domain in ("", "ai.onnx"):
             if nxt.op_type == "Relu":
                 activation = "relu"
             elif nxt.op_type == "Clip" and (bounds := _clip_bounds(idx, nxt)) is not None:
@@ -51,10 +71,13 @@ def run(graph: ir.Graph) -> ir.Graph:
                 drop.add(id(last))
                 last, out = nxt, nxt.outputs[0]
         if last is conv:
-            continue
-        claimed.update(
-            {id(conv), id(last), *(id(n) for n in idx.consumers.get(conv.outputs[0], []))}
-        )
+            if not _is_float_conv(idx, conv):
+                continue
+            claimed.add(id(conv))
+        else:
+            claimed.update(
+                {id(conv), id(last), *(id(n) for n in idx.consumers.get(conv.outputs[0], []))}
+            )
         attrs = dict(conv.attrs)
         attrs["activation"] = activation
         attrs.update(bounds or {})
@@ -62,7 +85,35 @@ def run(graph: ir.Graph) -> ir.Graph:
             "FusedConv", inputs, [out], attrs, name=f"{conv.label}/fused", domain=FUSED_DOMAIN
         )
     graph.nodes = [replace.get(id(n), n) for n in graph.nodes if id(n) not in drop]
-    return graph
+
+
+def _is_float_conv(idx: Index, conv: ir.Node) -> bool:
+    """A lone Conv worth converting: float weights (a quantized or integer conv stays as is)."""
+    w = idx.const(conv.inputs[1]) if len(conv.inputs) > 1 else None
+    return w is not None and w.dtype.kind == "f"
+
+
+def _annotate(graph: ir.Graph, precision: str) -> None:
+    idx = Index(graph)
+    for node in graph.nodes:
+        if node.op_type != "FusedConv" or node.domain != FUSED_DOMAIN:
+            continue
+        out = node.outputs[0]
+        users = idx.consumers.get(out, [])
+        if users and out not in idx.outputs and all(_reads_channels_last(u, out) for u in users):
+            node.attrs["layout"] = "nhwc"
+        else:
+            node.attrs.pop("layout", None)
+        if precision == "bf16":
+            node.attrs["precision"] = "bf16"
+
+
+def _reads_channels_last(node: ir.Node, name: str) -> bool:
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    slots = _CHANNELS_LAST_READERS.get((domain, node.op_type))
+    if slots is None:
+        return False
+    return all(i in slots for i, inp in enumerate(node.inputs) if inp == name)
 
 
 def _clip_bounds(idx: Index, clip: ir.Node) -> dict[str, float] | None:

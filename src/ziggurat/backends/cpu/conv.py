@@ -1,0 +1,328 @@
+"""oneDNN convolution forward (and pooling) for the Conv/FusedConv kernels.
+
+One :class:`ConvPrimitive` per (weights, input shape and layout, geometry, post-ops, precision): the
+primitive descriptor lets oneDNN pick its algorithm (direct, 1x1, depthwise via groups, Winograd
+where it wins) and its weight layout (``format_tag_any``); the weights are reordered into that
+layout once, when the primitive is built (the first run of a shape), and kept. Post-ops fused into
+the convolution: bias, residual sum, ReLU and clip (ReLU6).
+
+Activation layout. Every tensor between ops stays a numpy array with the ONNX (N, C, H, W) shape,
+but a convolution may *return* it NHWC in memory (a transposed view of an (N, H, W, C) buffer):
+numpy consumers see the same values, while the next convolution reads it with no reorder, as
+oneDNN's AVX-512/AMX kernels prefer channels-last. Measured on ResNet-50 (see ops/conv.py) this beat
+both a plain NCHW output and a reorder to/from oneDNN's blocked nChw16c around every convolution.
+
+bf16: source reordered to bf16 (fused into the layout change), weights converted once, fp32
+accumulation and fp32 output (so every non-convolution op still sees float32).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import weakref
+from ctypes import POINTER, byref, c_float, c_int, c_void_p
+
+import numpy as np
+
+from . import dnnl
+
+# dnnl_alg_kind_t (dnnl_types.h)
+_CONV_DIRECT = 0x1
+_CONV_AUTO = 0x3
+_POOL_MAX = 0x1FF
+_POOL_AVG_INCLUDE = 0x2FF
+_POOL_AVG_EXCLUDE = 0x3FF
+_FORWARD_INFERENCE = 96
+_DT_UNDEF = 0
+
+_SIGNATURES = {
+    "dnnl_convolution_forward_primitive_desc_create": (POINTER(c_void_p),)
+    + (c_void_p,)
+    + (c_int, c_int)
+    + (c_void_p,) * 4
+    + (dnnl.DIMS,) * 4
+    + (c_void_p,),
+    "dnnl_pooling_forward_primitive_desc_create": (POINTER(c_void_p), c_void_p, c_int, c_int)
+    + (c_void_p,) * 2
+    + (dnnl.DIMS,) * 5
+    + (c_void_p,),
+    "dnnl_post_ops_append_sum": (c_void_p, c_float, ctypes.c_int32, c_int),
+}
+_declared = False
+
+
+def _declare() -> None:
+    """Declare the C functions this module adds to those ``dnnl`` declares."""
+    global _declared
+    if not _declared:
+        for name, argtypes in _SIGNATURES.items():
+            dnnl.declare(name, argtypes)
+        _declared = True
+
+
+def available() -> bool:
+    """Whether oneDNN convolutions can run here (library loaded, AVX-512 or AVX2 at least)."""
+    return dnnl.available() and dnnl.has_isa(dnnl.ISA_AVX2)
+
+
+def bf16_supported() -> bool:
+    """Whether this CPU runs bf16 convolutions natively (AVX512-BF16 or AMX)."""
+    return dnnl.available() and dnnl.has_isa(dnnl.ISA_AVX512_CORE_BF16)
+
+
+class _Attr(dnnl.Attr):
+    """Primitive attributes with the sum post-op (residual add into the destination)."""
+
+    __slots__ = ()
+
+    def sum(self, scale: float = 1.0) -> _Attr:
+        dnnl.call("dnnl_post_ops_append_sum", self._post_ops, scale, 0, _DT_UNDEF)
+        return self
+
+
+def _nhwc_empty(shape, dtype=np.float32) -> np.ndarray:
+    """An (N, C, *S) array whose memory is channels-last (a view of an (N, *S, C) buffer)."""
+    n, c, *sp = shape
+    nd = len(shape)
+    buf = np.empty((n, *sp, c), dtype=dtype)
+    return buf.transpose(0, nd - 1, *range(1, nd - 1))
+
+
+def is_channels_last(x: np.ndarray) -> bool:
+    """Whether ``x`` (N, C, *S) lies in memory as (N, *S, C), contiguous."""
+    if x.ndim < 3:
+        return False
+    nd = x.ndim
+    return x.transpose(0, *range(2, nd), 1).flags.c_contiguous
+
+
+class ConvPrimitive:
+    """A oneDNN convolution (with its weights in oneDNN's layout) for one input signature.
+
+    ``run(x, skip)`` returns ``activation(conv(x, w) + b + skip)`` as a float32 array of the ONNX
+    output shape, channels-last in memory when ``channels_last_out``.
+    """
+
+    def __init__(self, x_shape, x_strides, w, b, geo, group, activation, bounds, has_skip,
+                 bf16=False, channels_last_out=True):  # fmt: skip
+        _declare()
+        n = x_shape[0]
+        m = w.shape[0]
+        out_shape = (n, m) + tuple(geo.out)
+        self.out_shape = out_shape
+        self.channels_last_out = channels_last_out
+        self.bf16 = bf16
+        # oneDNN's weights: (M, C/g, *K), or (g, M/g, C/g, *K) with groups.
+        wdims = tuple(w.shape) if group == 1 else (group, m // group) + tuple(w.shape[1:])
+        w_user = dnnl.MemoryDesc.strided(wdims, np.float32)
+        x_user = dnnl.MemoryDesc.strided(x_shape, np.float32, x_strides)
+        src_any = _any(x_shape, bf16)
+        wei_any = _any(wdims, bf16)
+        self._dst_user = _layout_md(out_shape, channels_last_out)
+        bias_md = dnnl.MemoryDesc.strided((m,), np.float32) if b is not None else None
+        attr = _Attr(user_scratchpad=True)
+        if has_skip:
+            attr.sum()
+        if activation == "relu":
+            attr.eltwise(dnnl.ELTWISE_RELU)
+        elif activation == "clip":
+            attr.eltwise(dnnl.ELTWISE_CLIP, float(bounds[0]), float(bounds[1]))
+        elif activation:
+            raise ValueError(f"oneDNN conv: unsupported fused activation {activation!r}")
+        attr.finish()
+        geo_args = (
+            dnnl.DIMS(*geo.strides),
+            dnnl.DIMS(*(d - 1 for d in geo.dilations)),  # oneDNN counts dilation from 0
+            dnnl.DIMS(*geo.pads_begin),
+            dnnl.DIMS(*geo.pads_end),
+        )
+        # The caller's layouts first: no reorder at all when a direct JIT kernel takes them
+        # (measured: ResNet's 7x7 stem 4.5 ms NCHW->NHWC direct vs 7.3 ms blocked + reorder);
+        # then the source's layout left to oneDNN; then both (reorders around the call).
+        dst_any = dnnl.MemoryDesc.any(out_shape, np.float32)
+        tries = [(src_any, self._dst_user), (src_any, dst_any)]
+        if not bf16:
+            tries.insert(0, (x_user, self._dst_user))
+        for src_try, dst_try in tries:
+            self.pd = _conv_pd(src_try, wei_any, bias_md, dst_try, geo_args, attr)
+            if self.pd is not None and _is_direct(self.pd.impl_name()):
+                break
+        else:
+            self.pd = _conv_pd(src_any, wei_any, bias_md, dst_any, geo_args, attr, required=True)
+        self.prim = dnnl.Primitive(self.pd)
+        self.impl = self.pd.impl_name()
+        src_md = self.pd.query_md(dnnl.QUERY_SRC_MD, x_shape)
+        dst_md = self.pd.query_md(dnnl.QUERY_DST_MD, out_shape)
+        wei_md = self.pd.query_md(dnnl.QUERY_WEIGHTS_MD, wdims)
+        scratch_md = self.pd.query_md(dnnl.QUERY_SCRATCHPAD_MD, (0,))
+        self._scratch_bytes = scratch_md.nbytes
+        # Weights (and bias) into the primitive's layout, once.
+        self._w = dnnl.reorder(np.ascontiguousarray(w, dtype=np.float32), w_user, wei_md)
+        self._b = None if b is None else np.ascontiguousarray(b, dtype=np.float32)
+        # Source: straight from the caller's array when the layout matches, else a reorder.
+        self._src_reorder = None if src_md == x_user else _Reorder(x_user, src_md)
+        self._dst_reorder = None if dst_md == self._dst_user else _Reorder(dst_md, self._dst_user)
+        self._src_md, self._dst_md = src_md, dst_md
+        self._mem = {
+            dnnl.ARG_SRC: dnnl.Memory(src_md),
+            dnnl.ARG_WEIGHTS: dnnl.Memory(wei_md, self._w),
+            dnnl.ARG_DST: dnnl.Memory(dst_md),
+            dnnl.ARG_SCRATCHPAD: dnnl.Memory(scratch_md),
+        }
+        if self._b is not None:
+            self._mem[dnnl.ARG_BIAS] = dnnl.Memory(bias_md, self._b)
+        self._args = dnnl.Primitive.args(self._mem)
+        self._attr = attr
+        self._lock = threading.Lock()
+
+    def run(self, x: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
+        """The convolution of ``x`` (same shape and strides as at creation) plus ``skip``."""
+        y = self._new_out()
+        with self._lock:
+            src = x if self._src_reorder is None else self._src_reorder.run(x)
+            dst = y if self._dst_reorder is None else dnnl.aligned_empty(self._dst_md.nbytes)
+            if skip is not None:
+                # The sum post-op adds what the destination holds before the run.
+                np.copyto(y, skip)  # any layout of skip into ours
+                if self._dst_reorder is not None:
+                    self._dst_reorder.run_back(y, dst)
+            scratch = _scratch(self._scratch_bytes)
+            self._mem[dnnl.ARG_SRC].rebind(src)
+            self._mem[dnnl.ARG_DST].rebind(dst)
+            self._mem[dnnl.ARG_SCRATCHPAD].rebind(scratch)
+            self.prim.execute_args(self._args)
+            if self._dst_reorder is not None:
+                self._dst_reorder.run(dst, y)
+        return y
+
+    def _new_out(self) -> np.ndarray:
+        if self.channels_last_out:
+            return _nhwc_empty(self.out_shape)
+        return np.empty(self.out_shape, dtype=np.float32)
+
+
+class _Reorder:
+    """A cached reorder primitive between two layouts (and data types) of one tensor."""
+
+    def __init__(self, src_md: dnnl.MemoryDesc, dst_md: dnnl.MemoryDesc):
+        self.src_md, self.dst_md = src_md, dst_md
+        self._fwd = self._back = None
+        self._lock = threading.Lock()
+
+    def _prim(self, a, b):
+        pd = dnnl.PrimitiveDesc(
+            "dnnl_reorder_primitive_desc_create", a, dnnl.engine(), b, dnnl.engine(), None
+        )
+        mem = {dnnl.ARG_FROM: dnnl.Memory(a), dnnl.ARG_TO: dnnl.Memory(b)}
+        return dnnl.Primitive(pd), mem, dnnl.Primitive.args(mem)
+
+    def run(self, src: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
+        """``src`` (laid out as src_md) into ``dst`` (default: a fresh buffer) as dst_md."""
+        if self._fwd is None:
+            self._fwd = self._prim(self.src_md, self.dst_md)
+        return self._exec(self._fwd, src, dst, self.dst_md)
+
+    def run_back(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """The reverse direction: ``src`` laid out as dst_md into ``dst`` laid out as src_md."""
+        if self._back is None:
+            self._back = self._prim(self.dst_md, self.src_md)
+        return self._exec(self._back, src, dst, self.src_md)
+
+    def _exec(self, p, src, dst, dst_md):
+        prim, mem, args = p
+        if dst is None:
+            dst = dnnl.aligned_empty(dst_md.nbytes)
+        with self._lock:
+            mem[dnnl.ARG_FROM].rebind(src)
+            mem[dnnl.ARG_TO].rebind(dst)
+            prim.execute_args(args)
+        return dst
+
+
+def _conv_pd(src, wei, bias_md, dst, geo_args, attr, required=False):
+    """A forward-inference convolution descriptor, or None when oneDNN has no implementation for
+    these layouts (unless ``required``: then its error propagates)."""
+    try:
+        return dnnl.PrimitiveDesc(
+            "dnnl_convolution_forward_primitive_desc_create",
+            dnnl.engine(), _FORWARD_INFERENCE, _CONV_DIRECT,
+            src, wei, bias_md, dst, *geo_args, attr,
+        )  # fmt: skip
+    except dnnl.DnnlError:
+        if required:
+            raise
+        return None
+
+
+def _is_direct(impl: str) -> bool:
+    """A JIT direct kernel (not the im2col GEMM or reference fallbacks)."""
+    return impl.startswith(("jit:", "brg", "brdgmm")) and "gemm" not in impl
+
+
+def _scratch(nbytes: int) -> np.ndarray:
+    return dnnl.aligned_empty(max(nbytes, 1))
+
+
+def _any(shape, bf16: bool) -> dnnl.MemoryDesc:
+    """A format-``any`` descriptor (float32, or bf16 given by its dnnl code)."""
+    if not bf16:
+        return dnnl.MemoryDesc.any(shape, np.float32)
+    h = c_void_p()
+    dnnl.call(
+        "dnnl_memory_desc_create_with_tag",
+        byref(h), len(shape), dnnl.DIMS(*shape), dnnl.DT_BF16, dnnl.FORMAT_TAG_ANY,
+    )  # fmt: skip
+    return dnnl.MemoryDesc(h, tuple(shape))
+
+
+def _layout_md(shape, channels_last: bool) -> dnnl.MemoryDesc:
+    """Float32 (N, C, *S) descriptor, NCHW or channels-last in memory."""
+    if not channels_last:
+        return dnnl.MemoryDesc.strided(shape, np.float32)
+    n, c, *sp = shape
+    strides_nhwc = [0] * len(shape)
+    acc = c
+    strides_nhwc[1] = 1
+    for i in range(len(shape) - 1, 1, -1):
+        strides_nhwc[i] = acc
+        acc *= shape[i]
+    strides_nhwc[0] = acc
+    return dnnl.MemoryDesc.strided(shape, np.float32, tuple(strides_nhwc))
+
+
+# --- the cache -----------------------------------------------------------------------------------
+_cache: dict[tuple, ConvPrimitive] = {}
+_cache_lock = threading.Lock()
+
+
+def _forget(wid: int) -> None:
+    with _cache_lock:
+        for key in [k for k in _cache if k[0] == wid]:
+            del _cache[key]
+
+
+def conv(x, w, b, geo, group, *, activation="", bounds=(None, None), skip=None, bf16=False,
+         channels_last_out=True) -> np.ndarray:  # fmt: skip
+    """``activation(conv(x, w) + b + skip)`` with a cached oneDNN primitive (see module doc).
+
+    ``w`` is keyed by identity: graph initializers are the same array on every run, so their
+    reordered copy is made once; the entry goes when ``w`` is garbage-collected.
+    """
+    key = (
+        id(w), None if b is None else id(b), x.shape, x.strides, geo, group, activation,
+        tuple(bounds) if activation == "clip" else None, skip is not None, bf16,
+        channels_last_out,
+    )  # fmt: skip
+    prim = _cache.get(key)
+    if prim is None:
+        isz = x.itemsize
+        prim = ConvPrimitive(
+            x.shape, tuple(s // isz for s in x.strides), w, b, geo, group, activation, bounds,
+            skip is not None, bf16=bf16, channels_last_out=channels_last_out,
+        )  # fmt: skip
+        with _cache_lock:
+            if not any(k[0] == id(w) for k in _cache):
+                weakref.finalize(w, _forget, id(w))
+            _cache[key] = prim
+    return prim.run(x, skip)

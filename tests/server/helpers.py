@@ -103,3 +103,45 @@ class Gate:
 
     def factory(self):
         return lambda path, settings: Wrapped(ziggurat_session(path, settings), self._before)
+
+
+async def ws_exchange(app, frames, *, path="/api/v1/stream", query=b"", headers=()):
+    """Drive ``app``'s WebSocket handler in-process: send ``frames`` (str: text, bytes: binary),
+    then wait for one reply per frame or a close. Returns (replies, close code or None)."""
+    import asyncio
+
+    inbox: asyncio.Queue = asyncio.Queue()
+    inbox.put_nowait({"type": "websocket.connect"})
+    for f in frames:
+        key = "text" if isinstance(f, str) else "bytes"
+        inbox.put_nowait({"type": "websocket.receive", key: f})
+    replies, closed = [], []
+    done = asyncio.Event()
+
+    async def receive():
+        return await inbox.get()
+
+    async def send(m):
+        if m["type"] == "websocket.send":
+            replies.append(m.get("text") if m.get("text") is not None else m["bytes"])
+            if len(replies) >= len(frames):
+                done.set()
+        elif m["type"] == "websocket.close":
+            closed.append(m.get("code"))
+            done.set()
+
+    scope = {
+        "type": "websocket",
+        "path": path,
+        "headers": list(headers),
+        "query_string": query,
+        "client": ("127.0.0.1", 1),
+    }
+    task = asyncio.ensure_future(app.stream.handle(scope, receive, send))
+    try:
+        await asyncio.wait_for(done.wait(), 30)
+        inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+        await asyncio.wait_for(task, 30)
+    finally:
+        task.cancel()
+    return replies, (closed[0] if closed else None)

@@ -3,7 +3,8 @@
 - always: Gradient nodes (ai.onnx.preview.training) expanded into their backward graph.
 - basic (1): constant folding, dead code elimination.
 - extended (2) and all (99): also fusions (GELU, MatMul+bias+activation, BatchNorm into Conv,
-  Conv+residual+ReLU, zero Pad into Conv) unless ``fusion`` is off; with ``quantize``, int8
+  Conv+residual+ReLU, zero Pad into Conv, Add+LayerNorm and decomposed LayerNorm, attention)
+  unless ``fusion`` is off; with ``quantize``, int8
   weight-only quantization of MatMul/Gemm weights (``enable_quantization``).
 """
 
@@ -14,9 +15,11 @@ from . import (
     constant_fold,
     dce,
     fold_batchnorm,
+    fuse_attention,
     fuse_conv,
     fuse_dense,
     fuse_gelu,
+    fuse_layernorm,
     fuse_pad,
     quantize_weights,
 )
@@ -51,6 +54,8 @@ def optimize(
         dce.run(graph)
         fuse_dense.run(graph)
         fuse_conv.run(graph)
+        fuse_layernorm.run(graph)
+        fuse_attention.run(graph, opsets)
         dce.run(graph)
     if quantize and level >= ENABLE_EXTENDED:
         opsets.setdefault(FUSED_DOMAIN, 1)

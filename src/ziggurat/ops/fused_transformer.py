@@ -1,0 +1,133 @@
+"""Fused transformer kernels of the ``ziggurat`` domain, made by the passes ``fuse_gelu`` (tanh form),
+``fuse_layernorm`` and ``fuse_attention``.
+
+Each replaces a chain of ONNX nodes that would allocate one full tensor per op with a few passes over
+one fresh buffer. They keep the ONNX semantics of the chain they replace, up to float rounding
+(the tests derive their tolerances from the computation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..backends import xp_of
+from ..errors import ExecutionError
+from .activation import softmax_last_axis
+from .matmul import MatMul
+from .norm import layer_norm_last_axes
+from .registry import kernel
+
+DOMAIN = "ziggurat"
+_SQRT_2_PI = math.sqrt(2.0 / math.pi)
+_CHUNK = 16384  # elements per GELU chunk (64 KiB of float32): its passes stay in L1/L2
+
+
+@kernel("GeluTanh", domain=DOMAIN)
+def GeluTanh(x, /):
+    """0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x**3))), the GPT-2 / ViT-hybrid GELU."""
+    if type(x) is not np.ndarray or x.dtype not in (np.float32, np.float64):
+        xp = xp_of(x)
+        w = x.astype(np.float32) if x.dtype.kind == "V" or x.dtype == np.float16 else x
+        t = w.dtype.type
+        u = xp.tanh((w + t(0.044715) * w * w * w) * t(_SQRT_2_PI))
+        return ((t(0.5) * w * (u + t(1))).astype(x.dtype, copy=False),)
+    y = np.empty(x.shape, dtype=x.dtype)
+    src, dst = np.ascontiguousarray(x).reshape(-1), y.reshape(-1)
+    t = x.dtype.type
+    c3, c1 = t(0.044715 * _SQRT_2_PI), t(_SQRT_2_PI)
+    buf = np.empty(min(src.size, _CHUNK), dtype=x.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for s in range(0, src.size, _CHUNK):
+            xv, u, out = src[s : s + _CHUNK], buf[: min(_CHUNK, src.size - s)], dst[s : s + _CHUNK]
+            # u = x * (c1 + c3 * x^2) = c1 * (x + 0.044715 x^3), in 4 in-cache passes
+            np.multiply(xv, xv, out=u)
+            u *= c3
+            u += c1
+            u *= xv
+            np.tanh(u, out=u)
+            u += t(1)
+            np.multiply(xv, t(0.5), out=out)
+            out *= u
+    return (y,)
+
+
+def _ln_inputs(gamma, beta, x, what: str) -> None:
+    if gamma.size != x.shape[-1] or (beta is not None and beta.size != x.shape[-1]):
+        raise ExecutionError(
+            f"{what}: scale/bias must hold one value per feature ({x.shape[-1]}), got "
+            f"{gamma.shape} and {None if beta is None else beta.shape}"
+        )
+
+
+@kernel("LayerNorm", domain=DOMAIN)
+def LayerNorm(x, gamma, beta=None, /, *, epsilon=1e-5):
+    """LayerNormalization over the last axis (the decomposed ReduceMean/Sub/Pow/Sqrt/Div form)."""
+    _ln_inputs(gamma, beta, x, "LayerNorm")
+    return (layer_norm_last_axes(x, gamma, beta, 1, float(epsilon)),)
+
+
+@kernel("SkipLayerNorm", domain=DOMAIN)
+def SkipLayerNorm(a, b, gamma, beta=None, /, *, axis=-1, epsilon=1e-5, n_outputs=1):
+    """LayerNormalization(a + b) over axes [axis, rank); a second output, if declared, is a + b
+    (the residual stream, which the next block adds to again)."""
+    xp = np if type(a) is np.ndarray else xp_of(a)
+    s = xp.add(a, b)
+    if s.dtype != a.dtype:
+        raise ExecutionError(f"SkipLayerNorm: inputs have dtypes {a.dtype} and {b.dtype}")
+    rank_axis = axis + s.ndim if axis < 0 else axis
+    if not 0 <= rank_axis < s.ndim:
+        raise ExecutionError(f"SkipLayerNorm: axis {axis} out of range for rank {s.ndim}")
+    cols = math.prod(s.shape[rank_axis:])
+    if gamma.size != cols or (beta is not None and beta.size != cols):
+        raise ExecutionError(
+            f"SkipLayerNorm: scale/bias must hold one value per normalized element ({cols}), "
+            f"got {gamma.shape} and {None if beta is None else beta.shape}"
+        )
+    inplace = n_outputs < 2  # the sum is a fresh buffer nobody else sees: normalise it in place
+    y = layer_norm_last_axes(s, gamma, beta, s.ndim - rank_axis, float(epsilon), inplace=inplace)
+    return (y, s) if n_outputs >= 2 else (y,)
+
+
+@kernel("FusedAttention", domain=DOMAIN)
+def FusedAttention(q, k_t, v, mask=None, /, *, scale=1.0, nan_to_zero=0):
+    """softmax(scale * (q @ k_t) + mask) @ v over the last axis; shapes broadcast as MatMul's.
+
+    ``k_t`` is the keys already transposed ([..., D, T]), as exporters hand it to the MatMul.
+    ``nan_to_zero``: rows whose every key is masked (-inf) give 0, as the exporters'
+    ``Where(IsNaN(p), 0, p)`` does. The scale is applied to q (the smaller operand, [..., S, D]):
+    writing it into a fresh C-contiguous buffer also turns the per-head strided view into one
+    that BLAS reads at unit stride.
+    """
+    if type(q) is not np.ndarray or q.dtype not in (np.float32, np.float64):
+        return _attention_generic(q, k_t, v, mask, scale, nan_to_zero)
+    if scale != 1.0:
+        qs = np.empty(q.shape, dtype=q.dtype)
+        np.multiply(q, q.dtype.type(scale), out=qs)
+        q = qs
+    (scores,) = MatMul(q, k_t)
+    if mask is not None:
+        if np.broadcast_shapes(scores.shape, mask.shape) == scores.shape:
+            scores += mask
+        else:
+            scores = scores + mask
+    if scores.dtype != v.dtype:
+        raise ExecutionError(f"FusedAttention: scores {scores.dtype} but values {v.dtype}")
+    p = softmax_last_axis(np.ascontiguousarray(scores), nan_to_zero=bool(nan_to_zero))
+    return MatMul(p, v)
+
+
+def _attention_generic(q, k_t, v, mask, scale, nan_to_zero):
+    """The op-by-op form, for other array types and dtypes (same order of operations)."""
+    from .activation import Softmax
+
+    t = q.dtype.type
+    (s,) = MatMul(q * t(scale) if scale != 1.0 else q, k_t)
+    if mask is not None:
+        s = s + mask
+    (p,) = Softmax(s, axis=-1)
+    if nan_to_zero:
+        xp = xp_of(p)
+        p = xp.where(xp.isnan(p), t(0), p)
+    return MatMul(p, v)

@@ -168,3 +168,178 @@ def test_deformconv_integer_offset_shifts_input():
 def test_onnx_model_helpers_are_usable():
     # Guards the helper used above against onnx API drift.
     assert onnx.helper.np_dtype_to_tensor_dtype(np.dtype(np.float32)) == TensorProto.FLOAT
+
+
+# --- oneDNN and portable paths against an exact (float64) reference ----------------------------
+# Rounding bound, any summation order: each output is a sum of K = C/group * prod(kernel) products
+# plus the bias (and the residual); in float32 every partial sum and product rounds with unit
+# roundoff u = 2^-24, so |y - exact| <= (K + 2) * u * A with A the same sum over |terms|. bf16 rounds
+# x and w first (u = 2^-8 each: 2 * 2^-8 + 2^-16 per product), then accumulates in float32.
+U32, U_BF16 = 2.0**-24, 2.0**-8
+
+
+def conv_ref64(x, w, b, *, pads=None, strides=None, dilations=None, group=1, auto_pad="NOTSET"):
+    """Direct float64 convolution, one kernel offset at a time (independent of the kernels)."""
+    from ziggurat.ops._spatial import pad_input, window_geometry
+
+    geo = window_geometry(
+        x.shape[2:], w.shape[2:], strides=strides, dilations=dilations, pads=pads,
+        auto_pad=auto_pad,
+    )  # fmt: skip
+    xp = pad_input(x.astype(np.float64), geo.pads_begin, geo.buf_end)
+    n, m = x.shape[0], w.shape[0]
+    cg, mg = x.shape[1] // group, m // group
+    y = np.zeros((n, m) + geo.out)
+    for off in geo.offsets():
+        win = xp[(slice(None), slice(None)) + geo.window_slices(off)]
+        for g in range(group):
+            wk = w[(slice(g * mg, (g + 1) * mg), slice(None)) + off].astype(np.float64)
+            y[:, g * mg : (g + 1) * mg] += np.einsum(
+                "mc,nc...->nm...", wk, win[:, g * cg : (g + 1) * cg]
+            )
+    if b is not None:
+        y += b.astype(np.float64).reshape((-1,) + (1,) * (x.ndim - 2))
+    return y
+
+
+def conv_bound(x, w, b, skip=None, unit=U32, **attrs):
+    """Per-element error bound of a float32 (or bf16, ``unit``) conv + bias + skip."""
+    k = w.shape[1] * int(np.prod(w.shape[2:]))
+    mag = conv_ref64(np.abs(x), np.abs(w), None if b is None else np.abs(b), **attrs)
+    if skip is not None:
+        mag = mag + np.abs(skip)
+    per_product = U32 if unit == U32 else 2 * unit + unit * unit
+    return (per_product + (k + 2) * U32) * mag + 1e-38
+
+
+def nhwc(a):
+    """``a`` with the same values, channels-last in memory."""
+    nd = a.ndim
+    return np.ascontiguousarray(a.transpose(0, *range(2, nd), 1)).transpose(
+        0, nd - 1, *range(1, nd - 1)
+    )
+
+
+def _native_or_skip():
+    from ziggurat.backends.cpu import conv as dnnl_conv
+
+    if not dnnl_conv.available():
+        pytest.skip("oneDNN is not available here (the portable path is tested separately)")
+    return dnnl_conv
+
+
+@pytest.fixture(params=["onednn", "portable"])
+def conv_path(request, monkeypatch):
+    """Runs a test on the oneDNN path and on the portable numpy path (ZIGGURAT_DNNL_CONV=0)."""
+    if request.param == "onednn":
+        _native_or_skip()
+    else:
+        monkeypatch.setenv("ZIGGURAT_DNNL_CONV", "0")
+    return request.param
+
+
+@pytest.mark.parametrize("xs,ws,attrs", CONV_CASES)
+@pytest.mark.parametrize("channels_last_in", [False, True])
+def test_conv_within_rounding_bound(conv_path, xs, ws, attrs, channels_last_in):
+    rng = np.random.default_rng(2)
+    x, w, b = rand(rng, xs), rand(rng, ws), rand(rng, (ws[0],))
+    ref = conv_ref64(x, w, b, **attrs)
+    y = Conv(nhwc(x) if channels_last_in else x, w, b, **attrs)[0]
+    assert y.dtype == np.float32 and y.shape == ref.shape
+    assert np.all(np.abs(y - ref) <= conv_bound(x, w, b, **attrs))
+
+
+FUSED_CASES = [
+    ((1, 16, 12, 12), (16, 16, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ((1, 24, 9, 10), (32, 24, 1, 1), {}),
+    ((2, 12, 15, 16), (12, 1, 3, 3), dict(group=12, strides=[2, 2], pads=[0, 1, 1, 0])),
+    ((1, 8, 9, 9), (8, 4, 3, 3), dict(group=2, dilations=[2, 2], pads=[2, 2, 2, 2])),
+    ((1, 3, 20, 20), (8, 3, 7, 7), dict(strides=[2, 2], pads=[3, 3, 3, 3])),
+]
+
+
+@pytest.mark.parametrize("xs,ws,attrs", FUSED_CASES)
+@pytest.mark.parametrize(
+    "activation,residual,layout",
+    [("", False, ""), ("relu", False, "nhwc"), ("relu", True, "nhwc"), ("clip", False, ""),
+     ("clip", True, "nhwc"), ("", True, "")],
+)  # fmt: skip
+def test_fusedconv_post_ops(conv_path, xs, ws, attrs, activation, residual, layout):
+    from ziggurat.ops.fused import FusedConv
+
+    rng = np.random.default_rng(3)
+    x, w, b = rand(rng, xs), rand(rng, ws), rand(rng, (ws[0],))
+    exact = conv_ref64(x, w, b, **attrs)
+    skip = rand(rng, exact.shape) if residual else None
+    if residual:
+        exact = exact + skip
+    lo, hi = (0.0, 6.0) if activation == "clip" else (None, None)
+    if activation == "relu":
+        exact = np.maximum(exact, 0)
+    elif activation == "clip":
+        exact = np.clip(exact, lo, hi)
+    # The residual arrives channels-last as a convolution would hand it over, or NCHW.
+    skip_in = None if skip is None else (nhwc(skip) if layout else skip)
+    y = FusedConv(
+        x, w, b, skip_in, activation=activation, clip_min=lo, clip_max=hi, layout=layout, **attrs
+    )[0]
+    assert y.dtype == np.float32 and y.shape == exact.shape
+    assert np.all(np.abs(y - exact) <= conv_bound(x, w, b, skip, **attrs))
+    if conv_path == "onednn" and layout == "nhwc":
+        from ziggurat.backends.cpu.conv import is_channels_last
+
+        assert is_channels_last(y)
+
+
+def test_fusedconv_broadcast_residual_falls_back(conv_path):
+    """A skip that only broadcasts to the output (not the sum post-op's case) still adds."""
+    from ziggurat.ops.fused import FusedConv
+
+    rng = np.random.default_rng(4)
+    x, w = rand(rng, (1, 4, 6, 6)), rand(rng, (8, 4, 3, 3))
+    skip = rand(rng, (1, 8, 1, 1))
+    y = FusedConv(x, w, None, skip, activation="relu", pads=[1, 1, 1, 1])[0]
+    exact = np.maximum(conv_ref64(x, w, None, pads=[1, 1, 1, 1]) + skip, 0)
+    assert np.all(
+        np.abs(y - exact)
+        <= conv_bound(x, w, None, np.broadcast_to(skip, y.shape), pads=[1, 1, 1, 1])
+    )
+
+
+@pytest.mark.parametrize("xs,ws,attrs", FUSED_CASES)
+def test_fusedconv_bf16_within_bf16_bound(xs, ws, attrs):
+    dnnl_conv = _native_or_skip()
+    if not dnnl_conv.bf16_supported():
+        pytest.skip("this CPU has neither AVX512-BF16 nor AMX: bf16 convolutions are refused")
+    from ziggurat.ops.fused import FusedConv
+
+    rng = np.random.default_rng(5)
+    x, w, b = rand(rng, xs), rand(rng, ws), rand(rng, (ws[0],))
+    exact = conv_ref64(x, w, b, **attrs)
+    skip = rand(rng, exact.shape)
+    exact = np.maximum(exact + skip, 0)
+    y = FusedConv(x, w, b, nhwc(skip), activation="relu", layout="nhwc", precision="bf16", **attrs)[
+        0
+    ]
+    assert y.dtype == np.float32
+    err = np.abs(y - exact)
+    bound = conv_bound(x, w, b, skip, unit=U_BF16, **attrs)
+    assert np.all(err <= bound)
+    # bf16 really ran: a float32 conv would sit ~2^16 times closer than this on random data.
+    assert err.max() > conv_bound(x, w, b, skip, **attrs).max()
+
+
+def test_native_primitive_cached_per_weights_and_freed_with_them():
+    dnnl_conv = _native_or_skip()
+    import gc
+
+    rng = np.random.default_rng(6)
+    x, w = rand(rng, (1, 8, 10, 10)), rand(rng, (8, 8, 3, 3))
+    before = len(dnnl_conv._cache)
+    y1 = Conv(x, w, pads=[1, 1, 1, 1])[0]
+    y2 = Conv(x, w, pads=[1, 1, 1, 1])[0]
+    assert len(dnnl_conv._cache) == before + 1  # one primitive for both runs
+    np.testing.assert_array_equal(y1, y2)
+    del w
+    gc.collect()
+    assert len(dnnl_conv._cache) == before  # the reordered weights went with the initializer

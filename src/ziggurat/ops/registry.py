@@ -14,6 +14,15 @@ kernel's domain). Graph attributes (If/Loop/Scan bodies) arrive as callables: ``
 returns the subgraph's outputs as a list, with outer-scope values already bound.
 
 The registry picks, for a model's opset, the kernel with the highest ``since`` not above it.
+
+Opt-in capabilities for the execution plan (``runtime/plan.py``); a kernel without them is called
+exactly as above:
+
+- ``out``: a third reserved keyword-only parameter. A kernel that takes it may be passed a planned,
+  preallocated C-contiguous array with the output's shape and dtype (or None); it writes its first
+  output there and returns it as that output.
+- ``Traits`` (``@kernel(..., traits=Traits(...))``, or ``_TRAITS`` below for ops whose several
+  versions share them): what the plan may assume about the op's semantics, see ``Traits``.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RESERVED = ("n_outputs", "opset")
+RESERVED = ("n_outputs", "opset", "out")
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,7 @@ class KernelDef:
     fn: Callable[..., tuple]
     attrs: dict[str, Any] = field(default_factory=dict)  # attribute -> default (REQUIRED if none)
     wants: tuple[str, ...] = ()  # reserved parameters the function takes
+    own_traits: Traits | None = None  # from the decorator; else the op's entry in _TRAITS
 
     def kwargs(self, attrs: dict[str, Any], n_outputs: int, opset: int) -> dict[str, Any]:
         """Keyword arguments for a call: the node attributes this kernel takes (others are
@@ -48,6 +58,13 @@ class KernelDef:
             out["opset"] = opset
         return out
 
+    @property
+    def traits(self) -> Traits:
+        """What the execution plan may assume about this kernel (nothing, by default)."""
+        if self.own_traits is not None:
+            return self.own_traits
+        return _TRAITS.get((self.domain, self.op_type), _NO_TRAITS)
+
     def missing(self, attrs: dict[str, Any]) -> list[str]:
         """Required attributes not in ``attrs``."""
         return [k for k, d in self.attrs.items() if d is REQUIRED and k not in attrs]
@@ -55,6 +72,42 @@ class KernelDef:
     @property
     def module(self) -> str:
         return self.fn.__module__.rsplit(".", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Traits:
+    """Semantics the execution plan may rely on, per op (all off by default).
+
+    ``ufunc``: for plain numpy arrays of one floating dtype (float16/32/64) as inputs, the op is
+    exactly ``numpy.<ufunc>(*inputs, *ufunc_args)`` — same values, dtype and warnings — so a plan
+    specialised to such inputs may call the ufunc directly, with ``out=`` a planned buffer.
+    ``inplace``: elementwise, so that output may overwrite an input of the output's shape and
+    dtype whose last use is this node. ``reshape``: output 0 is input 0's elements in row-major
+    order, in output 0's shape (Reshape, Flatten, Squeeze, Unsqueeze): a specialised plan calls
+    ``x.reshape(shape)`` with the shape it recorded.
+    """
+
+    ufunc: str = ""
+    ufunc_args: tuple = ()
+    inplace: bool = False
+    reshape: bool = False
+
+
+_NO_TRAITS = Traits()
+_BINARY = {"Add": "add", "Sub": "subtract", "Mul": "multiply", "Div": "divide"}
+# The ONNX ops whose every version shares these traits (the plan takes the ufunc path only for
+# nodes without attributes: opset < 7 broadcast/axis forms keep their kernel). Div: for floats its kernel is np.divide
+# (integer division truncates, but the ufunc path is only taken for float inputs). Relu:
+# np.maximum(x, 0) keeps NaN and gives +0.0 for -0.0 like the kernel. Unary ops whose kernels
+# silence floating-point warnings (Exp, Log, Sqrt, Sigmoid...) are left out: the ufunc would warn.
+_TRAITS: dict[tuple[str, str], Traits] = {
+    **{("", op): Traits(ufunc=name, inplace=True) for op, name in _BINARY.items()},
+    ("", "Neg"): Traits(ufunc="negative", inplace=True),
+    ("", "Abs"): Traits(ufunc="absolute", inplace=True),
+    ("", "Tanh"): Traits(ufunc="tanh", inplace=True),
+    ("", "Relu"): Traits(ufunc="maximum", ufunc_args=(0,), inplace=True),
+    **{("", op): Traits(reshape=True) for op in ("Reshape", "Flatten", "Squeeze", "Unsqueeze")},
+}  # fmt: skip
 
 
 class _Required:
@@ -70,8 +123,11 @@ def _norm_domain(domain: str) -> str:
     return "" if domain in ("", "ai.onnx") else domain
 
 
-def kernel(op_type: str, since: int = 1, domain: str = "") -> Callable:
-    """Register the decorated function as the kernel of ``op_type`` from opset ``since`` on."""
+def kernel(
+    op_type: str, since: int = 1, domain: str = "", traits: Traits | None = None
+) -> Callable:
+    """Register the decorated function as the kernel of ``op_type`` from opset ``since`` on
+    (``traits``: see ``Traits``; a kernel taking ``out`` opts in to planned output buffers)."""
 
     def register(fn: Callable) -> Callable:
         attrs: dict[str, Any] = {}
@@ -87,7 +143,7 @@ def kernel(op_type: str, since: int = 1, domain: str = "") -> Callable:
                 wants.append(name)
             else:
                 attrs[name] = defaults.get(name, REQUIRED)
-        kdef = KernelDef(op_type, _norm_domain(domain), since, fn, attrs, tuple(wants))
+        kdef = KernelDef(op_type, _norm_domain(domain), since, fn, attrs, tuple(wants), traits)
         versions = _KERNELS.setdefault((kdef.domain, op_type), [])
         if any(k.since == since for k in versions):
             raise ValueError(

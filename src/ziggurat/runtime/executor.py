@@ -1,33 +1,45 @@
 """Compiles an ``ir.Graph`` into straight-line Python calling one kernel per node.
 
-The generated function keeps every value in a local variable and ``del``s it right after its last
-use, so numpy frees intermediate buffers as early as possible (that is the memory plan: reference
-counting does the reuse). A generated function has no per-node dispatch, dict lookups or loops, which
-is what makes small models cheap to run (see BENCHMARKS.md, tiny MLP).
+``CompiledGraph`` builds the graph's ``Plan`` (plan.py: bound kernels, lifetimes) and renders it
+with the ``Emitter`` (emitter.py): every value is a local ``del``-ed after its last use, with no
+per-node dispatch, dict lookups or loops, which is what makes small models cheap to run.
 
-Subgraphs (If/Loop/Scan bodies) compile to their own ``CompiledGraph``; the parent passes the
-outer-scope values they read as a dict and the kernel receives a bound callable.
+Runs are specialised per input-shape signature (specialize.py): the first two runs of a signature
+take the generic code with a recorder; if they agree, the signature gets its own code, with the
+shape subgraphs folded to constants, direct numpy calls, and planned output buffers. The last
+``MAX_SIGNATURES`` signatures are kept (least recently used out). Each run checks a buffer set out
+of the signature's free list, so concurrent runs never share planned buffers. ``ZIGGURAT_PLAN=0``
+turns specialisation off (the generic code only).
+
+Subgraphs (If/Loop/Scan bodies) compile to their own ``CompiledGraph`` (never specialised: their
+shapes change per iteration); the parent passes the outer-scope values they read as a dict and the
+kernel receives a bound callable.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from .. import ir
-from ..errors import ExecutionError, GraphError, UnsupportedOpError, ZigguratError
-from ..ops import registry
+from ..errors import ExecutionError, ZigguratError
+from .emitter import Emitter, Program
+from .plan import Plan
+from .specialize import Recording, SignaturePlan, signature_of
 
 _DEBUG = int(os.environ.get("ZIGGURAT_DEBUG", "0") or 0)
-
-
-def _ident(prefix: str, i: int) -> str:
-    return f"{prefix}{i}"
+# ZIGGURAT_PLAN=0: generic code only; =eager: specialise on a signature's first run, without a
+# confirming second recording, and run the new code at once (tests the specialised path on every
+# case of a suite that runs each model once, e.g. conformance).
+_PLAN_MODE = os.environ.get("ZIGGURAT_PLAN", "1")
+_SPECIALIZE = _PLAN_MODE != "0"
+MAX_SIGNATURES = 8  # specialised signatures kept per graph
+_PENDING = 16  # signatures seen once, waiting for a second run to confirm their recording
+_FREE_SETS = 4  # idle buffer sets kept per signature (more concurrent runs allocate, then drop)
+_NO_OUTER: dict[str, Any] = {}
 
 
 class BoundGraph:
@@ -52,6 +64,34 @@ class BoundGraph:
         return [v.type for v in self._graph.graph.inputs]
 
 
+class _Specialized:
+    """One signature's code and its idle buffer sets."""
+
+    __slots__ = ("spec", "fn", "free", "last", "filename")
+
+    def __init__(self, spec: SignaturePlan | None, fn: Callable, filename: str = ""):
+        self.spec = spec
+        self.fn = fn
+        self.free: list[tuple] = []
+        self.last = 0
+        self.filename = filename
+
+    def run(self, inputs: list) -> list:
+        spec = self.spec
+        if spec is None or not spec.buffers:
+            return self.fn(inputs, _NO_OUTER)
+        free = self.free
+        try:
+            bufs = free.pop()  # atomic: no two runs get the same set
+        except IndexError:
+            bufs = spec.new_buffers()
+        try:
+            return self.fn(inputs, _NO_OUTER, bufs)
+        finally:
+            if len(free) < _FREE_SETS:
+                free.append(bufs)
+
+
 class CompiledGraph:
     """A graph compiled to a Python function ``run(inputs: list, outer: dict) -> list``."""
 
@@ -63,6 +103,7 @@ class CompiledGraph:
         outer: set[str] = frozenset(),  # type: ignore[assignment]
         model_name: str = "model",
         profiler: Any = None,
+        specialize: bool | None = None,
     ):
         self.graph = graph
         self.profiler = profiler
@@ -71,187 +112,54 @@ class CompiledGraph:
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]
         self._outer_names = outer
-        self._nodes: list[ir.Node] = []
-        self._line_to_node: dict[int, int] = {}
+        self.plan = Plan.build(graph, opsets, model_name=model_name, outer=outer)
+        self._nodes = [s.node for s in self.plan.steps]
+        self._programs: dict[str, dict[int, int]] = {}  # file name -> line -> step
+        self._emitter = Emitter(
+            self.plan, subgraph=self._subgraph, bound_graph=BoundGraph, profiler=profiler,
+            trace=self._trace if _DEBUG else None, tag=f"{id(self):x}:",
+        )  # fmt: skip
+        if specialize is None:
+            specialize = _SPECIALIZE and not outer
+        self._specialize = specialize and not outer
+        self._specs: dict[tuple, _Specialized] = {}
+        self._pending: dict[tuple, Recording] = {}
+        self._spec_lock = threading.Lock()
+        self._tick = 0
+        self._static: tuple[set[str], set[str]] | None = None
+        self._record_fn: Callable | None = None
         self.source = ""
         self._fn = self._compile()
 
     # -- compilation -------------------------------------------------------------------------
-    def _resolve(self) -> list[tuple[ir.Node, registry.KernelDef]]:
-        missing: list[tuple[str, str, str, int]] = []
-        resolved = []
-        for node in self.graph.nodes:
-            opset = self.opsets.get(node.domain, 0)
-            kdef = registry.lookup(node.op_type, node.domain, opset) if opset else None
-            if kdef is None:
-                missing.append((node.label, node.domain or "ai.onnx", node.op_type, opset))
-            resolved.append((node, kdef))
-        if missing:
-            lines = "\n".join(
-                f"  node '{n}': {d}::{op} (opset {v or 'not imported'})" for n, d, op, v in missing
-            )
-            raise UnsupportedOpError(
-                f"model '{self.model_name}' uses {len(missing)} node(s) Ziggurat has no kernel "
-                f"for:\n{lines}\nRun `ziggurat inspect MODEL` for the full list; re-export the "
-                "model with supported ops or a supported opset.",
-                missing,
-            )
-        return resolved  # type: ignore[return-value]
+    def _subgraph(self, graph: ir.Graph, visible: set[str]) -> CompiledGraph:
+        return CompiledGraph(
+            graph, self.opsets, outer=visible, model_name=self.model_name, profiler=self.profiler
+        )
 
-    def _bind_attrs(self, node: ir.Node, kdef: registry.KernelDef) -> dict[str, Any]:
-        opset = self.opsets.get(node.domain, 0)
-        missing = kdef.missing(node.attrs)
-        if missing:
-            raise GraphError(
-                f"model '{self.model_name}': node '{node.label}' ({node.op_type}, opset "
-                f"{opset}) lacks required attribute '{missing[0]}'"
-            )
-        return kdef.kwargs(node.attrs, len(node.outputs), opset)
+    def _register(self, program: Program) -> Callable:
+        self._programs[program.filename] = program.lines
+        return program.ns.get("_run")  # type: ignore[return-value]
 
-    def _call_expr(
-        self,
-        idx: int,
-        node: ir.Node,
-        kdef: registry.KernelDef,
-        ns: dict[str, Any],
-        read: Callable[[str], str],
-        visible: set[str],
-    ) -> str:
-        """Bind node ``idx``'s kernel into ``ns`` as ``k{idx}`` (attributes via partial, graph
-        attributes compiled and bound to their outer-scope values) and return the call's source;
-        ``read(name)`` gives the identifier holding a value. Shared with the parallel scheduler."""
-        kname = _ident("k", idx)
-        kwargs = self._bind_attrs(node, kdef)
-        sub_exprs = []
-        for key, value in list(kwargs.items()):
-            subs = value if isinstance(value, list) else [value]
-            if not any(isinstance(s, ir.Graph) for s in subs):
-                continue
-            del kwargs[key]
-            compiled = []
-            for s in subs:
-                cg = CompiledGraph(
-                    s, self.opsets, outer=visible, model_name=self.model_name,
-                    profiler=self.profiler,
-                )  # fmt: skip
-                gname = f"g{idx}_{key}_{len(compiled)}"
-                ns[gname] = cg
-                free = sorted(s.free_names())
-                outer_dict = "{" + ", ".join(f"{n!r}: {read(n)}" for n in free) + "}"
-                compiled.append(f"BoundGraph({gname}, {outer_dict})")
-            expr = compiled[0] if not isinstance(value, list) else "[" + ", ".join(compiled) + "]"
-            sub_exprs.append(f"{key}={expr}")
-        ns[kname] = functools.partial(kdef.fn, **kwargs) if kwargs else kdef.fn
-        names = list(node.inputs)
-        while names and not names[-1]:  # trailing omitted inputs: kernels see their defaults
-            names.pop()
-        args = ", ".join(read(n) if n else "None" for n in names)
-        return f"{kname}({args}{', ' if args and sub_exprs else ''}{', '.join(sub_exprs)})"
-
-    def _compile(self) -> Callable[[list, dict], list]:
-        g = self.graph
-        resolved = self._resolve()
-        ns: dict[str, Any] = {"BoundGraph": BoundGraph}
-        var: dict[str, str] = {}
-        lines = ["def _run(__inputs, __outer):"]
-        for i, name in enumerate(self.input_names):
-            var[name] = _ident("x", i)
-        if self.input_names:
-            lines.append(f"    {', '.join(var[n] for n in self.input_names)}, = __inputs")
-        for i, (name, value) in enumerate(g.initializers.items()):
-            if name in var:  # an input shadows its initializer default
-                continue
-            var[name] = _ident("c", i)
-            ns[var[name]] = value
-
-        # Last use of each value (node index), to free buffers early.
-        last_use: dict[str, int] = {}
-        node_reads: list[list[str]] = []
-        for idx, (node, _) in enumerate(resolved):
-            reads = [n for n in node.inputs if n]
-            for sub in node.subgraphs():
-                reads.extend(sorted(sub.free_names()))
-            node_reads.append(reads)
-            for n in reads:
-                last_use[n] = idx
-        keep = set(self.output_names)
-
-        prologue: list[str] = []  # reads of outer-scope values
-
-        def read(name: str, node: ir.Node) -> str:
-            if name in var:
-                return var[name]
-            if name in self._outer_names:
-                ident = _ident("o", len(prologue))
-                prologue.append(f"    {ident} = __outer[{name!r}]")
-                var[name] = ident
-                return ident
-            raise GraphError(
-                f"model '{self.model_name}': node '{node.label}' ({node.op_type}) reads '{name}', "
-                "which no input, initializer or earlier node defines"
-            )
-
-        body: list[tuple[str, int]] = []  # (line, node index)
-        for idx, (node, kdef) in enumerate(resolved):
-            visible: set[str] = set()
-            if node.subgraphs():  # names a subgraph may read from this scope
-                visible = set(var) | set(self._outer_names) | g.defined_names()
-            call = self._call_expr(idx, node, kdef, ns, lambda n, node=node: read(n, node), visible)
-            outs = []
-            for j, out in enumerate(node.outputs):
-                if out:
-                    var[out] = _ident("v", len(var))
-                    outs.append((j, var[out]))
-            if self.profiler is not None:
-                body.append(("    __p0 = __perf()", idx))
-            if len(node.outputs) == 1 and outs:
-                body.append((f"    {outs[0][1]} = {call}[0]", idx))
-            elif outs:
-                body.append((f"    __t = {call}", idx))
-                for j, ident in outs:
-                    body.append((f"    {ident} = __t[{j}]", idx))
-            else:
-                body.append((f"    {call}", idx))
-            if self.profiler is not None:
-                body.append((f"    __rec({node.label!r}, {node.op_type!r}, __p0)", idx))
-            if _DEBUG:
-                traced = ", ".join(f"({o!r}, {var[o]})" for o in node.outputs if o)
-                body.append((f"    __trace({idx}, [{traced}])", idx))
-            dead = [
-                var[n]
-                for n in dict.fromkeys(node_reads[idx])
-                if last_use.get(n) == idx
-                and n not in keep
-                and var.get(n, "").startswith(("v", "x"))
-            ]
-            dead += [var[o] for o in node.outputs if o and o not in last_use and o not in keep]
-            if dead:
-                body.append((f"    del {', '.join(dead)}", idx))
-
-        out_vars = [read(n, ir.Node("Output", [], [], name=n)) for n in self.output_names]
-        # A constant returned as an output is copied so callers cannot mutate the model.
-        outs = ", ".join(f"{v}.copy()" if v.startswith("c") else v for v in out_vars)
-        lines.extend(prologue)
-        for text, idx in body:
-            lines.append(text)
-            self._line_to_node[len(lines)] = idx
-        lines.append(f"    return [{outs}]")
-        self.source = "\n".join(lines) + "\n"
-        self._nodes = [n for n, _ in resolved]
-        ns["__trace"] = self._trace
-        if self.profiler is not None:
-            ns["__perf"] = time.perf_counter_ns
-            ns["__rec"] = self.profiler.record
-        filename = f"<ziggurat:{self.model_name}:{g.name}:{id(self):x}>"
-        exec(compile(self.source, filename, "exec"), ns)  # noqa: S102 - our own generated code
-        self._filename = filename
-        return ns["_run"]
+    def _compile(self) -> Callable[..., list]:
+        program = self._emitter.sequential()
+        self.source = program.source
+        return self._register(program)
 
     # -- execution ---------------------------------------------------------------------------
     def run(self, inputs: list[Any], outer: dict[str, Any] | None = None) -> list[Any]:
         """Run the graph on positional inputs (graph input order); returns outputs in order."""
         try:
-            return self._fn(inputs, outer or {})
+            if self._specialize:
+                sig = signature_of(inputs)
+                entry = self._specs.get(sig) if sig is not None else None
+                if entry is not None:
+                    self._tick += 1  # racy, but only orders evictions
+                    entry.last = self._tick
+                    return entry.run(inputs)
+                if sig is not None:
+                    return self._miss(sig, inputs)
+            return self._fn(inputs, outer or _NO_OUTER)
         except ZigguratError as exc:
             if getattr(exc, "_ziggurat_located", False):
                 raise
@@ -259,12 +167,74 @@ class CompiledGraph:
         except Exception as exc:  # a kernel failed: name the node, op and opset
             raise self._locate(exc) from exc
 
+    # -- specialisation ----------------------------------------------------------------------
+    def _record(self, inputs: list[Any]) -> tuple[list[Any], Recording]:
+        """One run of the generic code with a recorder after each step."""
+        if self._static is None or self._record_fn is None:
+            self._static = self.plan.static_values()
+            self._record_fn = self._register(self._emitter.sequential(record=True))
+        rec = Recording(self.plan, self._static[0])
+        rec.start(inputs)
+        return self._record_fn(inputs, _NO_OUTER, rec), rec
+
+    def _miss(self, sig: tuple, inputs: list[Any]) -> list[Any]:
+        """A run of a signature without specialised code: record it; on its second recording
+        that agrees with the first, compile the signature's code (evicting the least recently
+        used one beyond MAX_SIGNATURES)."""
+        outs, rec = self._record(inputs)
+        eager = _PLAN_MODE == "eager"
+        with self._spec_lock:
+            if sig in self._specs:
+                return outs
+            first = self._pending.pop(sig, None) if not eager else rec
+            if first is None:
+                if len(self._pending) >= _PENDING:
+                    self._pending.pop(next(iter(self._pending)))
+                self._pending[sig] = rec
+                return outs
+            if first.agrees(rec):
+                spec = SignaturePlan(self.plan, sig, rec, self._static[1])  # type: ignore[index]
+                program = self._emitter.sequential(spec)
+                entry = _Specialized(spec, self._register(program), program.filename)
+            else:  # input values changed a "static" value: this signature stays generic
+                entry = _Specialized(None, self._fn)
+            if len(self._specs) >= MAX_SIGNATURES:
+                old = min(self._specs, key=lambda k: self._specs[k].last)
+                self._programs.pop(self._specs.pop(old).filename, None)
+            self._tick += 1
+            entry.last = self._tick
+            self._specs[sig] = entry
+        return entry.run(inputs) if eager else outs
+
+    def signature_plan(self, inputs: list[Any]) -> SignaturePlan:
+        """The specialised plan of ``inputs``' signature (for ``inspect --plan`` and tests):
+        runs the inputs as many times as needed to specialise; raises ExecutionError if the
+        inputs are not all numpy arrays or the signature cannot be specialised."""
+        sig = signature_of(inputs)
+        if sig is None:
+            raise ExecutionError(
+                f"model '{self.model_name}': a signature plan needs numpy arrays as inputs"
+            )
+        for _ in range(3):
+            entry = self._specs.get(sig)
+            if entry is not None:
+                break
+            self.run(inputs)
+        entry = self._specs.get(sig)
+        if entry is None or entry.spec is None:
+            raise ExecutionError(
+                f"model '{self.model_name}': signature {sig} was not specialised (two runs "
+                "disagreed on a value the plan assumed static, or ZIGGURAT_PLAN=0)"
+            )
+        return entry.spec
+
     def _locate(self, exc: BaseException) -> ZigguratError:
         tb = exc.__traceback__
         idx = None
         while tb is not None:
-            if tb.tb_frame.f_code.co_filename == self._filename:
-                idx = self._line_to_node.get(tb.tb_lineno)
+            lines = self._programs.get(tb.tb_frame.f_code.co_filename)
+            if lines is not None:
+                idx = lines.get(tb.tb_lineno)
             tb = tb.tb_next
         if idx is None:
             err = ExecutionError(f"model '{self.model_name}': {type(exc).__name__}: {exc}")

@@ -34,9 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import ir
-from ..errors import GraphError
-from ..ops import registry
-from .executor import _DEBUG, BoundGraph, CompiledGraph
+from .executor import CompiledGraph
 
 # A chain measured faster than this runs in the thread that made it ready: handing it to another
 # thread (queue, wake-up, lock) costs tens of microseconds. Unmeasured chains count as heavy.
@@ -246,35 +244,24 @@ class ParallelGraph(CompiledGraph):
         )  # fmt: skip
         self._pool = _get_pool(self.threads - 1)
         self._pool_generation = _pools_generation
-        self._fns = self._generate(self._resolve())
+        self._specialize = False  # runs go through the chains, or self._sequential
+        self._fns = self._generate()
         return self._run
 
-    def _generate(self, resolved: list[tuple[ir.Node, registry.KernelDef]]) -> list[Callable]:
-        g = self.graph
-        ns: dict[str, Any] = {"BoundGraph": BoundGraph, "__trace": self._trace}
-        if self.profiler is not None:
-            ns["__perf"] = time.perf_counter_ns
-            ns["__rec"] = self.profiler.record
-        inputs = set(self.input_names)
-        consts: dict[str, str] = {}
-        for i, (name, value) in enumerate(g.initializers.items()):
-            if name not in inputs:  # an input shadows its initializer default
-                consts[name] = f"c{i}"
-                ns[f"c{i}"] = value
+    def _generate(self) -> list[Callable]:
+        """Render one function per chain with the plan's emitter (emitter.py)."""
+        plan = self.plan
+        inputs = set(plan.inputs)
+        consts = plan.constants
         chain_of = {idx: c for c, nodes in enumerate(self._chains) for idx in nodes}
-        produced = {o: i for i, (node, _) in enumerate(resolved) for o in node.outputs if o}
-        reads: list[list[str]] = []
+        produced = plan.producer
         readers: dict[str, set[int]] = {}  # name -> chains reading it
-        for idx, (node, _) in enumerate(resolved):
-            names = [n for n in node.inputs if n]
-            for sub in node.subgraphs():
-                names.extend(sorted(sub.free_names()))
-            reads.append(names)
-            for n in names:
-                readers.setdefault(n, set()).add(chain_of[idx])
+        for step in plan.steps:
+            for n in step.reads:
+                readers.setdefault(n, set()).add(chain_of[step.index])
         keep = set(self.output_names)
         # Values handed between chains (or out of run): node outputs read by another chain, and the
-        # graph inputs. Each consuming chain releases its reference after its last read.
+        # graph outputs. Each consuming chain releases its reference after its last read.
         shared = {n for n, cs in readers.items() if n in produced and cs - {chain_of[produced[n]]}}
         shared |= keep & set(produced)
         self._refs = {
@@ -282,105 +269,19 @@ class ParallelGraph(CompiledGraph):
             for n, cs in readers.items()
             if (n in shared or (n in inputs and n not in consts)) and n not in keep
         }
-        self._visible = g.defined_names() | set(self._outer_names)  # what subgraphs may read
-        lines: list[str] = []
-        for c, nodes in enumerate(self._chains):
-            self._gen_chain(c, nodes, resolved, reads, ns, lines, consts, inputs, produced, shared)
-        self.source = "\n".join(lines) + "\n"
-        self._nodes = [n for n, _ in resolved]
-        self._filename = f"<ziggurat:{self.model_name}:{g.name}:parallel:{id(self):x}>"
-        exec(compile(self.source, self._filename, "exec"), ns)  # noqa: S102 - our generated code
-        self._outputs = []  # (name or constant ident, where it lives)
+        program = self._emitter.chains(self._chains, shared, set(self._refs))
+        self.source = program.source
+        self._register(program)
+        self._outputs = []  # (name, where it lives)
         for n in self.output_names:
             if n in inputs or n in produced:
                 self._outputs.append((n, "env"))
             elif n in consts:
-                self._outputs.append((consts[n], "const"))
-            elif n in self._outer_names:
+                self._outputs.append((n, "const"))
+            else:
                 self._outputs.append((n, "outer"))
-            else:
-                raise GraphError(
-                    f"model '{self.model_name}': graph output '{n}' is not defined by any input, "
-                    "initializer or node"
-                )
-        self._consts = {ident: ns[ident] for ident in consts.values()}
-        return [ns[f"_chain{c}"] for c in range(len(self._chains))]
-
-    def _gen_chain(self, c, nodes, resolved, reads, ns, lines, consts, inputs, produced, shared):
-        """Append ``def _chain{c}(__env, __outer, __release)`` to ``lines``."""
-        start = len(lines)
-        lines.append(f"def _chain{c}(__env, __outer, __release):")
-        var: dict[str, str] = {}
-        own = {o for idx in nodes for o in resolved[idx][0].outputs if o}
-        last_use: dict[str, int] = {}
-        for idx in nodes:
-            for n in reads[idx]:
-                last_use[n] = idx
-        keep = set(self.output_names)
-
-        def read(name: str, node: ir.Node, idx: int) -> str:
-            if name in var:
-                return var[name]
-            if name in consts:
-                return consts[name]
-            if name in inputs or name in produced:  # from the run's dict: another chain's value
-                var[name] = f"e{len(var)}"
-                emit(f"    {var[name]} = __env[{name!r}]", idx)
-                return var[name]
-            if name in self._outer_names:
-                var[name] = f"o{len(var)}"
-                emit(f"    {var[name]} = __outer[{name!r}]", idx)
-                return var[name]
-            raise GraphError(
-                f"model '{self.model_name}': node '{node.label}' ({node.op_type}) reads '{name}', "
-                "which no input, initializer or earlier node defines"
-            )
-
-        def emit(text: str, idx: int) -> None:
-            lines.append(text)
-            self._line_to_node[len(lines)] = idx
-
-        for idx in nodes:
-            node, kdef = resolved[idx]
-            call = self._call_expr(
-                idx, node, kdef, ns, lambda n, node=node, idx=idx: read(n, node, idx), self._visible
-            )
-            outs = []
-            for j, out in enumerate(node.outputs):
-                if out:
-                    var[out] = f"v{len(var)}"
-                    outs.append((j, out, var[out]))
-            if self.profiler is not None:
-                emit("    __p0 = __perf()", idx)
-            if len(node.outputs) == 1 and outs:
-                emit(f"    {outs[0][2]} = {call}[0]", idx)
-            elif outs:
-                emit(f"    __t = {call}", idx)
-                for j, _, ident in outs:
-                    emit(f"    {ident} = __t[{j}]", idx)
-                emit("    del __t", idx)
-            else:
-                emit(f"    {call}", idx)
-            if self.profiler is not None:
-                emit(f"    __rec({node.label!r}, {node.op_type!r}, __p0)", idx)
-            if _DEBUG:
-                traced = ", ".join(f"({o!r}, {ident})" for _, o, ident in outs)
-                emit(f"    __trace({idx}, [{traced}])", idx)
-            for _, out, ident in outs:
-                if out in shared:
-                    emit(f"    __env[{out!r}] = {ident}", idx)
-            # Free locals after their last read here; values other chains handed us are also
-            # released in the run's dict so the last reader drops them (keeps memory as sequential).
-            done = [n for n in dict.fromkeys(reads[idx]) if last_use[n] == idx and n in var]
-            done += [o for _, o, _ in outs if o not in last_use]
-            dead = [var[n] for n in done if var[n][0] in "ev"]
-            handed = tuple(n for n in done if n not in own and n in self._refs and n not in keep)
-            if dead:
-                emit(f"    del {', '.join(dead)}", idx)
-            if handed:
-                emit(f"    __release({handed!r})", idx)
-        if len(lines) == start + 1:
-            lines.append("    pass")
+        self._consts = consts
+        return [program.ns[f"_chain{c}"] for c in range(len(self._chains))]
 
     # -- execution ---------------------------------------------------------------------------
     def _run(self, inputs: list[Any], outer: dict[str, Any]) -> list[Any]:

@@ -11,7 +11,7 @@ import numpy as np
 from ..backends import xp_of
 from ._ewmath import erf, gelu_erf, gelu_erf_fast
 from .activation import relu_inplace
-from .conv import Conv, conv_geometry, geo_out_shape, native_ok
+from .conv import Conv, native_conv
 from .registry import kernel
 
 DOMAIN = "ziggurat"
@@ -67,10 +67,35 @@ def Gelu(x, /):
     return (y,)
 
 
+def _gemm():
+    """backends.cpu.gemm, imported on first use (keeps ctypes work off ``import ziggurat``)."""
+    global _gemm_mod
+    if _gemm_mod is None:
+        from ..backends.cpu import gemm
+
+        _gemm_mod = gemm
+    return _gemm_mod
+
+
+_gemm_mod = None
+
+
 @kernel("Dense", domain=DOMAIN)
 def Dense(x, w, b=None, /, *, activation=""):
-    """activation(x @ w + b) for a 2-D constant ``w``; batch dims of x flattened into one GEMM."""
+    """activation(x @ w + b) for a 2-D constant ``w``; batch dims of x flattened into one GEMM.
+
+    oneDNN runs it (bias and activation fused) when the product is big enough to pay for its
+    call (backends/cpu/gemm.py has the measurements) or when ``w`` was packed for it
+    (``precision="bf16"``); numpy otherwise, and wherever oneDNN is absent."""
     if type(x) is np.ndarray:
+        if type(w) is not np.ndarray or (
+            x.dtype == np.float32 and _gemm().worth_it(x.size // x.shape[-1], *w.shape)
+        ):
+            y = _gemm().dense(x, w, b, activation)
+            if y is not None:
+                return (y,)
+            if type(w) is not np.ndarray:  # a packed weight that oneDNN cannot use for this x
+                w = w.unpacked()
         if x.ndim == 2 and x.shape[0] == 1:
             # One row: a vector-matrix product (BLAS gemv) costs ~40% less than a 1-row GEMM.
             y = np.dot(x[0], w).reshape(1, -1)
@@ -111,15 +136,10 @@ def FusedConv(
     every consumer is another convolution or a pool); ``precision`` 'bf16' computes in bf16 with
     float32 accumulation and output. Elsewhere: numpy, then the epilogue in place.
     """
-    geo = conv_geometry(x, w, group, "FusedConv", kernel_shape, strides, dilations, pads, auto_pad)
-    if (skip is None or skip.shape == geo_out_shape(x, w, geo)) and native_ok(x, w, b, skip):
-        from ..backends.cpu import conv as dnnl_conv
-
-        bf16 = precision == "bf16" and dnnl_conv.bf16_supported()
-        y = dnnl_conv.conv(
-            x, w, b, geo, group, activation=activation, bounds=(clip_min, clip_max), skip=skip,
-            bf16=bf16, channels_last_out=layout == "nhwc",
-        )  # fmt: skip
+    attrs = (auto_pad, dilations, group, kernel_shape, pads, strides)
+    post = (activation, clip_min, clip_max, layout, precision)
+    y = native_conv(x, w, b, skip, attrs, "FusedConv", post)
+    if y is not None:
         return (y,)
     (y,) = Conv(
         x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,

@@ -17,8 +17,28 @@ _BLAS_DTYPES = frozenset(
 _SMALL_INTS = frozenset(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16))
 
 
+def _native():
+    """backends.cpu.gemm (oneDNN), imported on first use to keep ``import ziggurat`` light."""
+    global _gemm
+    if _gemm is None:
+        from ..backends.cpu import gemm
+
+        _gemm = gemm
+    return _gemm
+
+
+_gemm = None
+
+
 def _matmul(a, b):
-    """``a @ b`` with numpy semantics, folding a stack of rows into one GEMM when ``b`` is a matrix."""
+    """``a @ b`` with numpy semantics, folding a stack of rows into one GEMM when ``b`` is a matrix.
+
+    float32 products big enough to pay for the call go to oneDNN (measured faster than OpenBLAS
+    on BERT's shapes and far steadier under load: backends/cpu/gemm.py); numpy does the rest."""
+    if type(a) is np.ndarray and a.dtype == np.float32 and a.ndim >= 2 and b.ndim >= 2:
+        y = _native().matmul(a, b)
+        if y is not None:
+            return y
     xp = xp_of(a, b)
     if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:
         # numpy would loop one GEMM per leading index; one (prod(lead)*M, K) @ (K, N) GEMM is faster.

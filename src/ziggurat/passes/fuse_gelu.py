@@ -25,7 +25,7 @@ def run(graph: ir.Graph) -> ir.Graph:
             continue
         if erf.op_type != "Erf" or erf.domain not in ("", "ai.onnx"):
             continue
-        x = _scaled_input(idx, erf.inputs[0])
+        x = _scaled_input(idx, erf.inputs[0]) if _only(idx, erf.inputs[0]) else None
         add = idx.only_use(erf.outputs[0])
         if x is None or add is None or add.op_type != "Add":
             continue
@@ -102,6 +102,8 @@ def _match_tanh(idx: Index, tanh: ir.Node, replaced: dict[int, ir.Node]) -> None
 
 def _tanh_input(idx: Index, name: str) -> str | None:
     """x for tanh's input being sqrt(2/pi) * (x + 0.044715 * cube(x)), each step single-use."""
+    if not _only(idx, name):
+        return None
     scaled = _single_const_mul(idx, name, _K_TANH)
     inner = idx.producer.get(scaled or "")
     if inner is None or inner.op_type != "Add" or len(inner.inputs) != 2 or not _only(idx, scaled):

@@ -38,13 +38,5 @@ BF16_TOLERANCE: dict[str, str] = {
 
 NODE_EXCLUDES: dict[str, str] = {**RANDOM_CASES}
 
-# Model cases whose expected output holds only under one GEMM's rounding: skipped (they pass with
-# oneDNN's GEMM and fail with OpenBLAS's), and checked another way as each reason says.
-DATA_EXCLUDES: dict[str, str] = {
-    "light_squeezenet": (
-        "the expected output is a softmax of logits near 9.5e9, where float32's spacing is 1024: its "
-        "1000 classes come out equal (0.001 each) only if the GEMM rounds every output row the same "
-        "way, which OpenBLAS's blocked kernels do not (oneDNN's do); test_light_squeezenet_logits checks the "
-        "logits against onnxruntime instead (within 1e-6 relative)"
-    ),
-}
+# Data-set cases (simple, pytorch-converted, pytorch-operator) expected to fail, with the reason.
+DATA_EXCLUDES: dict[str, str] = {}

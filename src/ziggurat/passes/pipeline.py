@@ -35,6 +35,7 @@ def optimize(
     *,
     fusion: bool = True,
     quantize: bool = False,
+    precision: str = "fp32",
 ) -> ir.Graph:
     """Run the passes for ``level`` on ``graph`` in place and return it. Fusions add nodes of
     the ``ziggurat`` domain and register that domain in ``opsets``."""
@@ -53,7 +54,7 @@ def optimize(
         fuse_gelu.run(graph)
         dce.run(graph)
         fuse_dense.run(graph)
-        fuse_conv.run(graph)
+        fuse_conv.run(graph, precision)
         fuse_layernorm.run(graph)
         fuse_attention.run(graph, opsets)
         dce.run(graph)

@@ -115,6 +115,7 @@ class InferenceSession:
             int(self._options.graph_optimization_level),
             fusion=self._options.enable_fusion,
             quantize=self._options.enable_quantization,
+            precision=precision,
         )
         graph.lint()
         self._profiler = None

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 MODELS ?= bench-models
 
-.PHONY: setup test test-fast serve bench lint format check-models conformance clean
+.PHONY: setup test test-numerics test-fast serve bench lint format check-models conformance clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,14 @@ $(STAMP): pyproject.toml
 # The whole suite, in parallel on all cores. pytest exits 5 when it collects no tests: that fails.
 test: setup
 	$(BIN)/python -m pytest -n auto -q -p no:cacheprovider
+
+# The numerically sensitive tests (kernels, conformance, real models) again under another BLAS
+# kernel, one BLAS thread and a fixed order: their outcome must not depend on the BLAS's rounding
+# (docs/architecture.md, Testing). CI runs this after `make test`.
+NUMERIC_TESTS := tests/conformance tests/models tests/ops tests/passes
+test-numerics: setup
+	OPENBLAS_CORETYPE=$${OPENBLAS_CORETYPE_ALT:-Prescott} OPENBLAS_NUM_THREADS=1 \
+	  $(BIN)/python -m pytest -n auto -q -p no:cacheprovider -p no:randomly $(NUMERIC_TESTS)
 
 serve: setup
 	$(BIN)/python scripts/make_demo_model.py

@@ -74,9 +74,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspect import inspect_model
 
+    if args.plan:
+        return _print_plan(args)
     report = inspect_model(args.model)
     print(json.dumps(report, indent=2) if args.json else report["text"])
     return 1 if report["unsupported"] and args.strict else 0
+
+
+def _print_plan(args: argparse.Namespace) -> int:
+    """``inspect --plan``: the execution plan for inputs of the --dim sizes (random values)."""
+    from . import InferenceSession
+    from .bench import random_feeds
+
+    dims = {}
+    for spec in args.dim:
+        name, sep, value = spec.partition("=")
+        if not sep or not value.isdigit():
+            raise ZigguratError(f"--dim expects NAME=N (e.g. batch=1), got {spec!r}")
+        dims[name] = int(value)
+    sess = InferenceSession(args.model)
+    print(sess.execution_plan(random_feeds(sess.get_inputs(), dims)))
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -101,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--strict", action="store_true", help="exit 1 if any op is unsupported")
+    p.add_argument("--plan", action="store_true",
+                   help="print the execution plan (kernels, lifetimes, buffers, peak bytes)")
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=N",
+                   help="with --plan: size of a symbolic dimension (default 1)")  # fmt: skip
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("bench", help="latency and throughput, optionally against onnxruntime")

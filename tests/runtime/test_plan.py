@@ -285,3 +285,19 @@ def test_subgraph_returning_a_planned_value_is_not_overwritten():
         want = np.full(3, 2 * k if k % 2 == 0 else -2 * k, np.float32)
         np.testing.assert_array_equal(y, want)
         np.testing.assert_array_equal(z, want + k)
+
+
+def test_inspect_plan_prints_buffers_and_peaks(tmp_path, capsys):
+    from tests.models import builders
+    from ziggurat import cli
+
+    path = tmp_path / "block.onnx"
+    path.write_bytes(builders.transformer_block().SerializeToString())
+    assert cli.main(["inspect", str(path), "--plan", "--dim", "batch=2", "--dim", "seq=5"]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert lines[0].startswith("plan 'block' on cpu:") and "[2, 5" in lines[0]
+    peaks = lines[-1].split("peak bytes: ")[1]
+    naive, planned = (int(peaks.split(f"{k} ")[1].split()[0]) for k in ("naive", "planned"))
+    assert 0 < planned <= naive
+    assert cli.main(["inspect", str(path), "--plan", "--dim", "batch"]) == 2  # NAME=N expected

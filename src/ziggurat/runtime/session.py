@@ -196,6 +196,14 @@ class InferenceSession:
         """Time per op type so far (needs ``enable_profiling``); slowest first."""
         return self._profiler.summary() if self._profiler is not None else []
 
+    def execution_plan(self, input_feed: Mapping[str, Any]) -> str:
+        """The execution plan specialised to these inputs' shapes and dtypes, as text: one line
+        per node with its kernel, lifetime and output buffer, then planned vs naive peak bytes
+        (runs the model on the feeds; what ``ziggurat inspect --plan`` prints)."""
+        compiled = getattr(self._compiled, "_sequential", self._compiled)
+        spec = compiled.signature_plan(self._prepare(input_feed))
+        return compiled.plan.text(spec)
+
     # -- validation --------------------------------------------------------------------------
     def _prepare(self, feed: Mapping[str, Any]) -> list[Any]:
         fast = self._fast_check

@@ -85,8 +85,9 @@ class Emitter:
         plan = self.plan
         ns = dict(self.ns)
         fn = _Function(self, ns, spec)
-        third = "__recorder" if record else "__bufs=()"
-        fn.lines.append(f"def _run(__inputs, __outer, {third}):")
+        ns["__no_outer"] = {}
+        params = "__outer, __recorder" if record else "__outer=__no_outer, __bufs=()"
+        fn.lines.append(f"def _run(__inputs, {params}):")
         for i, name in enumerate(plan.inputs):
             fn.var[name] = f"x{i}"
         if plan.inputs:

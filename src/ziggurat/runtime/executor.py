@@ -18,6 +18,7 @@ kernel receives a bound callable.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import threading
@@ -67,7 +68,7 @@ class BoundGraph:
 class _Specialized:
     """One signature's code and its idle buffer sets."""
 
-    __slots__ = ("spec", "fn", "free", "last", "filename")
+    __slots__ = ("spec", "fn", "free", "last", "filename", "run")
 
     def __init__(self, spec: SignaturePlan | None, fn: Callable, filename: str = ""):
         self.spec = spec
@@ -75,16 +76,16 @@ class _Specialized:
         self.free: list[tuple] = []
         self.last = 0
         self.filename = filename
+        # Without planned buffers the generated function is called directly (one frame less).
+        self.run = self._checked_out if spec is not None and spec.buffers else fn
 
-    def run(self, inputs: list) -> list:
+    def _checked_out(self, inputs: list) -> list:
         spec = self.spec
-        if spec is None or not spec.buffers:
-            return self.fn(inputs, _NO_OUTER)
         free = self.free
         try:
             bufs = free.pop()  # atomic: no two runs get the same set
         except IndexError:
-            bufs = spec.new_buffers()
+            bufs = spec.new_buffers()  # type: ignore[union-attr]
         try:
             return self.fn(inputs, _NO_OUTER, bufs)
         finally:
@@ -125,7 +126,7 @@ class CompiledGraph:
         self._specs: dict[tuple, _Specialized] = {}
         self._pending: dict[tuple, Recording] = {}
         self._spec_lock = threading.Lock()
-        self._tick = 0
+        self._clock = itertools.count()  # orders signatures by last use
         self._static: tuple[set[str], set[str]] | None = None
         self._record_fn: Callable | None = None
         self.source = ""
@@ -151,13 +152,15 @@ class CompiledGraph:
         """Run the graph on positional inputs (graph input order); returns outputs in order."""
         try:
             if self._specialize:
-                sig = signature_of(inputs)
-                entry = self._specs.get(sig) if sig is not None else None
-                if entry is not None:
-                    self._tick += 1  # racy, but only orders evictions
-                    entry.last = self._tick
-                    return entry.run(inputs)
+                try:  # inline (not signature_of): this is most of a small model's overhead
+                    sig = tuple([(x.shape, x.dtype) for x in inputs])
+                except AttributeError:  # a sequence, None...: the generic code
+                    sig = None
                 if sig is not None:
+                    entry = self._specs.get(sig)
+                    if entry is not None:
+                        entry.last = next(self._clock)
+                        return entry.run(inputs)
                     return self._miss(sig, inputs)
             return self._fn(inputs, outer or _NO_OUTER)
         except ZigguratError as exc:
@@ -201,8 +204,7 @@ class CompiledGraph:
             if len(self._specs) >= MAX_SIGNATURES:
                 old = min(self._specs, key=lambda k: self._specs[k].last)
                 self._programs.pop(self._specs.pop(old).filename, None)
-            self._tick += 1
-            entry.last = self._tick
+            entry.last = next(self._clock)
             self._specs[sig] = entry
         return entry.run(inputs) if eager else outs
 

@@ -301,3 +301,20 @@ def test_inspect_plan_prints_buffers_and_peaks(tmp_path, capsys):
     naive, planned = (int(peaks.split(f"{k} ")[1].split()[0]) for k in ("naive", "planned"))
     assert 0 < planned <= naive
     assert cli.main(["inspect", str(path), "--plan", "--dim", "batch"]) == 2  # NAME=N expected
+
+
+def test_folded_values_stay_within_the_budget(monkeypatch):
+    """Static values beyond the per-signature budget are computed, not kept as constants."""
+    from ziggurat.runtime import specialize
+
+    monkeypatch.setattr(specialize, "FOLD_BUDGET_BYTES", 100)
+    nodes = [  # Shape -> ConstantOfShape (a static 4x8 float32 = 128 bytes) -> Add
+        ir.Node("Shape", ["x"], ["s"]),
+        ir.Node("ConstantOfShape", ["s"], ["k"], {"value": np.array([0.5], np.float32)}),
+        ir.Node("Add", ["x", "k"], ["y"]),
+    ]
+    cg = CompiledGraph(_graph(nodes, [_vi("x", [4, 8])], [_vi("y")]), OPSETS)
+    x = np.ones((4, 8), np.float32)
+    spec = cg.signature_plan([x])
+    assert [s.node.op_type for s in spec.kept] == ["ConstantOfShape", "Add"]  # s (16 B) folded
+    np.testing.assert_array_equal(cg.run([x])[0], x + 0.5)

@@ -24,6 +24,9 @@ from .plan import Plan, Step
 
 ALIGN = 64  # arena offsets are cache-line aligned
 FOLD_MAX_BYTES = 1 << 22  # larger signature-static values are computed, not kept per signature
+# Folded values kept per signature, at most (in step order): constant-only subgraphs that the
+# optimizer left (e.g. weight transposes) must not be copied per signature without bound.
+FOLD_BUDGET_BYTES = 1 << 24
 
 
 def signature_of(inputs: list) -> tuple | None:
@@ -46,6 +49,7 @@ class Recording:
         self.fresh: set[str] = set()  # outputs sharing no memory with their step's reads
         self.aliases: list[tuple[str, str]] = []  # (output, read) that may share memory
         self.values: dict[str, np.ndarray] = {}
+        self.captured_bytes = 0
 
     def start(self, inputs: list) -> None:
         for name, x in zip(self.plan.inputs, inputs):
@@ -59,7 +63,9 @@ class Recording:
         for name, value in zip(step.outputs, outs):
             self.meta[name] = _meta(value)
             if name in self.value_static and self.meta[name] is not None:
-                if value.nbytes <= FOLD_MAX_BYTES:  # a numpy scalar (np.generic) is immutable
+                size = value.nbytes
+                if size <= FOLD_MAX_BYTES and self.captured_bytes + size <= FOLD_BUDGET_BYTES:
+                    self.captured_bytes += size  # a numpy scalar (np.generic) is immutable:
                     self.values[name] = value.copy() if type(value) is np.ndarray else value
             shared = [
                 r

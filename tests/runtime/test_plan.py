@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -255,7 +256,7 @@ def test_errors_in_specialised_code_name_the_node():
         cg.run([np.array([1, -13], np.float32)])
 
 
-def test_profiler_records_the_steps_that_run():
+def test_profiler_records_the_steps_that_run(tmp_path):
     prof = Profiler()
     cg = CompiledGraph(_shape_chain_graph(), OPSETS, profiler=prof)
     x = np.ones((2, 3), np.float32)
@@ -263,6 +264,8 @@ def test_profiler_records_the_steps_that_run():
     prof.events.clear()
     cg.run([x])
     assert [e[1] for e in prof.events] == ["Relu", "Add", "Reshape", "DoubleT", "Neg"]
+    events = json.loads(open(prof.write(str(tmp_path))).read())
+    assert {e["args"]["provider"] for e in events} == {"CPUExecutionProvider"}
 
 
 def test_subgraph_returning_a_planned_value_is_not_overwritten():

@@ -17,8 +17,12 @@ MAX_EVENTS = 200_000  # keeps a long profiled run from growing without bound
 
 
 class Profiler:
-    def __init__(self, prefix: str = "ziggurat_profile"):
+    """Collects node timings; ``provider`` is the execution provider the trace names, as
+    onnxruntime's does in each node event's ``args.provider``."""
+
+    def __init__(self, prefix: str = "ziggurat_profile", provider: str = "CPUExecutionProvider"):
         self.prefix = prefix
+        self.provider = provider
         self.start_ns = time.perf_counter_ns()
         self.events: list[tuple[str, str, int, int, int]] = []  # node, op, start, duration, thread
         self._lock = threading.Lock()
@@ -51,7 +55,7 @@ class Profiler:
             {
                 "name": node, "cat": "Node", "ph": "X", "pid": os.getpid(),
                 "tid": tids.setdefault(tid, len(tids)),
-                "ts": (start - self.start_ns) / 1e3, "dur": dur / 1e3, "args": {"op_name": op},
+                "ts": (start - self.start_ns) / 1e3, "dur": dur / 1e3, "args": {"op_name": op, "provider": self.provider},
             }
             for node, op, start, dur, tid in self.events
         ]  # fmt: skip

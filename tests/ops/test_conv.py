@@ -335,11 +335,18 @@ def test_native_primitive_cached_per_weights_and_freed_with_them():
 
     rng = np.random.default_rng(6)
     x, w = rand(rng, (1, 8, 10, 10)), rand(rng, (8, 8, 3, 3))
-    before = len(dnnl_conv._cache)
-    y1 = Conv(x, w, pads=[1, 1, 1, 1])[0]
-    y2 = Conv(x, w, pads=[1, 1, 1, 1])[0]
-    assert len(dnnl_conv._cache) == before + 1  # one primitive for both runs
+    pads = [1, 1, 1, 1]  # a plan binds each node's attributes once: the same objects every run
+    wid = id(w)
+
+    def entries():
+        return sum(1 for k in dnnl_conv._cache if k[0] == wid)
+
+    y1 = Conv(x, w, pads=pads)[0]
+    y2 = Conv(x, w, pads=pads)[0]
+    assert entries() == 1  # one primitive for both runs
     np.testing.assert_array_equal(y1, y2)
+    Conv(x, w, pads=[0, 0, 0, 0])  # other attributes: another primitive, the right result
+    np.testing.assert_array_equal(Conv(x, w, pads=[1, 1, 1, 1])[0], y1)
     del w
     gc.collect()
-    assert len(dnnl_conv._cache) == before  # the reordered weights went with the initializer
+    assert entries() == 0  # the reordered weights went with the initializer

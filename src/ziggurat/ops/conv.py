@@ -193,11 +193,53 @@ def native_ok(x, w, b, skip=None) -> bool:
         return False
     if skip is not None and (type(skip) is not np.ndarray or skip.dtype != np.float32):
         return False
-    if os.environ.get("ZIGGURAT_DNNL_CONV", "1") == "0":
+    if os.environ.get("ZIGGURAT_DNNL_CONV") == "0":
         return False
     from ..backends.cpu import conv as dnnl_conv
 
     return dnnl_conv.available()
+
+
+_dnnl_conv = None  # backends.cpu.conv once a convolution first ran natively
+
+
+def native_conv(x, w, b, skip, attrs: tuple, op: str, post: tuple = ("", None, None, "", "fp32")):
+    """Run a Conv-like node on oneDNN, or return None when the portable path must run it.
+
+    ``attrs`` = (auto_pad, dilations, group, kernel_shape, pads, strides) as the node passes them;
+    ``post`` = (activation, clip_min, clip_max, layout, precision). A repeat call (same weights,
+    attribute objects, input shape and strides) skips straight to the cached primitive.
+    """
+    global _dnnl_conv
+    dc = _dnnl_conv
+    if dc is not None and type(x) is np.ndarray and os.environ.get("ZIGGURAT_DNNL_CONV") != "0":
+        key = (
+            id(w), id(b), x.shape, x.strides, x.dtype, None if skip is None else skip.shape,
+            *map(id, attrs), *post,
+        )  # fmt: skip
+        prim = dc.cached(key)
+        if prim is not None:
+            return prim.run(x, skip)
+    auto_pad, dilations, group, kernel_shape, pads, strides = attrs
+    geo = conv_geometry(x, w, group, op, kernel_shape, strides, dilations, pads, auto_pad)
+    if skip is not None and skip.shape != geo_out_shape(x, w, geo):
+        return None  # a broadcast residual: not the sum post-op's case
+    if not native_ok(x, w, b, skip):
+        return None
+    from ..backends.cpu import conv as dc
+
+    _dnnl_conv = dc
+    activation, lo, hi, layout, precision = post
+    key = (
+        id(w), id(b), x.shape, x.strides, x.dtype, None if skip is None else skip.shape,
+        *map(id, attrs), *post,
+    )  # fmt: skip
+    prim = dc.build(
+        key, x, w, b, geo, group, activation=activation, bounds=(lo, hi),
+        has_skip=skip is not None, bf16=precision == "bf16" and dc.bf16_supported(),
+        channels_last_out=layout == "nhwc", keep=attrs,
+    )  # fmt: skip
+    return prim.run(x, skip)
 
 
 def geo_out_shape(x, w, geo: Geometry) -> tuple[int, ...]:
@@ -221,11 +263,11 @@ def Conv(
     auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None,
 ):  # fmt: skip
     """N-D convolution (cross-correlation) of X (N, C, *S) with W (M, C/group, *K), plus bias B (M,)."""
+    attrs = (auto_pad, dilations, group, kernel_shape, pads, strides)
+    y = native_conv(x, w, b, None, attrs, "Conv")
+    if y is not None:
+        return (y,)
     geo = conv_geometry(x, w, group, "Conv", kernel_shape, strides, dilations, pads, auto_pad)
-    if native_ok(x, w, b):
-        from ..backends.cpu import conv as dnnl_conv
-
-        return (dnnl_conv.conv(x, w, b, geo, group, channels_last_out=False),)
     dt = x.dtype
     cdt = compute_dtype(dt)
     xc = x.astype(cdt, copy=False)

@@ -11,7 +11,7 @@ import numpy as np
 from ..backends import xp_of
 from ._ewmath import erf, gelu_erf, gelu_erf_fast
 from .activation import relu_inplace
-from .conv import Conv, conv_geometry, geo_out_shape, native_ok
+from .conv import Conv, native_conv
 from .registry import kernel
 
 DOMAIN = "ziggurat"
@@ -136,15 +136,10 @@ def FusedConv(
     every consumer is another convolution or a pool); ``precision`` 'bf16' computes in bf16 with
     float32 accumulation and output. Elsewhere: numpy, then the epilogue in place.
     """
-    geo = conv_geometry(x, w, group, "FusedConv", kernel_shape, strides, dilations, pads, auto_pad)
-    if (skip is None or skip.shape == geo_out_shape(x, w, geo)) and native_ok(x, w, b, skip):
-        from ..backends.cpu import conv as dnnl_conv
-
-        bf16 = precision == "bf16" and dnnl_conv.bf16_supported()
-        y = dnnl_conv.conv(
-            x, w, b, geo, group, activation=activation, bounds=(clip_min, clip_max), skip=skip,
-            bf16=bf16, channels_last_out=layout == "nhwc",
-        )  # fmt: skip
+    attrs = (auto_pad, dilations, group, kernel_shape, pads, strides)
+    post = (activation, clip_min, clip_max, layout, precision)
+    y = native_conv(x, w, b, skip, attrs, "FusedConv", post)
+    if y is not None:
         return (y,)
     (y,) = Conv(
         x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,

@@ -81,14 +81,6 @@ class _Attr(dnnl.Attr):
         return self
 
 
-def _nhwc_empty(shape, dtype=np.float32) -> np.ndarray:
-    """An (N, C, *S) array whose memory is channels-last (a view of an (N, *S, C) buffer)."""
-    n, c, *sp = shape
-    nd = len(shape)
-    buf = np.empty((n, *sp, c), dtype=dtype)
-    return buf.transpose(0, nd - 1, *range(1, nd - 1))
-
-
 def is_channels_last(x: np.ndarray) -> bool:
     """Whether ``x`` (N, C, *S) lies in memory as (N, *S, C), contiguous."""
     if x.ndim < 3:
@@ -175,31 +167,52 @@ class ConvPrimitive:
         self._args = dnnl.Primitive.args(self._mem)
         self._attr = attr
         self._lock = threading.Lock()
+        self._bind_run(x_shape, channels_last_out)
 
     def run(self, x: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
-        """The convolution of ``x`` (same shape and strides as at creation) plus ``skip``."""
-        y = self._new_out()
+        """The convolution of ``x`` (same shape and strides as at creation) plus ``skip``.
+
+        Per call this is a few microseconds of Python: the memory objects, argument array and
+        scratchpad are made once; each run only points the memories at this call's buffers.
+        """
+        buf = np.empty(self._buf_shape, dtype=np.float32)
+        y = buf.transpose(self._perm) if self._perm is not None else buf
+        set_handle = self._set_handle
         with self._lock:
-            src = x if self._src_reorder is None else self._src_reorder.run(x)
-            dst = y if self._dst_reorder is None else dnnl.aligned_empty(self._dst_md.nbytes)
-            if skip is not None:
-                # The sum post-op adds what the destination holds before the run.
-                np.copyto(y, skip)  # any layout of skip into ours
-                if self._dst_reorder is not None:
+            if self._src_reorder is None:
+                set_handle(self._src_h, x.ctypes.data)
+            else:
+                set_handle(self._src_h, self._src_reorder.run(x).ctypes.data)
+            if self._dst_reorder is None:
+                if skip is not None:
+                    np.copyto(y, skip)  # the sum post-op adds what dst holds before the run
+                set_handle(self._dst_h, buf.ctypes.data)
+                self.prim.execute_args(self._args)
+            else:
+                dst = dnnl.aligned_empty(self._dst_md.nbytes)
+                if skip is not None:
+                    np.copyto(y, skip)
                     self._dst_reorder.run_back(y, dst)
-            scratch = _scratch(self._scratch_bytes)
-            self._mem[dnnl.ARG_SRC].rebind(src)
-            self._mem[dnnl.ARG_DST].rebind(dst)
-            self._mem[dnnl.ARG_SCRATCHPAD].rebind(scratch)
-            self.prim.execute_args(self._args)
-            if self._dst_reorder is not None:
+                set_handle(self._dst_h, dst.ctypes.data)
+                self.prim.execute_args(self._args)
                 self._dst_reorder.run(dst, y)
         return y
 
-    def _new_out(self) -> np.ndarray:
-        if self.channels_last_out:
-            return _nhwc_empty(self.out_shape)
-        return np.empty(self.out_shape, dtype=np.float32)
+    def _bind_run(self, x_shape, channels_last_out: bool) -> None:
+        """Precompute what ``run`` needs: raw handles, the output buffer's shape and view."""
+        nd = len(self.out_shape)
+        if channels_last_out:
+            n, c, *sp = self.out_shape
+            self._buf_shape = (n, *sp, c)
+            self._perm = (0, nd - 1, *range(1, nd - 1))
+        else:
+            self._buf_shape, self._perm = self.out_shape, None
+        self._set_handle = dnnl.lib().dnnl_memory_set_data_handle
+        self._src_h = self._mem[dnnl.ARG_SRC].handle
+        self._dst_h = self._mem[dnnl.ARG_DST].handle
+        # The scratchpad is only used inside a run, which holds the lock: one per primitive.
+        self._scratch = dnnl.aligned_empty(max(self._scratch_bytes, 1))
+        self._mem[dnnl.ARG_SCRATCHPAD].rebind(self._scratch)
 
 
 class _Reorder:
@@ -260,10 +273,6 @@ def _is_direct(impl: str) -> bool:
     return impl.startswith(("jit:", "brg", "brdgmm")) and "gemm" not in impl
 
 
-def _scratch(nbytes: int) -> np.ndarray:
-    return dnnl.aligned_empty(max(nbytes, 1))
-
-
 def _any(shape, bf16: bool) -> dnnl.MemoryDesc:
     """A format-``any`` descriptor (float32, or bf16 given by its dnnl code)."""
     if not bf16:
@@ -292,8 +301,13 @@ def _layout_md(shape, channels_last: bool) -> dnnl.MemoryDesc:
 
 
 # --- the cache -----------------------------------------------------------------------------------
-_cache: dict[tuple, ConvPrimitive] = {}
+# Keyed by the identity of the weights and of the node's attribute objects (the plan binds each
+# node's attributes once, so they are the same objects on every run) plus the input's shape and
+# strides: a hit costs one dict lookup, no geometry. Each entry holds the attribute objects, so
+# their ids cannot be reused while it lives; entries of a weight go when it is garbage-collected.
+_cache: dict[tuple, tuple[ConvPrimitive, tuple]] = {}
 _cache_lock = threading.Lock()
+_MAX_PER_WEIGHT = 64  # a weight called with ever new attribute objects: start over past this
 
 
 def _forget(wid: int) -> None:
@@ -302,27 +316,45 @@ def _forget(wid: int) -> None:
             del _cache[key]
 
 
+def cached(key: tuple) -> ConvPrimitive | None:
+    """The primitive stored under ``key`` (its first item is ``id(w)``), or None."""
+    hit = _cache.get(key)
+    return None if hit is None else hit[0]
+
+
+def build(key, x, w, b, geo, group, *, activation="", bounds=(None, None), has_skip=False,
+          bf16=False, channels_last_out=True, keep=()) -> ConvPrimitive:  # fmt: skip
+    """Make the primitive for these arguments and store it under ``key`` (see ``cached``);
+    ``keep``: the objects whose ids the key holds (besides ``w``)."""
+    isz = x.itemsize
+    prim = ConvPrimitive(
+        x.shape, tuple(s // isz for s in x.strides), w, b, geo, group, activation, bounds,
+        has_skip, bf16=bf16, channels_last_out=channels_last_out,
+    )  # fmt: skip
+    wid = id(w)
+    with _cache_lock:
+        mine = [k for k in _cache if k[0] == wid]
+        if not mine:
+            weakref.finalize(w, _forget, wid)
+        elif len(mine) >= _MAX_PER_WEIGHT:
+            for k in mine:
+                del _cache[k]
+        _cache[key] = (prim, (b, *keep))
+    return prim
+
+
 def conv(x, w, b, geo, group, *, activation="", bounds=(None, None), skip=None, bf16=False,
          channels_last_out=True) -> np.ndarray:  # fmt: skip
-    """``activation(conv(x, w) + b + skip)`` with a cached oneDNN primitive (see module doc).
-
-    ``w`` is keyed by identity: graph initializers are the same array on every run, so their
-    reordered copy is made once; the entry goes when ``w`` is garbage-collected.
-    """
+    """``activation(conv(x, w) + b + skip)`` with a cached oneDNN primitive (see module doc)."""
     key = (
-        id(w), None if b is None else id(b), x.shape, x.strides, geo, group, activation,
+        id(w), id(b), x.shape, x.strides, geo, group, activation,
         tuple(bounds) if activation == "clip" else None, skip is not None, bf16,
         channels_last_out,
     )  # fmt: skip
-    prim = _cache.get(key)
+    prim = cached(key)
     if prim is None:
-        isz = x.itemsize
-        prim = ConvPrimitive(
-            x.shape, tuple(s // isz for s in x.strides), w, b, geo, group, activation, bounds,
-            skip is not None, bf16=bf16, channels_last_out=channels_last_out,
+        prim = build(
+            key, x, w, b, geo, group, activation=activation, bounds=bounds,
+            has_skip=skip is not None, bf16=bf16, channels_last_out=channels_last_out,
         )  # fmt: skip
-        with _cache_lock:
-            if not any(k[0] == id(w) for k in _cache):
-                weakref.finalize(w, _forget, id(w))
-            _cache[key] = prim
     return prim.run(x, skip)

@@ -43,7 +43,9 @@ class ZigguratApp:
         self.auth = Auth(self.config.api_keys)
         self.cors = Cors(self.config)
         self.access = AccessLog(self.config.access_log)
-        self.router = Router(routes_v1.ROUTES + routes_v2.ROUTES + metrics.ROUTES + openapi.ROUTES)
+        self.router = Router(
+            routes_v1.ROUTES + routes_v2.ROUTES + websocket.ROUTES + metrics.ROUTES + openapi.ROUTES
+        )
         self.stream = websocket.StreamHandler(self)
         self.started = time.time()
         self.ready_event = asyncio.Event()

@@ -166,18 +166,44 @@ def request_from_json(obj: Any, binary: memoryview | None, *, v1: bool = False) 
     req.binary_output = _opt_bool(params.get("binary_data_output"), "binary_data_output")
     timeout = params.get("timeout")
     if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+        timeout = as_int(timeout)
+        if timeout is None or timeout < 0:
             raise bad_request("parameters.timeout must be a non-negative integer (microseconds)")
         req.timeout_us = timeout or None
     if v1:
-        req.model = _opt_str(obj.get("model"), "model")
-        if not req.model:
-            raise bad_request('"model" (the model name) is required')
-        version = obj.get("version")
-        if version is not None and not isinstance(version, str | int) or isinstance(version, bool):
-            raise bad_request('"version" must be a string or an integer')
-        req.version = None if version is None else str(version)
+        req.model, req.version = model_ref(obj)
     return req
+
+
+def as_int(value: Any) -> int | None:
+    """``value`` as an int when JSON Schema calls it an integer (``3`` or ``3.0``), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def version_text(value: Any) -> str | None:
+    """A request's ``"version"`` (string or integer) as text; 400 for anything else."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    v = as_int(value)
+    if v is None:
+        raise bad_request('"version" must be a string or an integer')
+    return str(v)
+
+
+def model_ref(obj: dict) -> tuple[str, str | None]:
+    """The ``"model"`` and optional ``"version"`` of an /api/v1 or stream request body."""
+    model = _opt_str(obj.get("model"), "model")
+    if not model:
+        raise bad_request('"model" (the model name) is required')
+    return model, version_text(obj.get("version"))
 
 
 def _params(value: Any, where: str) -> dict[str, Any]:
@@ -221,7 +247,8 @@ def _parse_outputs(value: Any) -> list[RequestedOutput] | None:
         if binary is not None and not isinstance(binary, bool):
             raise bad_request(f"outputs[{i}].parameters.binary_data must be true or false")
         k = p.get("classification", 0)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        k = as_int(k)
+        if k is None or k < 0:
             raise bad_request(f"outputs[{i}].parameters.classification must be an integer >= 0")
         out.append(RequestedOutput(o["name"], binary, k))
     return out
@@ -262,12 +289,15 @@ def _shape(value: Any, where: str) -> tuple[int, ...]:
         raise bad_request(f'{where}: "shape" must be a list of integers')
     if len(value) > MAX_RANK:
         raise bad_request(f"{where}: rank {len(value)} exceeds the maximum of {MAX_RANK}")
+    dims = []
     for d in value:
-        if isinstance(d, bool) or not isinstance(d, int):
+        n = as_int(d)
+        if n is None:
             raise bad_request(f'{where}: "shape" must hold integers, got {d!r}')
-        if d < 0 or d > MAX_DIM:
-            raise bad_request(f"{where}: dimension {d} is out of range (0..{MAX_DIM})")
-    return tuple(value)
+        if n < 0 or n > MAX_DIM:
+            raise bad_request(f"{where}: dimension {n} is out of range (0..{MAX_DIM})")
+        dims.append(n)
+    return tuple(dims)
 
 
 def decode_tensor(t: Any, reader: _BinaryReader, *, where: str) -> tuple[str, np.ndarray]:
@@ -290,7 +320,8 @@ def decode_tensor(t: Any, reader: _BinaryReader, *, where: str) -> tuple[str, np
     dtype = DATATYPES[datatype]
     size = _params(t.get("parameters"), where).get("binary_data_size")
     if size is not None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        size = as_int(size)
+        if size is None or size < 0:
             raise bad_request(f"{where}: binary_data_size must be a non-negative integer")
         if "data" in t:
             raise bad_request(f'{where}: give either "data" or binary_data_size, not both')

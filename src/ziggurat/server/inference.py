@@ -54,36 +54,44 @@ class Encoded:
         return {"type": "websocket.send", "bytes": data}
 
 
-def decode(
-    body: bytes, header_length: str | None, *, model: str | None = None, v1: bool = False
-) -> InferRequest:
-    """An HTTP body (JSON or V2 binary extension) as a request; ``model`` from the path."""
-    ir = codecs.parse_infer_request(body, header_length, v1=v1)
-    if model is not None:
-        ir.model = model
-    return ir
+def parse(body: bytes, header_length: str | None) -> tuple[Any, memoryview | None]:
+    """An HTTP body as (JSON header object, binary section or None); 400 when malformed."""
+    header, binary = codecs.split_binary(body, header_length)
+    return codecs.loads(header), binary
 
 
 async def infer(
     app: ZigguratApp,
-    ir: InferRequest,
+    obj: Any,
+    binary: memoryview | None = None,
     *,
+    model: str | None = None,
+    version: str | None = None,
     group: object | None = None,
     reply_id: Any = None,
     json_only: bool = False,
 ) -> Encoded:
-    """Check, run and encode one request.
+    """Find the model, decode and check the request, run it and encode the outputs.
 
-    ``group``: items of one /api/v1/batch call (they may stack). ``reply_id``: the id to echo
-    when it is not the V2 string id (WebSocket ids may be integers). ``json_only``: the
-    transport cannot carry binary outputs (batch items), so asking for them is a 400.
+    ``obj``: the request's JSON object; ``model``/``version`` when the path names them, else the
+    body does (/api/v1, WebSocket). The model is looked up before the tensors are decoded, so
+    an unknown model is a 404 however malformed its tensors are. ``group``: items of one
+    /api/v1/batch call (they may stack). ``reply_id``: the id to echo when it is not the V2
+    string id (WebSocket ids may be integers). ``json_only``: the transport cannot carry
+    binary outputs (batch items), so asking for them is a 400.
     """
+    if not isinstance(obj, dict):
+        raise bad_request("the request body must be a JSON object")
+    v1 = model is None
+    if v1:
+        model, version = codecs.model_ref(obj)
+    m = await app.repo.get(model, version)
+    ir = codecs.request_from_json(obj, binary, v1=v1)
     if json_only and _wants_binary(ir):
         raise bad_request(
             "binary outputs cannot be returned inside a JSON batch; use /v2/models/{model}/infer "
             "or /api/v1/infer for binary_data outputs"
         )
-    m = await app.repo.get(ir.model or "", ir.version)
     feeds = m.check_feeds(ir.inputs)
     wanted = m.resolve_outputs(ir.outputs)
     names = [w.name for w in wanted]

@@ -36,7 +36,17 @@ from ziggurat.server.model import LoadedModel, SessionFactory, ziggurat_session
 
 log = logging.getLogger("ziggurat.server")
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+# A model name: letters, digits, '_', '-' and single dots, starting with a letter or digit, so a
+# name is never a path ("..", "/", a leading dot). The OpenAPI schema states the same rule.
+NAME_PATTERN = r"^[A-Za-z0-9](\.?[A-Za-z0-9_\-])*\.?$"
+NAME_MAX = 128
+NAME_RE = re.compile(NAME_PATTERN)
+VERSION_PATTERN = r"^[1-9][0-9]{0,17}$"
+
+
+def valid_name(name: object) -> bool:
+    """``name`` is a model name (never a path)."""
+    return isinstance(name, str) and len(name) <= NAME_MAX and NAME_RE.fullmatch(name) is not None
 
 
 @dataclass
@@ -87,7 +97,7 @@ class ModelRepository:
             return
         else:
             raise ConfigError(f"model {path} does not exist")
-        if not NAME_RE.match(name):
+        if not valid_name(name):
             raise ConfigError(f"model name {name!r} (from {path}) must match {NAME_RE.pattern}")
         if name in self.explicit:
             raise ConfigError(f"two models are named {name!r}: {self.explicit[name]} and {path}")
@@ -95,7 +105,7 @@ class ModelRepository:
 
     # -- discovery -----------------------------------------------------------------------------
     def _check_name(self, name: str) -> None:
-        if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+        if not valid_name(name):
             raise bad_request(
                 f"invalid model name {name!r}: use letters, digits, '_', '-', '.' "
                 "(a name, not a path)"
@@ -137,9 +147,9 @@ class ModelRepository:
         found = set(self.explicit) | set(self.entries)
         if self.root is not None and self.root.is_dir():
             for p in self.root.iterdir():
-                if p.suffix == ".onnx" and p.is_file() and NAME_RE.match(p.stem):
+                if p.suffix == ".onnx" and p.is_file() and valid_name(p.stem):
                     found.add(p.stem)
-                elif p.is_dir() and NAME_RE.match(p.name) and _versions_in(p):
+                elif p.is_dir() and valid_name(p.name) and _versions_in(p):
                     found.add(p.name)
         return sorted(found)
 

@@ -27,9 +27,10 @@ MAX_BATCH_ITEMS = 4096
 
 async def infer(app: ZigguratApp, req: Request) -> Response:
     body = await req.body()
-    ir = inference.decode(body, req.headers.get("inference-header-content-length"), v1=True)
-    req.model = ir.model or ""
-    return (await inference.infer(app, ir)).http()
+    obj, binary = inference.parse(body, req.headers.get("inference-header-content-length"))
+    if isinstance(obj, dict) and isinstance(obj.get("model"), str):
+        req.model = obj["model"]
+    return (await inference.infer(app, obj, binary)).http()
 
 
 async def batch(app: ZigguratApp, req: Request) -> Response:
@@ -45,10 +46,7 @@ async def batch(app: ZigguratApp, req: Request) -> Response:
         raise bad_request('"requests" must be a non-empty list of {"inputs": [...]} objects')
     if len(items) > MAX_BATCH_ITEMS:
         raise bad_request(f"{len(items)} requests in one batch; the maximum is {MAX_BATCH_ITEMS}")
-    version = obj.get("version")
-    if version is not None and (isinstance(version, bool) or not isinstance(version, str | int)):
-        raise bad_request('"version" must be a string or an integer')
-    version = None if version is None else str(version)
+    version = codecs.version_text(obj.get("version"))
     m = await app.repo.get(name, version)  # 404/400 for the whole call, before any item runs
     group = object()  # items of this call may stack together even without dynamic batching
     results = await asyncio.gather(
@@ -65,9 +63,9 @@ async def _one(
     """One batch item through the shared path; its error stays its own (status + message)."""
     rid = item.get("id") if isinstance(item, dict) else None
     try:
-        ir = codecs.request_from_json(item, None)
-        ir.model, ir.version = name, version
-        enc = await inference.infer(app, ir, group=group, json_only=True)
+        enc = await inference.infer(
+            app, item, model=name, version=version, group=group, json_only=True
+        )
         out: dict[str, Any] = {"outputs": enc.head["outputs"], "_nf": enc.nonfinite}
     except asyncio.CancelledError:
         raise
@@ -100,10 +98,7 @@ async def list_models(app: ZigguratApp, req: Request) -> Response:
 def _name_version(obj: Any) -> tuple[str, str | None]:
     if not isinstance(obj, dict) or not isinstance(obj.get("model"), str):
         raise bad_request('the body must be {"model": NAME, "version"?: V}')
-    v = obj.get("version")
-    if v is not None and (isinstance(v, bool) or not isinstance(v, str | int)):
-        raise bad_request('"version" must be a string or an integer')
-    return obj["model"], None if v is None else str(v)
+    return obj["model"], codecs.version_text(obj.get("version"))
 
 
 async def load(app: ZigguratApp, req: Request) -> Response:

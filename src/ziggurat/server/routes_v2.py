@@ -74,24 +74,36 @@ async def model_ready(app: ZigguratApp, req: Request, model: str, version: str |
 async def infer(app: ZigguratApp, req: Request, model: str, version: str | None = None):
     req.model = model
     body = await req.body()
-    ir = inference.decode(body, req.headers.get("inference-header-content-length"), model=model)
-    ir.version = version
-    return (await inference.infer(app, ir)).http()
+    obj, binary = inference.parse(body, req.headers.get("inference-header-content-length"))
+    return (await inference.infer(app, obj, binary, model=model, version=version)).http()
+
+
+async def _repository_body(req: Request) -> dict[str, Any]:
+    """The optional JSON object of a repository request (an empty body is ``{}``)."""
+    body = await req.json()
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object (or empty)")
+    params = body.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise bad_request('"parameters" must be a JSON object')
+    return body
 
 
 async def repository_index(app: ZigguratApp, req: Request) -> Response:
-    body = await req.json()
+    body = await _repository_body(req)
+    ready = body.get("ready", False)
+    if not isinstance(ready, bool):
+        raise bad_request('"ready" must be true or false')
     rows = app.repo.index()
-    if isinstance(body, dict) and body.get("ready") is True:
+    if ready:
         rows = [r for r in rows if r["state"] == "READY"]
     return json_response(rows)
 
 
 async def repository_load(app: ZigguratApp, req: Request, model: str) -> Response:
     req.model = model
-    body = await req.json()
-    params = body.get("parameters") if isinstance(body, dict) else None
-    if isinstance(params, dict) and any(k == "config" or k.startswith("file:") for k in params):
+    params = (await _repository_body(req)).get("parameters")
+    if params and any(k == "config" or k.startswith("file:") for k in params):
         raise bad_request(
             "loading with an override config or files is not supported: put the "
             "model and its config.toml in the model repository and load it by name"
@@ -102,7 +114,7 @@ async def repository_load(app: ZigguratApp, req: Request, model: str) -> Respons
 
 async def repository_unload(app: ZigguratApp, req: Request, model: str) -> Response:
     req.model = model
-    await req.json()
+    await _repository_body(req)
     await app.repo.unload(model)
     return Response(b"", 200, "text/plain")
 

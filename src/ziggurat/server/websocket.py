@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from ziggurat.server import codecs, inference
 from ziggurat.server.errors import HTTPError
+from ziggurat.server.http import Request, Response, json_response
 from ziggurat.server.middleware import request_id
+from ziggurat.server.routing import Route
 
 if TYPE_CHECKING:
     from ziggurat.server.app import ZigguratApp
@@ -55,7 +57,6 @@ class StreamHandler:
         if scope["path"].rstrip("/") != PATH:
             await send({"type": "websocket.close", "code": 1008, "reason": "no such stream"})
             return
-        from ziggurat.server.http import Request
 
         query = Request(scope, receive, 0).query()
         if app.auth.enabled and app.auth.check(headers, query):
@@ -196,6 +197,22 @@ class _Connection:
     async def _infer(self, obj: dict, binary: memoryview | None) -> dict:
         """The shared inference path; the reply id is the client's (integers allowed)."""
         body = {k: v for k, v in obj.items() if k != "id"}  # V2 ids are strings; ours may not be
-        ir = codecs.request_from_json(body, binary, v1=True)
-        enc = await inference.infer(self.app, ir, reply_id=obj.get("id"))
+        enc = await inference.infer(self.app, body, binary, reply_id=obj.get("id"))
         return enc.frame()
+
+
+async def describe_stream(app: ZigguratApp, req: Request) -> Response:
+    """``GET /api/v1/stream`` without a WebSocket upgrade: how to use the stream."""
+    return json_response(
+        {
+            "websocket": PATH,
+            "upgrade": "connect with ws:// or wss:// (Upgrade: websocket)",
+            "auth": "Authorization/X-API-Key header, or ?api_key= for browsers",
+            "max_in_flight": app.config.stream_max_in_flight,
+            "protocol": "docs/server.md, WebSocket streaming",
+        },
+        headers={"upgrade": "websocket"},
+    )
+
+
+ROUTES = [Route("GET", PATH, describe_stream, "v1_stream")]

@@ -321,3 +321,15 @@ def test_folded_values_stay_within_the_budget(monkeypatch):
     spec = cg.signature_plan([x])
     assert [s.node.op_type for s in spec.kept] == ["ConstantOfShape", "Add"]  # s (16 B) folded
     np.testing.assert_array_equal(cg.run([x])[0], x + 0.5)
+
+
+def test_graphs_a_signature_plan_cannot_change_skip_the_lookup():
+    nodes = [ir.Node("MatMul", ["x", "w"], ["m"]), ir.Node("Softmax", ["m"], ["y"])]
+    w = {"w": np.eye(3, dtype=np.float32)}
+    g = _graph(nodes, [_vi("x", [2, 3])], [_vi("y")], w)
+    assert not Plan.build(g, OPSETS).specializable()
+    cg = CompiledGraph(g, OPSETS)
+    for _ in range(3):
+        cg.run([np.ones((2, 3), np.float32)])
+    assert not cg._specs and not cg._pending
+    assert Plan.build(_shape_chain_graph(), OPSETS).specializable()

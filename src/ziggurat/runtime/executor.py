@@ -120,8 +120,8 @@ class CompiledGraph:
             self.plan, subgraph=self._subgraph, bound_graph=BoundGraph, profiler=profiler,
             trace=self._trace if _DEBUG else None, tag=f"{id(self):x}:",
         )  # fmt: skip
-        if specialize is None:
-            specialize = _SPECIALIZE and not outer
+        if specialize is None:  # by default only where a signature plan can change something
+            specialize = _SPECIALIZE and not outer and self.plan.specializable()
         self._specialize = specialize and not outer
         self._specs: dict[tuple, _Specialized] = {}
         self._pending: dict[tuple, Recording] = {}

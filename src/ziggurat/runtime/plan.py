@@ -212,6 +212,19 @@ class Plan:
                 shape.update(step.outputs)
         return value, shape
 
+    def specializable(self) -> bool:
+        """Whether a signature plan could differ from the generic code: some step folds
+        (its outputs are all value-static), calls a ufunc or reshapes directly, or takes ``out``.
+        (The tiny MLP has none: its runs skip the signature lookup.)"""
+        value, _ = self.static_values()
+        for step in self.steps:
+            traits = step.kdef.traits
+            if traits.ufunc or traits.reshape or "out" in step.kdef.wants:
+                return True
+            if step.outputs and all(o in value for o in step.outputs):
+                return True
+        return False
+
     # -- text form -------------------------------------------------------------------------------
     def __str__(self) -> str:
         return self.text()

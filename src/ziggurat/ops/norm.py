@@ -12,6 +12,7 @@ import numpy as np
 
 from ..backends import xp_of
 from ..errors import ExecutionError
+from . import _jit
 from .registry import kernel
 
 # ONNX TensorProto element types that stash_type may name.
@@ -185,7 +186,11 @@ def layer_norm_last_axes(x, scale, b, n_axes: int, eps: float, *, inplace: bool 
     x2 = x.reshape(-1, cols)
     y2 = x2 if inplace else np.empty_like(x2)
     t = x.dtype.type
-    if x2.size:
+    jit = _jit.kernels(x.size) if x.dtype == np.float32 and x2.size else None
+    if jit is not None and scale.dtype == x.dtype and (b is None or b.dtype == x.dtype):
+        bias = np.zeros(cols, x.dtype) if b is None else np.ascontiguousarray(b).reshape(-1)
+        jit.layer_norm(x2, np.ascontiguousarray(scale).reshape(-1), bias, t(eps), y2)
+    elif x2.size:
         mean = x2 @ np.full(cols, 1 / cols, dtype=x.dtype)
         np.subtract(x2, mean[:, None], out=y2)
         var = np.einsum("ij,ij->i", y2, y2)

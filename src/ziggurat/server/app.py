@@ -28,6 +28,10 @@ from ziggurat.server.routing import Router
 
 log = logging.getLogger("ziggurat.server")
 
+# Bounds on reading an unread body before answering (see Request.drain): a client sending
+# 300 MB to a 64 MB limit gets its 413; one sending forever is cut off.
+DRAIN_MAX_BYTES = 1 << 30
+DRAIN_MAX_S = 10.0
 _CTYPES = {t: t.encode() for t in ("application/json", "application/octet-stream", "text/plain")}
 
 
@@ -146,6 +150,10 @@ class ZigguratApp:
             (b"content-type", _CTYPES.get(resp.content_type) or resp.content_type.encode()),
             (b"x-request-id", req.id.encode()),
         ]
+        if not req.finished and (
+            resp.status in (499, 504) or not await req.drain(DRAIN_MAX_BYTES, DRAIN_MAX_S)
+        ):  # a client that stalled or left is not waited for again: close instead
+            headers.append((b"connection", b"close"))
         body = resp.body
         if len(body) >= 1024 and "gzip" in req.headers.get("accept-encoding", ""):
             body = gzip.compress(body, 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import zlib
 from typing import Any
 from urllib.parse import parse_qs
@@ -29,6 +31,7 @@ class Request:
         "_body",
         "limit",
         "route",
+        "finished",
     )
 
     def __init__(self, scope: dict, receive: Any, limit: int):
@@ -45,6 +48,11 @@ class Request:
         self.bytes_in = 0
         self._body: bytes | None = None
         self.limit = limit
+        # The body was received to its end (or the client left). Without a Content-Length or
+        # Transfer-Encoding an HTTP/1.1 request has no body, so there is nothing to drain.
+        self.finished = "content-length" not in self.headers and (
+            "transfer-encoding" not in self.headers
+        )
 
     def query(self) -> dict[str, str]:
         qs = self.scope.get("query_string", b"").decode("latin-1")
@@ -61,13 +69,16 @@ class Request:
         while True:
             msg = await self._receive()
             if msg["type"] == "http.disconnect":
+                self.finished = True
                 raise ClientDisconnected()
             part = msg.get("body", b"")
             size += len(part)
             if size > self.limit:
+                self.bytes_in = size
                 raise _too_large(size, self.limit)
             chunks.append(part)
             if not msg.get("more_body", False):
+                self.finished = True
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self.bytes_in = len(body)
@@ -78,6 +89,38 @@ class Request:
             raise HTTPError(415, f"Content-Encoding {encoding!r} is not supported (gzip, deflate)")
         self._body = body
         return body
+
+    async def drain(self, max_bytes: int, max_s: float) -> bool:
+        """Read and discard what is left of the body, at most ``max_bytes`` for ``max_s``.
+
+        An answer sent before the body was read (413, 401, 404 ...) reaches clients that send
+        the whole body before they read (Python's urllib, requests) only if the server reads
+        that body: closing a socket with unread data makes the kernel reset the connection, and
+        the client sees the reset instead of the answer. nginx lingers for the same reason.
+        Returns whether the body was consumed (False: the caller closes the connection).
+        """
+        if self.finished:
+            return True
+        drained, end = 0, time.monotonic() + max_s
+        try:
+            while True:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                msg = await asyncio.wait_for(self._receive(), left)
+                if msg["type"] == "http.disconnect":
+                    self.finished = True
+                    return True
+                drained += len(msg.get("body", b""))
+                if not msg.get("more_body", False):
+                    self.finished = True
+                    return True
+                if drained > max_bytes:
+                    return False
+        except TimeoutError:
+            return False
+        finally:
+            self.bytes_in += drained
 
     async def json(self) -> Any:
         from ziggurat.server.codecs import loads

@@ -333,3 +333,20 @@ def test_graphs_a_signature_plan_cannot_change_skip_the_lookup():
         cg.run([np.ones((2, 3), np.float32)])
     assert not cg._specs and not cg._pending
     assert Plan.build(_shape_chain_graph(), OPSETS).specializable()
+
+
+def test_an_array_taken_back_out_of_a_sequence_keeps_its_buffer():
+    """SequenceAt returns the element itself: the planned buffer of what went into the
+    sequence must live as long as what comes out of it."""
+    nodes = [
+        ir.Node("DoubleT", ["x"], ["d"], domain=D),
+        ir.Node("SequenceConstruct", ["d"], ["s"]),
+        ir.Node("SequenceAt", ["s", "zero"], ["e"]),
+        ir.Node("Neg", ["x"], ["f"]),  # would reuse d's block were e not tracked
+        ir.Node("Add", ["e", "f"], ["y"]),
+    ]
+    g = _graph(nodes, [_vi("x", [8])], [_vi("y")], {"zero": np.array(0, np.int64)})
+    cg = CompiledGraph(g, OPSETS)
+    x = np.arange(8, dtype=np.float32)
+    cg.signature_plan([x])
+    np.testing.assert_array_equal(cg.run([x])[0], x)  # 2x - x

@@ -70,7 +70,7 @@ class Recording:
             shared = [
                 r
                 for r, rv in zip(step.reads, reads)
-                if step.graphs or type(value) is not np.ndarray or _overlap(value, rv)
+                if step.graphs or type(value) is not np.ndarray or _may_alias(value, rv)
             ]
             self.aliases.extend((name, r) for r in shared)
             if not shared:
@@ -87,8 +87,12 @@ def _meta(x) -> tuple[tuple[int, ...], np.dtype] | None:
     return (x.shape, x.dtype) if isinstance(x, (np.ndarray, np.generic)) else None
 
 
-def _overlap(a: np.ndarray, b) -> bool:
-    return isinstance(b, np.ndarray) and np.may_share_memory(a, b)
+def _may_alias(a: np.ndarray, b) -> bool:
+    """Whether ``a`` may share memory with the read ``b``; a container read (a sequence, a map)
+    may hold any array, e.g. SequenceAt returns one of its elements as is."""
+    if isinstance(b, np.ndarray):
+        return np.may_share_memory(a, b)
+    return not (b is None or isinstance(b, (np.generic, int, float, bool, str, bytes)))
 
 
 def _same(a, b) -> bool:

@@ -7,7 +7,7 @@ loops. Kernels are bound once into the code's namespace as ``k{step}`` (attribut
 ``functools.partial``); constants as ``c{i}``, a signature's folded values as ``f{i}``, its
 planned buffers as ``B{i}`` (unpacked from the buffer set the run checked out).
 
-Options: ``profiler`` (timing around each call), ``debug`` (``ZIGGURAT_DEBUG`` trace after each
+Options: ``profiler`` (timing around each call), ``trace`` (the ``ZIGGURAT_DEBUG`` hook after each
 step), ``record`` (a ``Recording`` after each step, see specialize.py), ``spec`` (a
 ``SignaturePlan``: only its kept steps, direct calls, ``out=`` buffers). ``lines`` maps each
 generated line to its step, which is how errors name the failing node.

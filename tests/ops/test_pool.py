@@ -128,3 +128,75 @@ def test_maxroipool_matches_brute_force():
     for scale in (1.0, 0.5):
         y = MaxRoiPool(x, rois, pooled_shape=[3, 2], spatial_scale=scale)[0]
         np.testing.assert_array_equal(y, _roi_pool_brute(x, rois, 3, 2, scale))
+
+
+# --- oneDNN and portable paths, NCHW and channels-last inputs ------------------------------------
+@pytest.fixture(params=["onednn", "portable"])
+def pool_path(request, monkeypatch):
+    if request.param == "onednn":
+        from ziggurat.backends.cpu import conv as dnnl_conv
+
+        if not dnnl_conv.available():
+            pytest.skip("oneDNN is not available here (the portable path is tested separately)")
+    else:
+        monkeypatch.setenv("ZIGGURAT_DNNL_CONV", "0")
+    return request.param
+
+
+def _nhwc(a):
+    nd = a.ndim
+    return np.ascontiguousarray(a.transpose(0, *range(2, nd), 1)).transpose(
+        0, nd - 1, *range(1, nd - 1)
+    )
+
+
+@pytest.mark.parametrize("xs,attrs", POOL_CASES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_maxpool_paths_and_layouts(pool_path, xs, attrs, channels_last):
+    x = np.random.default_rng(1).standard_normal(xs).astype(np.float32)
+    ref = run_ort("MaxPool", [x], **attrs)
+    xin = _nhwc(x) if channels_last else x
+    (y,) = MaxPool(xin, **attrs)
+    np.testing.assert_array_equal(y, ref)  # a maximum is exact
+    if pool_path == "onednn" and channels_last:
+        assert y.transpose(0, *range(2, y.ndim), 1).flags.c_contiguous  # layout kept
+
+
+@pytest.mark.parametrize("xs,attrs", POOL_CASES)
+@pytest.mark.parametrize("include_pad", [0, 1])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_averagepool_paths_within_rounding_bound(pool_path, xs, attrs, include_pad, channels_last):
+    """Error of a K-term float32 sum and one division: <= (K + 1) * 2^-24 * mean|window|."""
+    x = np.random.default_rng(2).standard_normal(xs).astype(np.float32)
+    exact = AveragePool(x.astype(np.float64), count_include_pad=include_pad, **attrs)[0]
+    mag = AveragePool(np.abs(x).astype(np.float64), count_include_pad=include_pad, **attrs)[0]
+    xin = _nhwc(x) if channels_last else x
+    (y,) = AveragePool(xin, count_include_pad=include_pad, **attrs)
+    k = int(np.prod(attrs["kernel_shape"]))
+    assert y.dtype == np.float32
+    assert np.all(np.abs(y - exact) <= (k + 1) * 2.0**-24 * mag)
+
+
+def test_global_average_pool_channels_last():
+    x = np.random.default_rng(3).standard_normal((1, 16, 7, 7)).astype(np.float32)
+    (y,) = GlobalAveragePool(_nhwc(x))
+    exact = x.astype(np.float64).mean(axis=(2, 3), keepdims=True)
+    mag = np.abs(x).astype(np.float64).mean(axis=(2, 3), keepdims=True)
+    assert y.shape == (1, 16, 1, 1) and y.dtype == np.float32
+    assert np.all(np.abs(y - exact) <= 50 * 2.0**-24 * mag)
+
+
+def test_maxpool_keeps_bf16():
+    """A bf16 activation (between bf16 convolutions) pools in bf16: the maximum is exact."""
+    from ziggurat.backends.cpu import conv as dnnl_conv
+
+    if not dnnl_conv.available():
+        pytest.skip("oneDNN is not available here")
+    bf16 = dnnl_conv.bf16_dtype()
+    x = np.random.default_rng(4).standard_normal((1, 16, 9, 9)).astype(bf16)
+    (y,) = MaxPool(_nhwc(x), kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    ref = run_ort(
+        "MaxPool", [x.astype(np.float32)], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]
+    )
+    assert y.dtype == bf16
+    np.testing.assert_array_equal(y.astype(np.float32), ref)

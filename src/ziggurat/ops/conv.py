@@ -180,18 +180,22 @@ def _finish(y, n, m, out, bias):
     return y
 
 
-def native_ok(x, w, b, skip=None) -> bool:
+def native_ok(x, w, b, skip=None, bf16=False) -> bool:
     """Whether oneDNN can run this float32 convolution (see backends/cpu/conv.py).
 
     ``ZIGGURAT_DNNL_CONV=0`` (or ``ZIGGURAT_DNNL=0``) forces the portable numpy path.
     """
     if type(x) is not np.ndarray or type(w) is not np.ndarray:
         return False
-    if x.dtype != np.float32 or w.dtype != np.float32 or not 3 <= x.ndim <= 5:
+    if w.dtype != np.float32 or not 3 <= x.ndim <= 5:
+        return False
+    if x.dtype != np.float32 and not (bf16 and x.dtype.name == "bfloat16"):
         return False
     if b is not None and (type(b) is not np.ndarray or b.dtype != np.float32):
         return False
-    if skip is not None and (type(skip) is not np.ndarray or skip.dtype != np.float32):
+    if skip is not None and (
+        type(skip) is not np.ndarray or skip.dtype != np.float32 and skip.dtype.name != "bfloat16"
+    ):
         return False
     if os.environ.get("ZIGGURAT_DNNL_CONV") == "0":
         return False
@@ -203,11 +207,13 @@ def native_ok(x, w, b, skip=None) -> bool:
 _dnnl_conv = None  # backends.cpu.conv once a convolution first ran natively
 
 
-def native_conv(x, w, b, skip, attrs: tuple, op: str, post: tuple = ("", None, None, "", "fp32")):
+def native_conv(
+    x, w, b, skip, attrs: tuple, op: str, post: tuple = ("", None, None, "", "fp32", "")
+):
     """Run a Conv-like node on oneDNN, or return None when the portable path must run it.
 
     ``attrs`` = (auto_pad, dilations, group, kernel_shape, pads, strides) as the node passes them;
-    ``post`` = (activation, clip_min, clip_max, layout, precision). A repeat call (same weights,
+    ``post`` = (activation, clip_min, clip_max, layout, precision, out_dtype). A repeat call (same weights,
     attribute objects, input shape and strides) skips straight to the cached primitive.
     """
     global _dnnl_conv
@@ -224,20 +230,21 @@ def native_conv(x, w, b, skip, attrs: tuple, op: str, post: tuple = ("", None, N
     geo = conv_geometry(x, w, group, op, kernel_shape, strides, dilations, pads, auto_pad)
     if skip is not None and skip.shape != geo_out_shape(x, w, geo):
         return None  # a broadcast residual: not the sum post-op's case
-    if not native_ok(x, w, b, skip):
+    activation, lo, hi, layout, precision, out_dtype = post
+    if not native_ok(x, w, b, skip, bf16=precision == "bf16"):
         return None
     from ..backends.cpu import conv as dc
 
     _dnnl_conv = dc
-    activation, lo, hi, layout, precision = post
+    bf16 = precision == "bf16" and dc.bf16_supported()
     key = (
         id(w), id(b), x.shape, x.strides, x.dtype, None if skip is None else skip.shape,
         *map(id, attrs), *post,
     )  # fmt: skip
     prim = dc.build(
         key, x, w, b, geo, group, activation=activation, bounds=(lo, hi),
-        has_skip=skip is not None, bf16=precision == "bf16" and dc.bf16_supported(),
-        channels_last_out=layout == "nhwc", keep=attrs,
+        has_skip=skip is not None, bf16=bf16, channels_last_out=layout == "nhwc",
+        out_bf16=bf16 and out_dtype == "bf16", keep=attrs,
     )  # fmt: skip
     return prim.run(x, skip)
 

@@ -127,17 +127,18 @@ def DenseQ(x, wq, scale, b=None, /, *, activation=""):
 def FusedConv(
     x, w, b=None, skip=None, /, *, activation="", auto_pad="NOTSET", dilations=None, group=1,
     kernel_shape=None, pads=None, strides=None, clip_min=None, clip_max=None, layout="",
-    precision="fp32",
+    precision="fp32", out_dtype="",
 ):  # fmt: skip
     """activation(Conv(x, w, b) + skip); activation '', 'relu' or 'clip' (to [clip_min, clip_max]).
 
     On oneDNN (float32): bias, skip and activation run as the convolution's post-ops; ``layout``
     'nhwc' returns the (N, C, H, W) result channels-last in memory (set by passes/fuse_conv.py when
     every consumer is another convolution or a pool); ``precision`` 'bf16' computes in bf16 with
-    float32 accumulation and output. Elsewhere: numpy, then the epilogue in place.
+    float32 accumulation, and ``out_dtype`` 'bf16' hands the result on in bfloat16 (only to other
+    bf16 convolutions). Elsewhere: numpy, then the epilogue in place.
     """
     attrs = (auto_pad, dilations, group, kernel_shape, pads, strides)
-    post = (activation, clip_min, clip_max, layout, precision)
+    post = (activation, clip_min, clip_max, layout, precision, out_dtype)
     y = native_conv(x, w, b, skip, attrs, "FusedConv", post)
     if y is not None:
         return (y,)

@@ -10,6 +10,7 @@ instead. Neither loops over output pixels.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -70,6 +71,8 @@ def MaxPool(
         x.shape[2:], kernel_shape, strides=strides, dilations=dilations, pads=pads, auto_pad=auto_pad,
         ceil_mode=bool(ceil_mode),
     )  # fmt: skip
+    if n_outputs < 2 and (y := _native(x, geo, "max")) is not None:
+        return (y,)
     dt = x.dtype
     xc = x if dt.kind != "f" or dt.itemsize >= 4 else x.astype(np.float32)
     if n_outputs < 2:
@@ -127,6 +130,25 @@ def _window_counts(geo, in_sizes, include_pad, xp, dtype):
     return xp.asarray(np.maximum(counts, 1).astype(dtype))
 
 
+def _native(x, geo, alg: str):
+    """oneDNN pooling of a float32/bf16 array in its own layout, or None (portable path).
+
+    ``ZIGGURAT_DNNL_CONV=0`` (or ``ZIGGURAT_DNNL=0``) forces the portable path, as for Conv.
+    """
+    if os.environ.get("ZIGGURAT_DNNL_CONV") == "0":
+        return None
+    from ..backends.cpu import pool as dnnl_pool
+
+    if not dnnl_pool.usable(x):
+        return None
+    from ..backends.cpu.dnnl import DnnlError
+
+    try:
+        return dnnl_pool.pool(x, geo, alg)
+    except DnnlError:  # a geometry oneDNN does not take (e.g. some ceil-mode shapes)
+        return None
+
+
 def _pool_geometry(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode):
     return window_geometry(
         x.shape[2:], kernel_shape, strides=strides, dilations=dilations, pads=pads, auto_pad=auto_pad,
@@ -143,6 +165,11 @@ def AveragePool(
     _check_rank("AveragePool", x)
     xp = xp_of(x)
     geo = _pool_geometry(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
+    # oneDNN's include-padding average also counts a ceil-mode overhang, which ONNX does not.
+    if not count_include_pad or geo.buf_end == geo.pads_end:
+        alg = "avg_include" if count_include_pad else "avg_exclude"
+        if (y := _native(x, geo, alg)) is not None:
+            return (y,)
     dt = x.dtype
     cdt = dt if dt in (np.float32, np.float64) else np.dtype(np.float32)
     y = _separable_reduce(x.astype(cdt, copy=False), geo, 0, xp.add)
@@ -180,6 +207,10 @@ def _spatial_axes(x):
     return tuple(range(2, x.ndim))
 
 
+def _channels_last(x) -> bool:
+    return not x.flags.c_contiguous and x.transpose(0, *range(2, x.ndim), 1).flags.c_contiguous
+
+
 @kernel("GlobalAveragePool", since=1)
 def GlobalAveragePool(x, /):
     """Mean over all spatial axes, kept as size-1 axes."""
@@ -190,6 +221,11 @@ def GlobalAveragePool(x, /):
     n, c = x.shape[:2]
     length = math.prod(x.shape[2:])
     # A BLAS matrix-vector product with a ones vector beats numpy's mean reduction here.
+    if n == 1 and xp is np and x.ndim > 2 and _channels_last(xc):
+        # A convolution's channels-last output: (spatial, C) rows, no copy.
+        cols = xc.transpose(0, *range(2, x.ndim), 1).reshape(length, c)
+        y = (xp.ones(length, dtype=xc.dtype) @ cols) * xc.dtype.type(1 / max(length, 1))
+        return (y.reshape((n, c) + (1,) * (x.ndim - 2)).astype(dt, copy=False),)
     rows = xp.ascontiguousarray(xc).reshape(n * c, length)
     y = (rows @ xp.ones(length, dtype=xc.dtype)) * xc.dtype.type(1 / max(length, 1))
     return (y.reshape((n, c) + (1,) * (x.ndim - 2)).astype(dt, copy=False),)

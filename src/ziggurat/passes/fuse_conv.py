@@ -5,7 +5,8 @@ applies the activation as the convolution's post-ops (oneDNN) or in its output b
 fewer full-size tensors. Every other float Conv becomes a FusedConv too, so that each convolution
 can be told its output layout: ``layout="nhwc"`` when all readers are convolutions or pools (which
 read channels-last with no reorder, see backends/cpu/conv.py) and the value is no graph output;
-plain NCHW otherwise. ``precision="bf16"`` (from the session) marks every FusedConv for bf16.
+plain NCHW otherwise. ``precision="bf16"`` (from the session) marks every FusedConv for bf16,
+and one whose readers are all convolutions also outputs bf16 (``out_dtype``).
 """
 
 from __future__ import annotations
@@ -106,6 +107,13 @@ def _annotate(graph: ir.Graph, precision: str) -> None:
             node.attrs.pop("layout", None)
         if precision == "bf16":
             node.attrs["precision"] = "bf16"
+            # Read only by bf16 convolutions: hand the activation on in bf16 (no conversion).
+            if node.attrs.get("layout") == "nhwc" and all(_is_fused_conv(u) for u in users):
+                node.attrs["out_dtype"] = "bf16"
+
+
+def _is_fused_conv(node: ir.Node) -> bool:
+    return node.op_type == "FusedConv" and node.domain == FUSED_DOMAIN
 
 
 def _reads_channels_last(node: ir.Node, name: str) -> bool:

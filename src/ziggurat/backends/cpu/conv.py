@@ -12,8 +12,10 @@ numpy consumers see the same values, while the next convolution reads it with no
 oneDNN's AVX-512/AMX kernels prefer channels-last. Measured on ResNet-50 (see ops/conv.py) this beat
 both a plain NCHW output and a reorder to/from oneDNN's blocked nChw16c around every convolution.
 
-bf16: source reordered to bf16 (fused into the layout change), weights converted once, fp32
-accumulation and fp32 output (so every non-convolution op still sees float32).
+bf16: weights converted once, fp32 accumulation. A convolution whose readers are all bf16
+convolutions hands them its output in bf16 (``out_bf16``, set by passes/fuse_conv.py): half the
+memory traffic and no conversion on the next input; any other reader gets float32, and a float32
+input is converted (with the layout change) before the call.
 """
 
 from __future__ import annotations
@@ -66,6 +68,13 @@ def available() -> bool:
     return dnnl.available() and dnnl.has_isa(dnnl.ISA_AVX2)
 
 
+def bf16_dtype() -> np.dtype:
+    """numpy's bfloat16 (from ml_dtypes, which onnx already depends on)."""
+    import ml_dtypes
+
+    return np.dtype(ml_dtypes.bfloat16)
+
+
 def bf16_supported() -> bool:
     """Whether this CPU runs bf16 convolutions natively (AVX512-BF16 or AMX)."""
     return dnnl.available() and dnnl.has_isa(dnnl.ISA_AVX512_CORE_BF16)
@@ -97,7 +106,7 @@ class ConvPrimitive:
     """
 
     def __init__(self, x_shape, x_strides, w, b, geo, group, activation, bounds, has_skip,
-                 bf16=False, channels_last_out=True):  # fmt: skip
+                 bf16=False, channels_last_out=True, x_dtype=np.float32, out_bf16=False):  # fmt: skip
         _declare()
         n = x_shape[0]
         m = w.shape[0]
@@ -108,10 +117,11 @@ class ConvPrimitive:
         # oneDNN's weights: (M, C/g, *K), or (g, M/g, C/g, *K) with groups.
         wdims = tuple(w.shape) if group == 1 else (group, m // group) + tuple(w.shape[1:])
         w_user = dnnl.MemoryDesc.strided(wdims, np.float32)
-        x_user = dnnl.MemoryDesc.strided(x_shape, np.float32, x_strides)
+        x_user = dnnl.MemoryDesc.strided(x_shape, x_dtype, x_strides)
         src_any = _any(x_shape, bf16)
         wei_any = _any(wdims, bf16)
-        self._dst_user = _layout_md(out_shape, channels_last_out)
+        self.out_dtype = bf16_dtype() if out_bf16 else np.dtype(np.float32)
+        self._dst_user = _layout_md(out_shape, channels_last_out, self.out_dtype)
         bias_md = dnnl.MemoryDesc.strided((m,), np.float32) if b is not None else None
         attr = _Attr(user_scratchpad=True)
         if has_skip:
@@ -132,9 +142,9 @@ class ConvPrimitive:
         # The caller's layouts first: no reorder at all when a direct JIT kernel takes them
         # (measured: ResNet's 7x7 stem 4.5 ms NCHW->NHWC direct vs 7.3 ms blocked + reorder);
         # then the source's layout left to oneDNN; then both (reorders around the call).
-        dst_any = dnnl.MemoryDesc.any(out_shape, np.float32)
+        dst_any = dnnl.MemoryDesc.any(out_shape, self.out_dtype)
         tries = [(src_any, self._dst_user), (src_any, dst_any)]
-        if not bf16:
+        if bf16 == (np.dtype(x_dtype) == bf16_dtype()):  # x already in the compute type
             tries.insert(0, (x_user, self._dst_user))
         for src_try, dst_try in tries:
             self.pd = _conv_pd(src_try, wei_any, bias_md, dst_try, geo_args, attr)
@@ -175,7 +185,7 @@ class ConvPrimitive:
         Per call this is a few microseconds of Python: the memory objects, argument array and
         scratchpad are made once; each run only points the memories at this call's buffers.
         """
-        buf = np.empty(self._buf_shape, dtype=np.float32)
+        buf = np.empty(self._buf_shape, dtype=self.out_dtype)
         y = buf.transpose(self._perm) if self._perm is not None else buf
         set_handle = self._set_handle
         with self._lock:
@@ -185,13 +195,14 @@ class ConvPrimitive:
                 set_handle(self._src_h, self._src_reorder.run(x).ctypes.data)
             if self._dst_reorder is None:
                 if skip is not None:
-                    np.copyto(y, skip)  # the sum post-op adds what dst holds before the run
+                    # The sum post-op adds what dst holds before the run.
+                    np.copyto(y, skip, casting="unsafe")
                 set_handle(self._dst_h, buf.ctypes.data)
                 self.prim.execute_args(self._args)
             else:
                 dst = dnnl.aligned_empty(self._dst_md.nbytes)
                 if skip is not None:
-                    np.copyto(y, skip)
+                    np.copyto(y, skip, casting="unsafe")
                     self._dst_reorder.run_back(y, dst)
                 set_handle(self._dst_h, dst.ctypes.data)
                 self.prim.execute_args(self._args)
@@ -285,10 +296,10 @@ def _any(shape, bf16: bool) -> dnnl.MemoryDesc:
     return dnnl.MemoryDesc(h, tuple(shape))
 
 
-def _layout_md(shape, channels_last: bool) -> dnnl.MemoryDesc:
+def _layout_md(shape, channels_last: bool, dtype=np.float32) -> dnnl.MemoryDesc:
     """Float32 (N, C, *S) descriptor, NCHW or channels-last in memory."""
     if not channels_last:
-        return dnnl.MemoryDesc.strided(shape, np.float32)
+        return dnnl.MemoryDesc.strided(shape, dtype)
     n, c, *sp = shape
     strides_nhwc = [0] * len(shape)
     acc = c
@@ -297,7 +308,7 @@ def _layout_md(shape, channels_last: bool) -> dnnl.MemoryDesc:
         strides_nhwc[i] = acc
         acc *= shape[i]
     strides_nhwc[0] = acc
-    return dnnl.MemoryDesc.strided(shape, np.float32, tuple(strides_nhwc))
+    return dnnl.MemoryDesc.strided(shape, dtype, tuple(strides_nhwc))
 
 
 # --- the cache -----------------------------------------------------------------------------------
@@ -323,13 +334,14 @@ def cached(key: tuple) -> ConvPrimitive | None:
 
 
 def build(key, x, w, b, geo, group, *, activation="", bounds=(None, None), has_skip=False,
-          bf16=False, channels_last_out=True, keep=()) -> ConvPrimitive:  # fmt: skip
+          bf16=False, channels_last_out=True, out_bf16=False, keep=()) -> ConvPrimitive:  # fmt: skip
     """Make the primitive for these arguments and store it under ``key`` (see ``cached``);
     ``keep``: the objects whose ids the key holds (besides ``w``)."""
     isz = x.itemsize
     prim = ConvPrimitive(
         x.shape, tuple(s // isz for s in x.strides), w, b, geo, group, activation, bounds,
-        has_skip, bf16=bf16, channels_last_out=channels_last_out,
+        has_skip, bf16=bf16, channels_last_out=channels_last_out, x_dtype=x.dtype,
+        out_bf16=out_bf16,
     )  # fmt: skip
     wid = id(w)
     with _cache_lock:

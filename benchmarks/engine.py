@@ -1,6 +1,7 @@
 """Engine benchmarks, Ziggurat beside onnxruntime in the same run (medians; ratios).
 
-    python benchmarks/engine.py latency  [--models DIR]   # BERT-base, ResNet-50, MobileNetV2, tiny MLP
+    python benchmarks/engine.py latency  [--models DIR] [--engines ziggurat,onnxruntime,openvino]
+                                         [--only bert-base,resnet50]
     python benchmarks/engine.py reference                 # vs onnx.reference.ReferenceEvaluator
     python benchmarks/engine.py load     [--models DIR]   # model load time, BERT-base
     python benchmarks/engine.py rss      [--models DIR]   # peak RSS loading + running BERT-base
@@ -22,24 +23,32 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from common import median_ms  # noqa: E402
+from peers import ENGINES  # noqa: E402
 
 _CHILD = """
-import sys, pickle
+import sys
 sys.path.insert(0, {bench!r}); sys.path.insert(0, {root!r})
-from common import make_feeds, median_ms
+from common import median_ms
+from peers import open_session
 engine, src, batch, seq, runs = {args!r}
 if src == "mlp":
     from tests.models import builders
     src = builders.mlp().SerializeToString()
-if engine == "ziggurat":
-    import ziggurat as zg
-    sess = zg.InferenceSession(src)
-else:
-    import onnxruntime as ort
-    sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
-feeds = make_feeds(sess.get_inputs(), batch, seq)
-print(median_ms(lambda: sess.run(None, feeds), 3, runs))
+run, _ = open_session(engine, src, batch, seq)
+print(median_ms(run, 3, runs))
 """
+
+# name -> (label, model file or "mlp", batch, seq, timed runs per process)
+CASES = {
+    "mlp": ("tiny MLP 784-128-10, b1", "mlp", 1, 1, 3000),
+    "bert-base-16": ("BERT-base b1 seq16", "bert-base.onnx", 1, 16, 30),
+    "bert-base": ("BERT-base b1 seq128", "bert-base.onnx", 1, 128, 15),
+    "resnet50": ("ResNet-50 b1 224²", "resnet50.onnx", 1, 0, 20),
+    "mobilenetv2": ("MobileNetV2 b1 224²", "mobilenetv2.onnx", 1, 0, 50),
+    "bert-tiny": ("bert-tiny b1 seq128", "bert-tiny.onnx", 1, 128, 200),
+    "gpt2": ("GPT-2 b1 seq128", "gpt2.onnx", 1, 128, 10),
+    "vit-base": ("ViT-base b1 224²", "vit-base.onnx", 1, 0, 10),
+}
 
 
 def _one(engine: str, src: str, batch: int, seq: int, runs: int) -> float:
@@ -47,37 +56,44 @@ def _one(engine: str, src: str, batch: int, seq: int, runs: int) -> float:
     code = _CHILD.format(
         bench=bench, root=os.path.dirname(bench), args=(engine, src, batch, seq, runs)
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{engine} on {src}: {out.stderr.strip().splitlines()[-1:]}")
     return float(out.stdout.split()[-1])
 
 
-def _pair(src: str, batch: int, seq: int, runs: int, rounds: int = 3) -> tuple[float, float]:
-    """Median latency (ms) of each engine, each measured in its own fresh process (so neither
-    engine's idle thread pools spin against the other's run), alternating for ``rounds``."""
-    zt, rt = [], []
+def _medians(engines, src, batch, seq, runs, rounds) -> dict[str, float]:
+    """Median latency (ms) of each engine, each measured in its own fresh process (so no engine's
+    idle thread pool spins against another's run), alternating for ``rounds``."""
+    times: dict[str, list[float]] = {e: [] for e in engines}
     for _ in range(rounds):
-        zt.append(_one("ziggurat", src, batch, seq, runs))
-        rt.append(_one("onnxruntime", src, batch, seq, runs))
-    return float(np.median(zt)), float(np.median(rt))
+        for e in engines:
+            times[e].append(_one(e, src, batch, seq, runs))
+    return {e: float(np.median(t)) for e, t in times.items()}
 
 
-def latency(models: str) -> None:
-    print("| model | ziggurat median | onnxruntime median | ratio |")
-    print("|---|---|---|---|")
-    cases = [
-        ("tiny MLP 784-128-10, b1", "mlp", 1, 1, 3000),
-        ("BERT-base b1 seq128", os.path.join(models, "bert-base.onnx"), 1, 128, 15),
-        ("ResNet-50 b1 224²", os.path.join(models, "resnet50.onnx"), 1, 0, 20),
-        ("MobileNetV2 b1 224²", os.path.join(models, "mobilenetv2.onnx"), 1, 0, 30),
-        ("bert-tiny b1 seq128", os.path.join(models, "bert-tiny.onnx"), 1, 128, 200),
-    ]
-    for name, src, batch, seq, runs in cases:
-        if src != "mlp" and not os.path.exists(src):
-            print(f"| {name} | (missing {src}) | | |")
+def latency(models: str, engines=("ziggurat", "onnxruntime"), only=None, rounds=3) -> None:
+    """One row per model: each engine's median and its ratio to onnxruntime (and to OpenVINO's
+    default precision when that engine is in the run)."""
+    refs = [r for r in ("onnxruntime", "openvino") if r in engines]
+    ours = [e for e in engines if e.startswith("ziggurat")]
+    head = [f"{e} median" for e in engines]
+    head += [f"{z} / {r}" for z in ours for r in refs]
+    print("| model | " + " | ".join(head) + " |")
+    print("|---|" + "---|" * len(head))
+    for key, (name, src, batch, seq, runs) in CASES.items():
+        if only and key not in only:
             continue
-        z, r = _pair(src, batch, seq, runs)
-        unit, k = ("µs", 1000) if z < 1 else ("ms", 1)
-        print(f"| {name} | {z * k:.1f} {unit} | {r * k:.1f} {unit} | {z / r:.2f}x |", flush=True)
+        if src != "mlp":
+            src = os.path.join(models, src)
+            if not os.path.exists(src):
+                print(f"| {name} | (missing {src}) |")
+                continue
+        t = _medians(engines, src, batch, seq, runs, rounds)
+        unit, k = ("µs", 1000) if min(t.values()) < 1 else ("ms", 1)
+        cells = [f"{t[e] * k:.1f} {unit}" for e in engines]
+        cells += [f"{t[z] / t[r]:.2f}x" for z in ours for r in refs]
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
 def reference() -> None:
@@ -153,12 +169,10 @@ def load(models: str) -> None:
 _RSS_SNIPPET = """
 import resource, sys
 sys.path.insert(0, {bench!r})
-from common import make_feeds
-{imports}
-sess = {make}
-feeds = make_feeds(sess.get_inputs(), 1, 128)
+from peers import open_session
+run, _ = open_session({engine!r}, {path!r}, 1, 128)
 for _ in range(5):
-    sess.run(None, feeds)
+    run()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
@@ -166,22 +180,17 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 def rss(models: str) -> None:
     path = os.path.join(models, "bert-base.onnx")
     bench = os.path.dirname(os.path.abspath(__file__))
-    engines = {
-        "ziggurat": ("import ziggurat as zg", f"zg.InferenceSession({path!r})"),
-        "onnxruntime": (
-            "import onnxruntime as ort",
-            f"ort.InferenceSession({path!r}, providers=['CPUExecutionProvider'])",
-        ),
-    }
+    engines = ("ziggurat", "ziggurat-bf16", "onnxruntime", "openvino")
     size = os.path.getsize(path) / 2**20
     print(f"BERT-base ({size:.0f} MiB file), peak RSS after load + 5 runs at b1 seq128")
     print("| engine | peak RSS | minus model size |")
     print("|---|---|---|")
-    for name, (imp, make) in engines.items():
-        code = _RSS_SNIPPET.format(bench=bench, imports=imp, make=make)
-        out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True
-        )
+    for name in engines:
+        code = _RSS_SNIPPET.format(bench=bench, engine=name, path=path)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"| {name} | failed: {out.stderr.strip().splitlines()[-1:]} | |")
+            continue
         kib = int(out.stdout.split()[-1])
         print(f"| {name} | {kib / 1024:.0f} MiB | {kib / 1024 - size:+.0f} MiB |", flush=True)
 
@@ -192,12 +201,24 @@ def main() -> None:
     )
     parser.add_argument("what", choices=["latency", "reference", "load", "rss", "all"])
     parser.add_argument("--models", default="bench-models")
+    parser.add_argument(
+        "--engines",
+        default="ziggurat,onnxruntime",
+        help=f"latency: comma-separated, from {', '.join(ENGINES)}",
+    )
+    parser.add_argument("--only", default="", help=f"latency: models, from {', '.join(CASES)}")
+    parser.add_argument("--rounds", type=int, default=3, help="latency: alternating rounds")
     args = parser.parse_args()
 
     for what in ["latency", "reference", "load", "rss"] if args.what == "all" else [args.what]:
         print(f"\n## {what}\n")
-        fn = globals()[what]
-        fn() if what == "reference" else fn(args.models)
+        if what == "reference":
+            reference()
+        elif what == "latency":
+            only = set(args.only.split(",")) - {""}
+            latency(args.models, args.engines.split(","), only, args.rounds)
+        else:
+            globals()[what](args.models)
 
 
 if __name__ == "__main__":

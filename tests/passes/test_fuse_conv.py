@@ -1,0 +1,93 @@
+"""passes/fuse_conv.py: which convolutions fuse what, and the output layout/precision it picks."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+from ziggurat.formats.onnx import load_model
+from ziggurat.passes import fuse_conv
+
+
+def _graph(nodes, outputs, inits):
+    g = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+        [numpy_helper.from_array(np.ones(s, np.float32), n) for n, s in inits.items()],
+    )  # fmt: skip
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    return load_model(m.SerializeToString()).graph
+
+
+W = {"w1": (4, 4, 3, 3), "w2": (4, 4, 1, 1), "w3": (4, 4, 1, 1)}
+
+
+def _by_output(graph):
+    return {n.outputs[0]: n for n in graph.nodes}
+
+
+def test_chain_of_convs_is_channels_last_until_a_boundary():
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),  # lone conv
+        helper.make_node("Relu", ["a"], ["ar"]),
+        helper.make_node("Conv", ["ar", "w2"], ["b"]),
+        helper.make_node("MaxPool", ["b"], ["p"], kernel_shape=[2, 2]),
+        helper.make_node("Conv", ["p", "w3"], ["c"]),
+        helper.make_node("Flatten", ["c"], ["y"]),
+    ]
+    g = fuse_conv.run(_graph(nodes, ["y"], W))
+    g.lint()
+    ops = _by_output(g)
+    assert [n.op_type for n in g.nodes] == [
+        "FusedConv",
+        "FusedConv",
+        "MaxPool",
+        "FusedConv",
+        "Flatten",
+    ]
+    assert ops["ar"].attrs["activation"] == "relu" and ops["ar"].attrs["layout"] == "nhwc"
+    assert ops["b"].attrs["layout"] == "nhwc"  # read by a pool
+    assert "layout" not in ops["c"].attrs  # read by Flatten: plain NCHW
+    assert all("precision" not in n.attrs for n in g.nodes if n.op_type == "FusedConv")
+
+
+def test_graph_output_and_mixed_readers_stay_nchw():
+    nodes = [
+        helper.make_node("Conv", ["x", "w2"], ["a"]),
+        helper.make_node("Conv", ["a", "w3"], ["b"]),
+        helper.make_node("Sigmoid", ["a"], ["s"]),  # a second, non-conv reader of a
+        helper.make_node("Conv", ["b", "w2"], ["y"]),
+    ]
+    g = fuse_conv.run(_graph(nodes, ["y", "b"], W))
+    ops = _by_output(g)
+    assert "layout" not in ops["a"].attrs  # Sigmoid reads it
+    assert "layout" not in ops["b"].attrs  # a graph output
+    assert "layout" not in ops["y"].attrs
+
+
+def test_residual_fuses_and_bf16_marks_precision_and_outputs():
+    nodes = [
+        helper.make_node("Conv", ["x", "w2"], ["a"]),
+        helper.make_node("Conv", ["a", "w3"], ["b"]),
+        helper.make_node("Add", ["b", "a"], ["s"]),  # residual
+        helper.make_node("Relu", ["s"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2]),
+        helper.make_node("Flatten", ["p"], ["y"]),
+    ]
+    g = fuse_conv.run(_graph(nodes, ["y"], W), precision="bf16")
+    g.lint()
+    ops = _by_output(g)
+    assert [n.op_type for n in g.nodes] == ["FusedConv", "FusedConv", "MaxPool", "Flatten"]
+    res = ops["r"]
+    assert res.inputs[3] == "a" and res.attrs["activation"] == "relu"
+    assert res.attrs["precision"] == "bf16" and ops["a"].attrs["precision"] == "bf16"
+    assert ops["a"].attrs["out_dtype"] == "bf16"  # read only by convolutions (data and skip)
+    assert "out_dtype" not in res.attrs  # read by a pool: float32
+    assert res.attrs["layout"] == "nhwc"
+
+
+def test_integer_conv_is_left_alone():
+    g = _graph([helper.make_node("Conv", ["x", "w1"], ["y"], pads=[1, 1, 1, 1])], ["y"], W)
+    g.initializers["w1"] = np.ones((4, 4, 3, 3), np.int8)
+    assert [n.op_type for n in fuse_conv.run(g).nodes] == ["Conv"]

@@ -37,7 +37,9 @@ conformance: setup
 	$(BIN)/python tests/conformance/runner.py
 
 bench: setup
-	$(BIN)/python benchmarks/engine.py all --models $(MODELS)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/engine.py all --models $(MODELS) \
+	  --engines ziggurat,ziggurat-bf16,onnxruntime,openvino,openvino-fp32
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -58,6 +58,9 @@ CONV_CASES = [
     ((2, 12, 15, 16), (12, 1, 3, 3), dict(group=12, strides=[2, 2], pads=[1, 1, 1, 1])),
     ((1, 12, 15, 16), (12, 1, 5, 5), dict(group=12, strides=[2, 2], auto_pad="SAME_UPPER")),
     ((1, 6, 15, 16), (12, 1, 3, 3), dict(group=6, dilations=[2, 2], pads=[2, 2, 2, 2])),
+    # Depthwise large enough for the parallel, channel-blocked portable path (several blocks).
+    ((1, 48, 40, 40), (48, 1, 3, 3), dict(group=48, pads=[1, 1, 1, 1])),
+    ((1, 32, 48, 48), (64, 1, 3, 3), dict(group=32, strides=[2, 2], pads=[1, 0, 1, 1])),
     ((1, 8, 9, 9), (4, 8, 3, 3), dict(dilations=[2, 3], strides=[1, 2])),
     ((1, 4, 9, 8), (4, 4, 3, 3), dict(auto_pad="SAME_LOWER", strides=[2, 2])),
     ((1, 4, 9, 8), (4, 4, 3, 3), dict(auto_pad="VALID", strides=[2, 2])),

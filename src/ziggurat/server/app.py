@@ -18,7 +18,7 @@ from typing import Any
 
 from ziggurat.config import Config
 from ziggurat.errors import ZigguratError
-from ziggurat.server.errors import HTTPError, Redactor, status_for
+from ziggurat.server.errors import HTTPError, status_for
 from ziggurat.server.http import ClientDisconnected, Request, Response, error_response
 from ziggurat.server.metrics import Metrics
 from ziggurat.server.middleware import AccessLog, Auth, Cors, request_id
@@ -57,9 +57,7 @@ class ZigguratApp:
         self._tasks: set[asyncio.Task] = set()
         self._flusher: asyncio.Task | None = None
         self.timeout_s = self.config.request_timeout_ms / 1000
-        self.redact = Redactor(
-            [self.repo.root or "", *(p.parent for p in self.repo.explicit.values())]
-        )
+        self.redact = self.repo.redact
 
     # -- lifecycle --------------------------------------------------------------------------
     async def startup(self, wait: bool = False) -> None:

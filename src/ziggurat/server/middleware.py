@@ -6,6 +6,7 @@ middleware classes: one pass over the headers, no extra coroutine layers on the 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import re
@@ -32,7 +33,9 @@ class Auth:
     """API-key check: ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``, constant-time."""
 
     def __init__(self, keys: tuple[str, ...]):
-        self.keys = [k.encode() for k in keys]
+        # Digests, not the keys: compare_digest on equal-length inputs leaks nothing, while
+        # on the raw keys its early exit on a length mismatch would tell a key's length.
+        self.keys = [hashlib.sha256(k.encode()).digest() for k in keys]
 
     @property
     def enabled(self) -> bool:
@@ -52,7 +55,7 @@ class Auth:
             given = query.get("api_key")  # WebSocket clients in browsers cannot set headers
         if given is None:
             return 401
-        g = given.encode()
+        g = hashlib.sha256(given.encode("utf-8", "surrogateescape")).digest()
         ok = False
         for k in self.keys:  # compare against every key so timing does not tell which matched
             ok |= hmac.compare_digest(g, k)

@@ -31,7 +31,7 @@ from typing import Any
 
 from ziggurat.config import Config, ModelConfig
 from ziggurat.errors import ConfigError, ZigguratError
-from ziggurat.server.errors import HTTPError, bad_request, not_found
+from ziggurat.server.errors import HTTPError, Redactor, bad_request, not_found
 from ziggurat.server.model import LoadedModel, SessionFactory, ziggurat_session
 
 log = logging.getLogger("ziggurat.server")
@@ -80,6 +80,8 @@ class ModelRepository:
         self._loader = ThreadPoolExecutor(2, thread_name_prefix="zg-load")
         for item in config.models:
             self._add_explicit(Path(item))
+        # Load errors name files; clients see them relative to the repository (errors.py).
+        self.redact = Redactor([self.root or "", *(p.parent for p in self.explicit.values())])
 
     def _add_explicit(self, path: Path) -> None:
         path = path.resolve()
@@ -147,10 +149,13 @@ class ModelRepository:
         found = set(self.explicit) | set(self.entries)
         if self.root is not None and self.root.is_dir():
             for p in self.root.iterdir():
+                if not self._inside(p):  # a link out of the repository is not a model of it
+                    continue
                 if p.suffix == ".onnx" and p.is_file() and valid_name(p.stem):
                     found.add(p.stem)
-                elif p.is_dir() and valid_name(p.name) and _versions_in(p):
-                    found.add(p.name)
+                elif p.is_dir() and valid_name(p.name):
+                    if any(self._inside(v) for v in _versions_in(p).values()):
+                        found.add(p.name)
         return sorted(found)
 
     def index(self) -> list[dict[str, Any]]:
@@ -253,10 +258,11 @@ class ModelRepository:
         t0 = time.perf_counter()
         try:
             session = await loop.run_in_executor(self._loader, self.factory, str(path), settings)
-        except ZigguratError as exc:
-            raise HTTPError(400, f"model {name!r} version {version} failed to load: {exc}") from exc
-        except (OSError, ValueError) as exc:
-            raise HTTPError(400, f"model {name!r} version {version} failed to load: {exc}") from exc
+        except (ZigguratError, OSError, ValueError) as exc:
+            log.warning("model %s version %d failed to load: %s", name, version, exc)
+            raise HTTPError(
+                400, f"model {name!r} version {version} failed to load: {self.redact(str(exc))}"
+            ) from exc
         model = LoadedModel(
             name, version, path, session, settings, size_bytes=size, on_batch=self._on_batch
         )
@@ -364,4 +370,4 @@ def _model_size(path: Path) -> int:
             size = sum(p.stat().st_size for p in path.parent.iterdir() if p.is_file())
         return size
     except OSError as exc:
-        raise HTTPError(400, f"model file {path.name} cannot be read: {exc}") from exc
+        raise HTTPError(400, f"model file {path.name} cannot be read: {exc.strerror}") from exc

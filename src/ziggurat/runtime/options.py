@@ -5,6 +5,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from ..errors import ConfigError
+
+# Compute precisions a CPU session accepts: "fp32" (exact float32 semantics) and "bf16" (constant
+# weights of MatMul/Gemm/Dense stored in bfloat16, their GEMMs in bf16 with float32 accumulation;
+# needs AVX512-BF16 or AMX). "fp16" is for GPU providers.
+PRECISIONS = ("fp32", "bf16")
+
 
 class GraphOptimizationLevel(enum.IntEnum):
     ORT_DISABLE_ALL = 0
@@ -32,3 +39,22 @@ class SessionOptions:
     enable_fusion: bool = True
     # int8 weight-only quantization of MatMul/Gemm weights (passes/quantize_weights.py).
     enable_quantization: bool = False
+    # "fp32" (default) or "bf16" (passes/bf16_weights.py; refused on CPUs without bf16 support).
+    precision: str = "fp32"
+
+
+def check_precision(value: str) -> str:
+    """Validate a ``precision`` setting; for "bf16" also that this CPU can run it. Returns it
+    lower-cased; raises ConfigError (``Bf16UnsupportedError`` for a CPU without bf16)."""
+    p = str(value).lower()
+    if p == "fp16":
+        raise ConfigError(
+            "precision='fp16' runs on GPU providers only; on the CPU use 'fp32' or 'bf16'"
+        )
+    if p not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {value!r}")
+    if p == "bf16":
+        from ..backends.cpu import gemm
+
+        gemm.require_bf16()
+    return p

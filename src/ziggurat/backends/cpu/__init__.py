@@ -1,6 +1,10 @@
-"""CPU backend settings: BLAS thread count and the C allocator.
+"""The CPU backend: thread counts, the C allocator, and the native kernel layer.
 
-Both are process-wide (numpy's BLAS and glibc's malloc are shared by every session).
+- here: BLAS/oneDNN thread counts and glibc malloc tuning, both process-wide (numpy's BLAS,
+  oneDNN's OpenMP pool and malloc are shared by every session);
+- ``dnnl``: oneDNN's C API through ctypes (loaded on first use; ``dnnl.available()``);
+- ``gemm``: matmul with fused bias/activation on oneDNN, bf16 packed weights;
+- ``conv``: convolutions on oneDNN.
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ _M_MMAP_THRESHOLD = -3
 
 
 def set_blas_threads(n: int) -> None:
-    """Limit numpy's BLAS to ``n`` threads (0: its default, all cores). Process-wide: the
-    session created last decides.
+    """Limit numpy's BLAS and oneDNN's OpenMP to ``n`` threads (0: their default, all cores).
+    Process-wide: the session created last decides. (oneDNN is not loaded by this.)
 
     threadpoolctl finds whichever BLAS numpy loaded (OpenBLAS, MKL, BLIS) and calls its own
     thread setter; a dependency because doing that by hand means tracking every BLAS's symbols.
     """
     global _default_blas_threads
+    from . import dnnl
+
+    dnnl.set_threads(n)
     if n <= 0 and _default_blas_threads is None:
         return  # never changed: BLAS is at its own default
     from threadpoolctl import threadpool_info, threadpool_limits

@@ -1,0 +1,117 @@
+"""``precision="bf16"``: store the constant weights of ``Dense`` and ``MatMul`` nodes in bfloat16.
+
+Each constant float32 (K, N) weight of a ``ziggurat::Dense`` node, and of a ``MatMul`` whose second
+input is a constant matrix (made a bias-free ``Dense``), is converted once, here, at session
+creation, to bfloat16 in oneDNN's blocked matmul layout (``backends.cpu.gemm.PackedWeight``). The
+float32 original is dropped from the graph, so the session holds half the bytes: copied weights
+are freed, and the pages of weights viewed in the model file are handed back to the OS. The GEMMs
+then run in bf16 with float32 accumulation and float32 outputs; everything else (softmax,
+normalization, the attention products between activations) stays float32.
+
+Needs oneDNN with AVX512-BF16 or AMX (the session checks first). Weights read by anything else than
+these nodes, or shadowed by a graph input, stay float32.
+"""
+
+from __future__ import annotations
+
+import mmap
+
+import numpy as np
+
+from .. import ir
+from ._match import FUSED_DOMAIN
+
+MIN_ELEMENTS = 4096  # smaller matrices: the saving is nil and a numpy GEMM is as fast
+
+
+def run(graph: ir.Graph, opsets: dict[str, int]) -> ir.Graph:
+    """Pack eligible weights in place and return ``graph``."""
+    from ..backends.cpu import gemm
+
+    readers: dict[str, int] = {}
+    for node in graph.nodes:
+        for name in node.inputs:
+            readers[name] = readers.get(name, 0) + 1
+    for sub in _subgraphs(graph):
+        for name in sub.free_names():
+            readers[name] = readers.get(name, 0) + 1
+    shadowed = {v.name for v in graph.inputs} | {v.name for v in graph.outputs}
+    bf16 = gemm._bf16_dtype()
+    packed: dict[str, np.ndarray] = {}
+    for node in graph.nodes:
+        if len(node.inputs) < 2 or not _eligible(node):
+            continue
+        name = node.inputs[1]
+        w = graph.initializers.get(name)
+        if name in packed:  # another node already converted this weight
+            continue
+        if (
+            not isinstance(w, np.ndarray)
+            or w.dtype != np.float32
+            or w.ndim != 2
+            or w.size < MIN_ELEMENTS
+            or name in shadowed
+            or readers.get(name, 0) != sum(1 for n in graph.nodes if _reads_as_weight(n, name))
+        ):
+            continue
+        packed[name] = gemm.pack_weight(w, bf16)
+        graph.initializers[name] = packed[name]
+        _release(w)
+    for node in graph.nodes:
+        if node.domain in ("", "ai.onnx") and node.op_type == "MatMul" and node.inputs[1] in packed:
+            node.op_type, node.domain = "Dense", FUSED_DOMAIN
+            node.attributes = {"activation": ""}
+            opsets.setdefault(FUSED_DOMAIN, 1)
+    return graph
+
+
+def _eligible(node: ir.Node) -> bool:
+    if node.domain == FUSED_DOMAIN and node.op_type == "Dense":
+        return True
+    return node.domain in ("", "ai.onnx") and node.op_type == "MatMul"
+
+
+def _reads_as_weight(node: ir.Node, name: str) -> bool:
+    return (
+        _eligible(node)
+        and len(node.inputs) > 1
+        and node.inputs[1] == name
+        and name
+        not in (
+            node.inputs[0],
+            *node.inputs[2:],
+        )
+    )
+
+
+def _subgraphs(graph: ir.Graph):
+    for node in graph.nodes:
+        yield from node.subgraphs()
+
+
+def _release(w: np.ndarray) -> None:
+    """Hand back to the OS the pages of ``w`` if it is a view of a read-only file map.
+
+    Reading the weights to convert them faulted their pages into this process; they are clean
+    file pages, so dropping them is safe (a later read would fault the same bytes back) and
+    brings RSS down to the bf16 copy. Copied (anonymous) weights are simply freed once the graph
+    no longer holds them; those are never madvised (DONTNEED would zero them)."""
+    base = w
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    if base is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        start_addr = np.frombuffer(base, np.uint8).ctypes.data
+    except (TypeError, ValueError):
+        return
+    page = mmap.PAGESIZE
+    lo = w.ctypes.data - start_addr
+    hi = lo + w.nbytes
+    lo = -(-lo // page) * page  # whole pages inside the tensor only: neighbours keep theirs
+    hi = hi // page * page
+    if hi > lo:
+        try:
+            base.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        except (OSError, ValueError):  # only an RSS optimization
+            pass

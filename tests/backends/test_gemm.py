@@ -1,0 +1,215 @@
+"""oneDNN GEMMs (backends/cpu/gemm.py) against float64 references, the bf16 path at a bf16 bound,
+precision="bf16" sessions against onnxruntime FP32, and the portable fallback without oneDNN."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import ziggurat as zg
+from tests.models import builders
+from ziggurat.backends.cpu import dnnl, gemm
+from ziggurat.errors import ConfigError
+
+needs_dnnl = pytest.mark.skipif(not dnnl.available(), reason=f"oneDNN: {dnnl.unavailable_reason()}")
+needs_bf16 = pytest.mark.skipif(
+    not gemm.bf16_supported(), reason="this CPU has neither AVX512-BF16 nor AMX (or no oneDNN)"
+)
+U32 = 2.0**-24  # float32 unit roundoff
+U_BF16 = 2.0**-9  # bfloat16 unit roundoff (8 significant bits, round to nearest even)
+BF16 = np.dtype(ml_dtypes.bfloat16)
+
+
+def gamma(k: int) -> float:
+    """Higham's gamma_k: a k-term float32 sum of products errs by at most gamma_k * sum|terms|,
+    in any summation order or blocking (so the bound holds for every BLAS and thread count)."""
+    return k * U32 / (1 - k * U32)
+
+
+def _erf_gelu(z):
+    from math import erf
+
+    return 0.5 * z * (1 + np.vectorize(erf)(z / np.sqrt(2)))
+
+
+def _reference(x, w, b, act):
+    z = x.astype(np.float64) @ w.astype(np.float64) + b
+    mag = np.abs(x).astype(np.float64) @ np.abs(w).astype(np.float64) + np.abs(b)
+    if act == "relu":
+        return np.maximum(z, 0), mag
+    if act == "gelu":
+        return _erf_gelu(z), mag
+    return z, mag
+
+
+def _data(m=64, k=300, n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, m // 2, k), dtype=np.float32)
+    w = (rng.standard_normal((k, n)) * 0.1).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    return x, w, b
+
+
+@needs_dnnl
+@pytest.mark.parametrize("act", ["", "relu", "gelu"])
+@pytest.mark.parametrize("packed", [False, True])
+def test_dense_fp32_within_the_float32_bound(act, packed):
+    x, w, b = _data()
+    k = w.shape[0]
+    wk = gemm.pack_weight(w) if packed else w
+    y = gemm.dense(x, wk, b, act)
+    ref, mag = _reference(x.reshape(-1, k), w, b, act)
+    # (k+1)-term sum (bias included); GELU's slope is <= 1.13 and its float32 evaluation adds a few
+    # ulps of the result.
+    bound = gamma(k + 1) * mag
+    if act == "gelu":
+        bound = 1.13 * bound + 4 * np.spacing(np.abs(ref).astype(np.float32))
+    assert y.shape == x.shape[:-1] + (w.shape[1],) and y.dtype == np.float32
+    assert np.all(np.abs(y.reshape(-1, w.shape[1]) - ref) <= bound)
+
+
+@needs_dnnl
+def test_packed_weight_keeps_logical_shape_and_values():
+    _, w, _ = _data()
+    p = gemm.pack_weight(w)
+    assert isinstance(p, gemm.PackedWeight) and p.shape == w.shape and p.dtype == np.float32
+    assert not p.flags.writeable
+    np.testing.assert_array_equal(p.unpacked(), w)
+
+
+@needs_dnnl
+def test_matmul_strided_and_batched_operands():
+    rng = np.random.default_rng(4)
+    q = rng.standard_normal((3, 96, 64), dtype=np.float32)
+    kk = rng.standard_normal((3, 96, 64), dtype=np.float32)
+    kt = kk.transpose(0, 2, 1)  # a transposed view, read in place
+    y = gemm.matmul(q, kt)
+    ref = q.astype(np.float64) @ kt.astype(np.float64)
+    mag = np.abs(q).astype(np.float64) @ np.abs(kt).astype(np.float64)
+    assert y is not None and np.all(np.abs(y - ref) <= gamma(64) * mag)
+    assert gemm.matmul(q[:, :2, :2], kt[:, :2, :2]) is None  # too small: numpy's job
+
+
+@needs_bf16
+def test_bf16_packing_rounds_to_nearest_even():
+    _, w, _ = _data()
+    p = gemm.pack_weight(w, BF16)
+    assert p.dtype == BF16 and p.shape == w.shape and p.nbytes == w.nbytes // 2
+    np.testing.assert_array_equal(p.unpacked(), w.astype(BF16))
+
+
+@needs_bf16
+@pytest.mark.parametrize("act", ["", "gelu"])
+def test_dense_bf16_within_the_bf16_bound(act):
+    x, w, b = _data(k=768, n=128)
+    k = w.shape[0]
+    y = gemm.dense(x, gemm.pack_weight(w, BF16), b, act).reshape(-1, w.shape[1])
+    x2 = x.reshape(-1, k)
+    # 1) Exactly what bf16 GEMMs promise: the products of bf16-rounded inputs are exact in float32
+    #    (8 x 8 significant bits), so only the float32 accumulation errs.
+    xr, wr = x2.astype(BF16).astype(np.float32), w.astype(BF16).astype(np.float32)
+    ref_r, mag_r = _reference(xr, wr, b, act)
+    bound = gamma(k + 1) * mag_r
+    if act == "gelu":
+        bound = 1.13 * bound + 4 * np.spacing(np.abs(ref_r).astype(np.float32))
+    assert np.all(np.abs(y - ref_r) <= bound)
+    # 2) Against the float32 inputs: each product carries the two inputs' rounding, (1 + u)^2 - 1
+    #    relative, independent of K.
+    ref, mag = _reference(x2, w, b, act)
+    rel = 2 * U_BF16 + U_BF16**2
+    assert np.all(
+        np.abs(y - ref) <= 1.13 * (rel + gamma(k + 1)) * mag + 4 * np.spacing(np.float32(1))
+    )
+
+
+def _block(hidden=256, heads=4):
+    return builders.transformer_block(seed=5, hidden=hidden, heads=heads).SerializeToString()
+
+
+def _feeds(seq=64, hidden=256):
+    rng = np.random.default_rng(6)
+    mask = np.ones((2, seq), np.int64)
+    mask[1, seq // 2 :] = 0
+    return {"x": rng.standard_normal((2, seq, hidden)).astype(np.float32), "mask": mask}
+
+
+def _ort(model, feeds):
+    return ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+@needs_dnnl
+def test_bert_like_block_fp32_matches_onnxruntime():
+    model, feeds = _block(), _feeds()
+    ref = _ort(model, feeds)
+    got = zg.InferenceSession(model).run(None, feeds)[0]
+    # As tests/models: float32 reductions of length <= K = 4 * hidden, two engines' independent
+    # rounding, a few chained reductions: 5 * eps * sqrt(K) * max(1, max|ref|).
+    atol = 5 * 2.0**-23 * np.sqrt(4 * 256) * max(1.0, float(np.abs(ref).max()))
+    np.testing.assert_allclose(got, ref, rtol=0, atol=atol)
+
+
+@needs_bf16
+def test_bert_like_block_bf16_is_close_to_fp32_and_holds_bf16_weights():
+    model, feeds = _block(), _feeds()
+    ref = _ort(model, feeds)
+    sess = zg.InferenceSession(model, sess_options=zg.SessionOptions(precision="bf16"))
+    got = sess.run(None, feeds)[0]
+    cos = float((got * ref).sum() / np.linalg.norm(got) / np.linalg.norm(ref))
+    assert cos >= 0.999
+    # LayerNorm output (unit scale): bf16 input rounding (2^-8 relative per product) through a
+    # few GEMMs; an fp32-weights bug would be ~1e-6, a wrong layout ~1.
+    assert np.abs(got - ref).max() <= 16 * 2.0**-8 * max(1.0, float(np.abs(ref).max()))
+    inits = sess._compiled.graph.initializers
+    packed = [v for v in inits.values() if isinstance(v, gemm.PackedWeight)]
+    assert len(packed) == 6 and all(v.dtype == BF16 for v in packed)  # q, k, v, o, ffn1, ffn2
+    assert all(inits[n].dtype == BF16 for n in ("wq", "wk", "wv", "wo", "w1", "w2"))
+
+
+def test_precision_values_are_checked():
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16; got 'int4'"):
+        zg.InferenceSession(_block(64), sess_options=zg.SessionOptions(precision="int4"))
+    with pytest.raises(ConfigError, match="GPU providers only"):
+        zg.InferenceSession(_block(64), sess_options=zg.SessionOptions(precision="fp16"))
+
+
+def test_bf16_refused_on_a_cpu_without_it(monkeypatch):
+    monkeypatch.setattr(gemm, "bf16_supported", lambda: False)
+    monkeypatch.setattr(dnnl, "available", lambda: True)
+    with pytest.raises(gemm.Bf16UnsupportedError, match="avx512_bf16 or amx_bf16") as e:
+        zg.InferenceSession(_block(64), sess_options=zg.SessionOptions(precision="bf16"))
+    assert isinstance(e.value, ConfigError) and "precision='fp32'" in str(e.value)
+
+
+_FALLBACK = """
+import numpy as np, ziggurat as zg
+from tests.backends.test_gemm import _block, _feeds
+from ziggurat.backends.cpu import dnnl
+assert not dnnl.available()
+y = zg.InferenceSession(_block()).run(None, _feeds())[0]
+np.save({out!r}, y)
+try:
+    zg.InferenceSession(_block(), sess_options=zg.SessionOptions(precision="bf16"))
+except zg.ZigguratError as e:
+    print(type(e).__name__, e)
+"""
+
+
+def test_fallback_without_onednn_gives_the_same_results(tmp_path):
+    out = tmp_path / "y.npy"
+    env = dict(os.environ, ZIGGURAT_DNNL="0")
+    proc = subprocess.run(
+        [sys.executable, "-c", _FALLBACK.format(out=str(out))],
+        env=env, capture_output=True, text=True, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Bf16UnsupportedError precision='bf16' needs oneDNN")
+    ref = _ort(_block(), _feeds())
+    atol = 5 * 2.0**-23 * np.sqrt(4 * 256) * max(1.0, float(np.abs(ref).max()))
+    np.testing.assert_allclose(np.load(out), ref, rtol=0, atol=atol)

@@ -21,7 +21,7 @@ from ..backends import cpu, parallel
 from ..errors import InputError
 from ..passes import optimize
 from .executor import CompiledGraph
-from .options import ExecutionMode, SessionOptions
+from .options import ExecutionMode, SessionOptions, check_precision
 from .profiler import Profiler
 from .validate import InputSpec, check_feeds
 
@@ -81,6 +81,7 @@ class InferenceSession:
         max_size_bytes: int | None = None,
     ):
         self._options = sess_options or SessionOptions()
+        precision = check_precision(self._options.precision)  # bf16 on a CPU without it: refused
         cpu.tune_allocator()
         cpu.set_blas_threads(self._options.intra_op_num_threads)
         parallel.set_threads(self._options.intra_op_num_threads)
@@ -118,6 +119,10 @@ class InferenceSession:
             precision=precision,
         )
         graph.lint()
+        if precision == "bf16":
+            from ..passes import bf16_weights
+
+            bf16_weights.run(graph, model.opsets)
         self._profiler = None
         if self._options.enable_profiling:
             self._profiler = Profiler(self._options.profile_file_prefix)

@@ -91,3 +91,16 @@ def test_integer_conv_is_left_alone():
     g = _graph([helper.make_node("Conv", ["x", "w1"], ["y"], pads=[1, 1, 1, 1])], ["y"], W)
     g.initializers["w1"] = np.ones((4, 4, 3, 3), np.int8)
     assert [n.op_type for n in fuse_conv.run(g).nodes] == ["Conv"]
+
+
+def test_bf16_flows_through_a_maxpool_between_convolutions():
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("MaxPool", ["a"], ["p"], kernel_shape=[2, 2]),
+        helper.make_node("Conv", ["p", "w2"], ["b"]),
+        helper.make_node("MaxPool", ["b"], ["q"], kernel_shape=[2, 2]),
+        helper.make_node("Flatten", ["q"], ["y"]),
+    ]
+    ops = _by_output(fuse_conv.run(_graph(nodes, ["y"], W), precision="bf16"))
+    assert ops["a"].attrs["out_dtype"] == "bf16"  # the pool hands bf16 on to a convolution
+    assert "out_dtype" not in ops["b"].attrs  # this pool's reader is Flatten: float32

@@ -108,12 +108,23 @@ def _annotate(graph: ir.Graph, precision: str) -> None:
         if precision == "bf16":
             node.attrs["precision"] = "bf16"
             # Read only by bf16 convolutions: hand the activation on in bf16 (no conversion).
-            if node.attrs.get("layout") == "nhwc" and all(_is_fused_conv(u) for u in users):
+            if node.attrs.get("layout") == "nhwc" and all(_takes_bf16(idx, u) for u in users):
                 node.attrs["out_dtype"] = "bf16"
 
 
 def _is_fused_conv(node: ir.Node) -> bool:
     return node.op_type == "FusedConv" and node.domain == FUSED_DOMAIN
+
+
+def _takes_bf16(idx: Index, node: ir.Node) -> bool:
+    """A convolution, or a MaxPool (oneDNN pools bf16 as bf16) read only by convolutions."""
+    if _is_fused_conv(node):
+        return True
+    if node.op_type != "MaxPool" or node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
+        return False
+    out = node.outputs[0]
+    users = idx.consumers.get(out, [])
+    return bool(users) and out not in idx.outputs and all(_is_fused_conv(u) for u in users)
 
 
 def _reads_channels_last(node: ir.Node, name: str) -> bool:

@@ -62,7 +62,9 @@ def bench_main(args: argparse.Namespace) -> int:
     for spec in args.dim:
         k, _, v = spec.partition("=")
         dims[k] = int(v)
-    opts = SessionOptions(intra_op_num_threads=args.threads)
+    opts = SessionOptions(
+        intra_op_num_threads=args.threads, precision=getattr(args, "precision", "fp32")
+    )
     t0 = time.perf_counter()
     sess = InferenceSession(args.model, sess_options=opts)
     print(f"ziggurat load+compile: {(time.perf_counter() - t0) * 1e3:.1f} ms")

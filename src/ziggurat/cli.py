@@ -45,10 +45,17 @@ def _coerce(sess, feeds: dict) -> dict:
     return out
 
 
+PRECISIONS = ("fp32", "bf16")  # as runtime.options.PRECISIONS (not imported: CLI start-up time)
+PRECISION_HELP = "fp32 (exact) or bf16 (bf16 weights and GEMMs; CPUs with AVX512-BF16/AMX)"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from . import InferenceSession
 
-    sess = InferenceSession(args.model)
+    from . import SessionOptions
+
+    opts = SessionOptions(precision=args.precision)
+    sess = InferenceSession(args.model, sess_options=opts)
     feeds = _coerce(sess, dict(_parse_input(s) for s in args.input))
     outs = sess.run(None, feeds)
     out_dir = Path(args.output) if args.output else None
@@ -113,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="path to an .onnx file")
     p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy|JSON")
     p.add_argument("--output", "-o", metavar="DIR", help="write each output to DIR/NAME.npy")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("inspect", help="inputs, outputs, opsets, ops, parameters, what won't run")
@@ -133,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--compare", choices=["onnxruntime"], help="also time onnxruntime, same inputs")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
     p.set_defaults(func=cmd_bench)
 
     try:

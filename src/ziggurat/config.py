@@ -26,6 +26,7 @@ from ziggurat.errors import ConfigError
 ENV_PREFIX = "ZIGGURAT_"
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 DEVICES = ("auto", "cpu", "gpu")
+PRECISIONS = ("fp32", "bf16")  # runtime.options.PRECISIONS (a test keeps them equal)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Config:
     max_connections: int = 1000  # concurrent requests + streams; beyond it: 503 + Retry-After
     request_timeout_ms: int = 30000  # whole request, queueing included; beyond it: 504
     max_body_mb: float = 64.0  # request bodies and stream messages; beyond it: 413
+    max_request_memory_mb: float = 2048.0  # input + output tensors of a request or batch call; 413
     shutdown_timeout_s: float = 30.0  # bounded drain of in-flight work on SIGTERM/SIGINT
     access_log: bool = True  # one JSON line per request on stdout
     log_level: str = "info"
@@ -55,6 +57,7 @@ class Config:
     graph_optimization_level: str = "all"
     enable_fusion: bool = True
     enable_quantization: bool = False
+    precision: str = "fp32"  # fp32 | bf16 (bf16 weights and GEMMs; CPUs with AVX512-BF16/AMX)
     model_concurrency: int = 1  # runs of one model in parallel
     inline_run_us: int = 250  # runs averaging less than this skip the worker thread; 0: never
     # --- dynamic batching (defaults for every model; a model's config.toml overrides)
@@ -107,6 +110,7 @@ class Config:
     def validate(self) -> None:
         """Raise ConfigError for values no server can run with."""
         _positive(self, "server_port", "max_connections", "request_timeout_ms", "max_body_mb")
+        _positive(self, "max_request_memory_mb")
         _positive(self, "max_model_size_mb", "model_cache_size", "model_concurrency")
         _positive(self, "max_queue_size", "stream_max_in_flight", "gpu_memory_mb")
         if not 0 < self.server_port < 65536:
@@ -122,6 +126,10 @@ class Config:
             raise ConfigError(
                 f"graph_optimization_level must be one of {', '.join(OPT_LEVELS)}, "
                 f"got {self.graph_optimization_level!r}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
         if "*" in self.cors_origins and self.cors_allow_credentials:
             raise ConfigError(
@@ -148,6 +156,7 @@ class ModelConfig:
     graph_optimization_level: str | None = None
     concurrency: int | None = None
     device: str = "auto"  # auto: GPU when enable_gpu and one is present; cpu; gpu
+    precision: str | None = None  # fp32 | bf16; None: the server's
     default_version: int | None = None  # the version served when a request names none
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -167,6 +176,8 @@ class ModelConfig:
             raise ConfigError(f"{path}: device must be one of {', '.join(DEVICES)}")
         if cfg.graph_optimization_level not in (None, *OPT_LEVELS):
             raise ConfigError(f"{path}: graph_optimization_level must be one of {OPT_LEVELS}")
+        if cfg.precision not in (None, *PRECISIONS):
+            raise ConfigError(f"{path}: precision must be one of {', '.join(PRECISIONS)}")
         for name in ("max_batch_size", "max_queue_delay_us"):
             if (getattr(cfg, name) or 0) < 0:
                 raise ConfigError(f"{path}: {name} must be >= 0")
@@ -196,6 +207,7 @@ class ModelConfig:
             "enable_gpu": base.enable_gpu,
             "enable_fusion": base.enable_fusion,
             "enable_quantization": base.enable_quantization,
+            "precision": pick(self.precision, base.precision),
             "gpu_memory_mb": base.gpu_memory_mb,
         }
 

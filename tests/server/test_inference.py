@@ -309,3 +309,49 @@ async def test_websocket_message_over_the_limit_closes_1009(repo_dir):
     async with AppClient(make_config(repo_dir, max_body_mb=0.001)) as c:
         replies, code = await ws_exchange(c._transport.app, ["x" * 5000])
         assert code == 1009
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+async def test_memory_budget_refuses_up_front(tmp_path, entry):
+    """A small input that asks for a huge output is refused before it runs (413), at every entry;
+    a batch call whose items together exceed the budget is refused whole."""
+    from onnx import TensorProto, helper
+
+    repo = tmp_path / "r"
+    repo.mkdir()
+    # y[batch, 4096] = Expand(x[batch, 1]): 4 bytes in per row, 16 KiB out per row
+    graph = helper.make_graph(
+        [helper.make_node("Expand", ["x", "s"], ["y"])],
+        "expand",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1]),
+            helper.make_tensor_value_info("s", TensorProto.INT64, [2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4096])],
+    )
+    import onnx
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(repo / "wide.onnx"))
+
+    def body(rows):
+        return {
+            "inputs": [
+                _t([0.5] * rows, (rows, 1)),
+                _t([rows, 4096], (2,), "INT64", name="s"),
+            ]
+        }
+
+    async with AppClient(make_config(repo, max_request_memory_mb=1)) as c:
+        status, message = await _send(c, entry, body(8), "wide")  # 128 KiB of output: fine
+        assert status == 200, message
+        status, message = await _send(c, entry, body(256), "wide")  # 4 MiB of output
+        if entry == "batch":  # a lone item over the budget: the whole call is refused
+            r = await c.post("/api/v1/batch", json={"model": "wide", "requests": [body(256)]})
+            status, message = r.status_code, r.json()["error"]
+        assert status == 413 and "max_request_memory_mb" in message, (entry, message)
+        assert "4.0 MiB" in message
+        if entry == "batch":  # 40 items of 128 KiB: each fits, together they do not
+            r = await c.post("/api/v1/batch", json={"model": "wide", "requests": [body(8)] * 40})
+            assert r.status_code == 413 and "batch of 40 requests" in r.json()["error"]

@@ -44,3 +44,31 @@ async def test_cors_and_request_id(repo_dir):
         assert r.status_code == 403
         r = await c.get("/v2", headers={"x-request-id": "bad id with spaces"})
         assert r.headers["x-request-id"] != "bad id with spaces"
+
+
+@pytest.mark.parametrize("sink", ["dev-full", "closed"])
+async def test_unwritable_access_log_does_not_stop_serving(repo_dir, sink, tmp_path):
+    """A full disk (/dev/full: every write is ENOSPC) or a closed log stream: requests are still
+    answered, and the log is flushed without raising."""
+    import os
+
+    from tests.server.helpers import X, tensor
+    from ziggurat.server.middleware import AccessLog
+
+    if sink == "dev-full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    stream = open("/dev/full", "w") if sink == "dev-full" else open(tmp_path / "log", "w")  # noqa: SIM115
+    if sink == "closed":
+        stream.close()
+    async with AppClient(make_config(repo_dir, access_log=True)) as c:
+        app = c._transport.app
+        app.access = AccessLog(True, stream)
+        for _ in range(200):  # enough lines to overflow any write buffer
+            r = await c.post("/v2/models/linear/infer", json={"inputs": [tensor("x", X)]})
+            assert r.status_code == 200
+        app.access.flush()
+    if not stream.closed:
+        try:
+            stream.close()
+        except OSError:
+            pass

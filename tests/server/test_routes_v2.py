@@ -155,7 +155,7 @@ async def test_repository_load_unload_index(repo_dir):
         assert (await c.post("/v2/repository/models/linear/unload")).status_code == 200
         assert (await c.get("/v2/models/linear/ready")).status_code == 400
         r = await c.post("/v2/models/linear/infer", json={"inputs": [tensor("x", X)]})
-        assert r.status_code == 400 and "unloaded" in r.json()["error"]
+        assert r.status_code == 503 and "unloaded" in r.json()["error"]
         ready_only = (await c.post("/v2/repository/index", json={"ready": True})).json()
         assert all(row["state"] == "READY" for row in ready_only)
         assert (await c.post("/v2/repository/models/linear/load")).status_code == 200

@@ -23,6 +23,7 @@ from ziggurat.server.http import Response
 
 if TYPE_CHECKING:
     from ziggurat.server.app import ZigguratApp
+    from ziggurat.server.model import LoadedModel
 
 
 @dataclass
@@ -60,25 +61,32 @@ def parse(body: bytes, header_length: str | None) -> tuple[Any, memoryview | Non
     return codecs.loads(header), binary
 
 
-async def infer(
+@dataclass
+class Prepared:
+    """A decoded, checked request: ready to run, its memory estimated."""
+
+    model: LoadedModel
+    ir: InferRequest
+    feeds: dict[str, Any]
+    wanted: list[codecs.RequestedOutput]
+    nbytes: int
+
+
+async def prepare(
     app: ZigguratApp,
     obj: Any,
     binary: memoryview | None = None,
     *,
     model: str | None = None,
     version: str | None = None,
-    group: object | None = None,
-    reply_id: Any = None,
     json_only: bool = False,
-) -> Encoded:
-    """Find the model, decode and check the request, run it and encode the outputs.
+) -> Prepared:
+    """Find the model, then decode and check the request (everything before running it).
 
     ``obj``: the request's JSON object; ``model``/``version`` when the path names them, else the
     body does (/api/v1, WebSocket). The model is looked up before the tensors are decoded, so
-    an unknown model is a 404 however malformed its tensors are. ``group``: items of one
-    /api/v1/batch call (they may stack). ``reply_id``: the id to echo when it is not the V2
-    string id (WebSocket ids may be integers). ``json_only``: the transport cannot carry
-    binary outputs (batch items), so asking for them is a 400.
+    an unknown model is a 404 however malformed its tensors are. ``json_only``: the transport
+    cannot carry binary outputs (batch items), so asking for them is a 400.
     """
     if not isinstance(obj, dict):
         raise bad_request("the request body must be a JSON object")
@@ -94,11 +102,33 @@ async def infer(
         )
     feeds = m.check_feeds(ir.inputs)
     wanted = m.resolve_outputs(ir.outputs)
-    names = [w.name for w in wanted]
+    return Prepared(m, ir, feeds, wanted, m.estimate_bytes(feeds, [w.name for w in wanted]))
+
+
+def check_budget(app: ZigguratApp, nbytes: int, what: str) -> None:
+    """413 before running when the tensors of ``what`` would not fit max_request_memory_mb."""
+    budget = app.config.max_request_memory_mb * 2**20
+    if nbytes > budget:
+        raise HTTPError(
+            413,
+            f"{what} needs at least {nbytes / 2**20:.1f} MiB for its input and output tensors, "
+            f"over max_request_memory_mb ({app.config.max_request_memory_mb:g}); send fewer or "
+            "smaller tensors, or raise the limit",
+        )
+
+
+async def run(p: Prepared, *, group: object | None = None, reply_id: Any = None) -> Encoded:
+    """Run a prepared request through its model's scheduler and encode the outputs.
+
+    ``group``: items of one /api/v1/batch call (they may stack). ``reply_id``: the id to echo
+    when it is not the V2 string id (WebSocket ids may be integers).
+    """
+    m, ir = p.model, p.ir
+    names = [w.name for w in p.wanted]
     if ir.timeout_us:
         try:
             async with asyncio.timeout(ir.timeout_us / 1e6):
-                arrays = await m.infer(feeds, names, group)
+                arrays = await m.infer(p.feeds, names, group)
         except TimeoutError:
             raise HTTPError(
                 504,
@@ -106,14 +136,31 @@ async def infer(
                 "its work was cancelled",
             ) from None
     else:
-        arrays = await m.infer(feeds, names, group)
-    tensors, chunks, nonfinite = codecs.encode_outputs(list(zip(wanted, arrays)), ir.binary_output)
+        arrays = await m.infer(p.feeds, names, group)
+    tensors, chunks, nonfinite = codecs.encode_outputs(
+        list(zip(p.wanted, arrays)), ir.binary_output
+    )
     head: dict[str, Any] = {"model_name": m.name, "model_version": str(m.version)}
     rid = reply_id if reply_id is not None else ir.id
     if rid is not None:
         head["id"] = rid
     head["outputs"] = tensors
     return Encoded(head, chunks, nonfinite)
+
+
+async def infer(
+    app: ZigguratApp,
+    obj: Any,
+    binary: memoryview | None = None,
+    *,
+    model: str | None = None,
+    version: str | None = None,
+    reply_id: Any = None,
+) -> Encoded:
+    """One request, start to end: :func:`prepare`, the memory budget, :func:`run`."""
+    p = await prepare(app, obj, binary, model=model, version=version)
+    check_budget(app, p.nbytes, "this request")
+    return await run(p, reply_id=reply_id)
 
 
 def _wants_binary(ir: InferRequest) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ziggurat.runtime.validate import ONNX_TO_V2, InputSpec, check_feeds
+from ziggurat.runtime.validate import ONNX_TO_V2, InputSpec, check_feeds, dtype_of
 from ziggurat.server.batching import BatchReport, Scheduler
 from ziggurat.server.codecs import RequestedOutput
 from ziggurat.server.errors import bad_request
@@ -40,6 +40,7 @@ def ziggurat_session(path: str, settings: dict[str, Any]) -> Any:
     opts.inter_op_num_threads = settings.get("inter_op_threads") or 0
     opts.enable_fusion = settings.get("enable_fusion", True)
     opts.enable_quantization = settings.get("enable_quantization", False)
+    opts.precision = settings.get("precision", "fp32")
     providers = ["CPUExecutionProvider"]
     device = settings.get("device", "auto")
     available = zg.get_available_providers()
@@ -185,6 +186,36 @@ class LoadedModel:
         wrong datatype, rank or fixed dimension, in the words InferenceSession.run uses."""
         values = check_feeds(self.name, self._specs, feeds)
         return {s.name: v for s, v in zip(self._specs, values) if v is not None}
+
+    def estimate_bytes(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> int:
+        """Bytes of the feeds plus the requested outputs at these feeds' shapes.
+
+        Output dims named like an input's dims (``batch``, ``seq``) take the request's sizes;
+        fixed dims count as declared; dims nothing determines count as 1. A lower bound (the
+        run's intermediates come on top), which is enough to refuse a request whose outputs
+        alone would not fit before it runs: a small input can ask for a huge output.
+        """
+        sizes: dict[str, int] = {}
+        total = 0
+        for spec in self._specs:
+            arr = feeds.get(spec.name)
+            if arr is None:
+                continue
+            total += int(arr.nbytes) if arr.dtype.kind != "O" else arr.size * 64
+            for d, n in zip(spec.shape or (), arr.shape):
+                if isinstance(d, str):
+                    sizes[d] = max(sizes.get(d, 0), int(n))
+        wanted = set(outputs)
+        for arg in self.session.get_outputs():
+            if arg.name not in wanted or arg.shape is None:
+                continue
+            dtype = dtype_of(arg.type)
+            item = dtype.itemsize if dtype is not None and dtype.kind != "O" else 8
+            count = 1
+            for d in arg.shape:
+                count *= d if isinstance(d, int) and d >= 0 else sizes.get(d, 1)
+            total += count * item
+        return total
 
     def resolve_outputs(self, requested: list[RequestedOutput] | None) -> list[RequestedOutput]:
         """The outputs to return: the requested ones (400 if unknown) or all of them."""

@@ -194,10 +194,18 @@ class ModelRepository:
         if version is not None:
             _version(version)
         if e is not None and e.unloaded_by_user:
-            raise HTTPError(400, f"model {name!r} is unloaded; load it first")
+            raise HTTPError(  # a state of the server, not a fault of the request: 503
+                503,
+                f"model {name!r} is unloaded; load it first (POST /v2/repository/models/"
+                f"{name}/load)",
+            )
         if not self.config.load_on_demand:
             self.sources(name)  # 404 for unknown names
-            raise HTTPError(400, f"model {name!r} is not loaded; load it first")
+            raise HTTPError(
+                503,
+                f"model {name!r} is not loaded (load_on_demand is off); load it first "
+                f"(POST /v2/repository/models/{name}/load)",
+            )
         return await self.load(name, version, reload=False)
 
     def ready(self, name: str, version: str | None = None) -> bool:

@@ -48,34 +48,46 @@ async def batch(app: ZigguratApp, req: Request) -> Response:
         raise bad_request(f"{len(items)} requests in one batch; the maximum is {MAX_BATCH_ITEMS}")
     version = codecs.version_text(obj.get("version"))
     m = await app.repo.get(name, version)  # 404/400 for the whole call, before any item runs
+    # Decode and check every item first: the call's memory is known before anything runs.
+    prepared = []
+    for i, item in enumerate(items):
+        try:
+            prepared.append(
+                await inference.prepare(app, item, model=name, version=version, json_only=True)
+            )
+        except Exception as exc:
+            prepared.append(_failure(app, req.id, i, exc))
+    nbytes = sum(p.nbytes for p in prepared if isinstance(p, inference.Prepared))
+    inference.check_budget(app, nbytes, f"this batch of {len(items)} requests")
     group = object()  # items of this call may stack together even without dynamic batching
     results = await asyncio.gather(
-        *(_one(app, req.id, name, version, item, i, group) for i, item in enumerate(items))
+        *(_one(app, req.id, p, i, group) for i, p in enumerate(prepared))
     )
+    for item, r in zip(items, results):
+        if isinstance(item, dict) and item.get("id") is not None:
+            r["id"] = item["id"]
     nonfinite = any(r.pop("_nf", False) for r in results)
     body = {"model_name": m.name, "model_version": str(m.version), "results": results}
     return Response(codecs.dumps(body, nonfinite=nonfinite), 200, "application/json")
 
 
-async def _one(
-    app: ZigguratApp, rid_: str, name: str, version: str | None, item: Any, i: int, group: object
-) -> dict[str, Any]:
-    """One batch item through the shared path; its error stays its own (status + message)."""
-    rid = item.get("id") if isinstance(item, dict) else None
+def _failure(app: ZigguratApp, rid: str, i: int, exc: Exception) -> dict[str, Any]:
+    """A batch item's own error (status + message); the other items still run."""
+    status, message = app.describe_error(exc, f"{rid}/{i}", "batch item")
+    return {"error": message, "status": status, "index": i}
+
+
+async def _one(app: ZigguratApp, rid: str, p: Any, i: int, group: object) -> dict[str, Any]:
+    """Run one prepared batch item through the shared path."""
+    if not isinstance(p, inference.Prepared):
+        return p  # it failed to decode or check
     try:
-        enc = await inference.infer(
-            app, item, model=name, version=version, group=group, json_only=True
-        )
-        out: dict[str, Any] = {"outputs": enc.head["outputs"], "_nf": enc.nonfinite}
+        enc = await inference.run(p, group=group)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        status, message = app.describe_error(exc, f"{rid_}/{i}", "batch item")
-        out = {"error": message, "status": status}
-    if rid is not None:
-        out["id"] = rid
-    out["index"] = i
-    return out
+        return _failure(app, rid, i, exc)
+    return {"outputs": enc.head["outputs"], "_nf": enc.nonfinite, "index": i}
 
 
 async def list_models(app: ZigguratApp, req: Request) -> Response:

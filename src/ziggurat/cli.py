@@ -50,9 +50,7 @@ PRECISION_HELP = "fp32 (exact) or bf16 (bf16 weights and GEMMs; CPUs with AVX512
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import InferenceSession
-
-    from . import SessionOptions
+    from . import InferenceSession, SessionOptions
 
     opts = SessionOptions(precision=args.precision)
     sess = InferenceSession(args.model, sess_options=opts)

@@ -213,3 +213,23 @@ def test_fallback_without_onednn_gives_the_same_results(tmp_path):
     ref = _ort(_block(), _feeds())
     atol = 5 * 2.0**-23 * np.sqrt(4 * 256) * max(1.0, float(np.abs(ref).max()))
     np.testing.assert_allclose(np.load(out), ref, rtol=0, atol=atol)
+
+
+def test_precision_is_one_setting_across_cli_config_and_server(tmp_path):
+    from ziggurat import cli, config
+    from ziggurat.runtime import options
+    from ziggurat.server.model import ziggurat_session
+
+    assert config.PRECISIONS == options.PRECISIONS == cli.PRECISIONS
+    args = cli.build_parser().parse_args(["bench", "m.onnx", "--precision", "bf16"])
+    assert args.precision == "bf16"
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16"):
+        config.Config(precision="fp8").validate()
+    (tmp_path / "config.toml").write_text('precision = "bf16"\n')
+    per_model = config.ModelConfig.read(tmp_path / "config.toml")
+    assert per_model.resolve(config.Config())["precision"] == "bf16"
+    assert config.ModelConfig().resolve(config.Config(precision="bf16"))["precision"] == "bf16"
+    model = tmp_path / "block.onnx"
+    model.write_bytes(_block(64))
+    sess = ziggurat_session(str(model), {"precision": "fp32"})
+    assert sess.get_session_options().precision == "fp32"

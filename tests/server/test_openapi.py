@@ -119,4 +119,5 @@ def test_generated_requests_on_real_models(live_schema):
     engine. Random tensors rarely fit the model, so 400s are expected; 5xx and bodies that
     contradict the schema are not."""
     for op in _operations(live_schema):
-        _run(op, _on_real_model)
+        if "unload" not in op.path:  # an unloaded model is a 503 by design, for every later op
+            _run(op, _on_real_model)

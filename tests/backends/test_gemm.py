@@ -129,11 +129,11 @@ def test_dense_bf16_within_the_bf16_bound(act):
     )
 
 
-def _block(hidden=256, heads=4):
+def _block(hidden=512, heads=8):
     return builders.transformer_block(seed=5, hidden=hidden, heads=heads).SerializeToString()
 
 
-def _feeds(seq=64, hidden=256):
+def _feeds(seq=32, hidden=512):
     rng = np.random.default_rng(6)
     mask = np.ones((2, seq), np.int64)
     mask[1, seq // 2 :] = 0
@@ -151,7 +151,7 @@ def test_bert_like_block_fp32_matches_onnxruntime():
     got = zg.InferenceSession(model).run(None, feeds)[0]
     # As tests/models: float32 reductions of length <= K = 4 * hidden, two engines' independent
     # rounding, a few chained reductions: 5 * eps * sqrt(K) * max(1, max|ref|).
-    atol = 5 * 2.0**-23 * np.sqrt(4 * 256) * max(1.0, float(np.abs(ref).max()))
+    atol = 5 * 2.0**-23 * np.sqrt(4 * 512) * max(1.0, float(np.abs(ref).max()))
     np.testing.assert_allclose(got, ref, rtol=0, atol=atol)
 
 
@@ -211,7 +211,7 @@ def test_fallback_without_onednn_gives_the_same_results(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("Bf16UnsupportedError precision='bf16' needs oneDNN")
     ref = _ort(_block(), _feeds())
-    atol = 5 * 2.0**-23 * np.sqrt(4 * 256) * max(1.0, float(np.abs(ref).max()))
+    atol = 5 * 2.0**-23 * np.sqrt(4 * 512) * max(1.0, float(np.abs(ref).max()))
     np.testing.assert_allclose(np.load(out), ref, rtol=0, atol=atol)
 
 

@@ -6,9 +6,9 @@ the erf GELU of a BERT-base FFN activation (128 x 3072) takes 0.15 ms in one fus
 Softmax and the tanh GELU stay in numpy: numba calls libm's scalar exp/tanh per element, 5-10x
 slower than numpy's SIMD loops.
 
-numba is imported on first use by a large enough input (never at ``import ziggurat``; loading
-numba and its on-disk cache costs about 0.5-1 s once per process), and everything works without
-it: callers fall back to their numpy path, which gives the same results within float32 rounding.
+numba is imported on first use by a large enough input (never at ``import ziggurat`` nor at
+session creation; loading numba and its on-disk cache costs about 0.5-1 s once per process, paid by
+that first run), and everything works without it: callers fall back to their numpy path, which gives the same results within float32 rounding.
 ``ZIGGURAT_JIT=0`` turns it off. The loops use fast-math reassociation and contraction (so sums
 may be vectorized) but keep IEEE NaN/inf semantics (no ``nnan``/``ninf`` flags).
 """
@@ -21,7 +21,9 @@ from types import SimpleNamespace
 
 from ._ewmath import _ERF32_P, _ERF32_Q
 
-MIN_ELEMENTS = 1 << 17  # inputs this large load numba; smaller ones use it only once loaded
+MIN_ELEMENTS = (
+    1 << 15
+)  # inputs this large load numba (bert-tiny's FFN at seq 128: 65k); smaller ones use it once loaded
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}

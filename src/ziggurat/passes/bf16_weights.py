@@ -60,6 +60,10 @@ def run(graph: ir.Graph, opsets: dict[str, int]) -> ir.Graph:
         packed[name] = gemm.pack_weight(w, bf16)
         graph.initializers[name] = packed[name]
         _release(w)
+    if packed:
+        from ..backends import cpu
+
+        cpu.release_free_memory()  # the float32 copies just freed would otherwise stay resident
     for node in graph.nodes:
         if node.domain in ("", "ai.onnx") and node.op_type == "MatMul" and node.inputs[1] in packed:
             node.op_type, node.domain = "Dense", FUSED_DOMAIN

@@ -191,3 +191,38 @@ def test_cors_preflight_over_a_socket(server):
     )
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_slow_clients_do_not_hold_connections(server):
+    """Slowloris: 50 connections that send part of their headers and 50 that send nothing.
+    Others are served meanwhile; past the header deadline (request_timeout_ms here) the partial
+    ones get a 408 and every one is closed. A WebSocket open as long is left alone."""
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    async def main():
+        ws = await connect(server.url.replace("http", "ws") + "/api/v1/stream")
+        slow, idle = [], []
+        for _ in range(50):
+            r, w = await asyncio.open_connection("127.0.0.1", server.port)
+            w.write(b"POST /v2/models/linear/infer HTTP/1.1\r\nhost: x\r\ncontent-le")
+            slow.append((r, w))
+            idle.append(await asyncio.open_connection("127.0.0.1", server.port))
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+            for _ in range(20):
+                r = await c.post("/v2/models/linear/infer", json={"inputs": [tensor("x", X)]})
+                assert r.status_code == 200
+        answers = await asyncio.wait_for(asyncio.gather(*(r.read() for r, _ in slow)), 20)
+        assert all(a.startswith(b"HTTP/1.1 408") for a in answers)
+        closed = await asyncio.wait_for(asyncio.gather(*(r.read() for r, _ in idle)), 20)
+        assert closed == [b""] * 50  # closed without an answer: they never asked anything
+        for _, w in slow + idle:
+            w.close()
+        msg = {"id": 1, "model": "linear", "inputs": [tensor("x", X)]}
+        await ws.send(json.dumps(msg))
+        reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        await ws.close()
+        return reply
+
+    assert asyncio.run(main())["id"] == 1

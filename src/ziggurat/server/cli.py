@@ -46,6 +46,9 @@ HELP = {
     "cors_allow_credentials": "allow credentials in CORS (needs explicit origins)",
     "stream_max_in_flight": "requests in flight per WebSocket before reads pause",
 }
+# Time a connection gets to complete a request's headers (capped by request_timeout_ms).
+HEADER_TIMEOUT_S = 10.0
+
 FLAG = {
     "server_port": "--port",
     "api_keys": "--api-key",
@@ -148,7 +151,7 @@ def run(cfg: Config, app: Any = None) -> int:
         host=cfg.host,
         port=cfg.server_port,
         loop=_pick("uvloop", "uvloop", "asyncio"),
-        http=_pick("httptools", "httptools", "h11"),
+        http=_http_protocol(cfg),
         ws=_ws_protocol(),
         lifespan="on",
         access_log=False,  # ours is structured (one JSON line per request)
@@ -160,6 +163,17 @@ def run(cfg: Config, app: Any = None) -> int:
     server = _Server(uv)
     server.run()
     return 0 if server.started else 1
+
+
+def _http_protocol(cfg: Config) -> type:
+    """uvicorn's HTTP protocol (httptools, else h11) with a deadline for request headers."""
+    from uvicorn.config import HTTP_PROTOCOLS
+    from uvicorn.importer import import_from_string
+
+    from ziggurat.server.connections import protocol_class
+
+    base = import_from_string(HTTP_PROTOCOLS[_pick("httptools", "httptools", "h11")])
+    return protocol_class(base, min(HEADER_TIMEOUT_S, cfg.request_timeout_ms / 1000))
 
 
 def _ws_protocol() -> str:

@@ -216,18 +216,20 @@ def test_concurrent_runs_use_their_own_buffers():
     assert len(next(iter(cg._specs.values())).free) == 2  # both sets returned for reuse
 
 
-def test_signature_cache_is_lru_and_needs_two_agreeing_runs(monkeypatch):
+def test_signature_cache_is_lru_and_needs_two_agreeing_recordings(monkeypatch):
     monkeypatch.setattr(executor, "MAX_SIGNATURES", 2)
     monkeypatch.setattr(executor, "_PLAN_MODE", "1")
     cg = CompiledGraph(_shape_chain_graph(), OPSETS)
     a, b, c = (np.ones(s, np.float32) for s in [(2, 2), (3, 3), (4, 4)])
     cg.run([a])
-    assert not cg._specs  # seen once: recorded, not yet specialised
+    assert not cg._pending  # seen once: the generic code, nothing recorded
+    cg.run([a])
+    assert not cg._specs and len(cg._pending) == 1  # recorded once, not yet specialised
     cg.run([a])
     assert list(cg._specs) == [(((2, 2), np.dtype("float32")),)]
-    _runs(cg, [b], 2)
+    _runs(cg, [b], 3)
     cg.run([a])  # a is now more recent than b
-    _runs(cg, [c], 2)  # evicts b, the least recently used
+    _runs(cg, [c], 3)  # evicts b, the least recently used
     assert {k[0][0] for k in cg._specs} == {(2, 2), (4, 4)}
 
 
@@ -241,6 +243,7 @@ def test_a_value_wrongly_assumed_static_keeps_the_signature_generic(monkeypatch)
         ir.Node("ConstantOfShape", ["s"], ["y"], {"value": np.array([7], np.int64)}),
     ]
     cg = CompiledGraph(_graph(nodes, [_vi("x", [4])], [_vi("y")]), OPSETS)
+    cg.run([np.array([1, -1, -1, -1], np.float32)])  # the first run only counts
     one = cg.run([np.array([1, -1, -1, -1], np.float32)])[0]
     two = cg.run([np.array([1, 1, 1, -1], np.float32)])[0]
     three = cg.run([np.array([1, 1, -1, -1], np.float32)])[0]

@@ -4,8 +4,8 @@
 with the ``Emitter`` (emitter.py): every value is a local ``del``-ed after its last use, with no
 per-node dispatch, dict lookups or loops, which is what makes small models cheap to run.
 
-Runs are specialised per input-shape signature (specialize.py): the first two runs of a signature
-take the generic code with a recorder; if they agree, the signature gets its own code, with the
+Runs are specialised per input-shape signature (specialize.py): a signature's first run takes the
+generic code, the next two add a recorder; if they agree, the signature gets its own code, with the
 shape subgraphs folded to constants, direct numpy calls, and planned output buffers. The last
 ``MAX_SIGNATURES`` signatures are kept (least recently used out). Each run checks a buffer set out
 of the signature's free list, so concurrent runs never share planned buffers. ``ZIGGURAT_PLAN=0``
@@ -38,7 +38,9 @@ _DEBUG = int(os.environ.get("ZIGGURAT_DEBUG", "0") or 0)
 _PLAN_MODE = os.environ.get("ZIGGURAT_PLAN", "1")
 _SPECIALIZE = _PLAN_MODE != "0"
 MAX_SIGNATURES = 8  # specialised signatures kept per graph
-_PENDING = 16  # signatures seen once, waiting for a second run to confirm their recording
+_SEEN = 256  # signatures counted (a first run only counts: it takes the generic code)
+_PENDING = 16  # signatures recorded once, waiting for a second recording to confirm it
+_PENDING_BYTES = 1 << 25  # and the folded values those recordings hold, at most
 _FREE_SETS = 4  # idle buffer sets kept per signature (more concurrent runs allocate, then drop)
 _NO_OUTER: dict[str, Any] = {}
 
@@ -125,6 +127,7 @@ class CompiledGraph:
         self._specialize = specialize and not outer
         self._specs: dict[tuple, _Specialized] = {}
         self._pending: dict[tuple, Recording] = {}
+        self._seen: dict[tuple, int] = {}  # signature -> runs so far, oldest first
         self._spec_lock = threading.Lock()
         self._clock = itertools.count()  # orders signatures by last use
         self._static: tuple[set[str], set[str]] | None = None
@@ -181,19 +184,29 @@ class CompiledGraph:
         return self._record_fn(inputs, _NO_OUTER, rec), rec
 
     def _miss(self, sig: tuple, inputs: list[Any]) -> list[Any]:
-        """A run of a signature without specialised code: record it; on its second recording
-        that agrees with the first, compile the signature's code (evicting the least recently
-        used one beyond MAX_SIGNATURES)."""
-        outs, rec = self._record(inputs)
+        """A run of a signature without specialised code. Its first run takes the generic code
+        (a signature seen once costs nothing extra: a server may see many), the next two record;
+        when both recordings agree, the signature's code is compiled (evicting the least
+        recently used beyond MAX_SIGNATURES)."""
         eager = _PLAN_MODE == "eager"
+        with self._spec_lock:
+            seen = self._seen.pop(sig, 0)
+            if len(self._seen) >= _SEEN:
+                self._seen.pop(next(iter(self._seen)))
+            self._seen[sig] = seen + 1  # most recent last
+        if not seen and not eager:
+            return self._fn(inputs, _NO_OUTER)
+        outs, rec = self._record(inputs)
         with self._spec_lock:
             if sig in self._specs:
                 return outs
             first = self._pending.pop(sig, None) if not eager else rec
             if first is None:
-                if len(self._pending) >= _PENDING:
-                    self._pending.pop(next(iter(self._pending)))
                 self._pending[sig] = rec
+                while len(self._pending) > _PENDING or (
+                    sum(r.captured_bytes for r in self._pending.values()) > _PENDING_BYTES
+                ):
+                    self._pending.pop(next(iter(self._pending)))
                 return outs
             if first.agrees(rec):
                 spec = SignaturePlan(self.plan, sig, rec, self._static[1])  # type: ignore[index]
@@ -206,6 +219,7 @@ class CompiledGraph:
                 self._programs.pop(self._specs.pop(old).filename, None)
             entry.last = next(self._clock)
             self._specs[sig] = entry
+            self._seen.pop(sig, None)
         return entry.run(inputs) if eager else outs
 
     def signature_plan(self, inputs: list[Any]) -> SignaturePlan:
@@ -217,7 +231,7 @@ class CompiledGraph:
             raise ExecutionError(
                 f"model '{self.model_name}': a signature plan needs numpy arrays as inputs"
             )
-        for _ in range(3):
+        for _ in range(4):
             entry = self._specs.get(sig)
             if entry is not None:
                 break

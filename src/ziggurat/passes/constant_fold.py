@@ -2,10 +2,13 @@
 
 Folded results become initializers. Random ops and ops with subgraphs are never folded, nor are
 results bigger than ``MAX_FOLDED_BYTES`` (folding e.g. a huge ConstantOfShape would only trade
-compute for memory).
+compute for memory), nor more than ``MAX_FOLDED_TOTAL`` bytes per graph: a few-KB file must not be
+able to make compilation hold gigabytes (many 64 MB ConstantOfShape nodes).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -13,6 +16,7 @@ from .. import ir
 from ..ops import registry
 
 MAX_FOLDED_BYTES = 64 << 20
+MAX_FOLDED_TOTAL = 256 << 20
 _NEVER = frozenset(
     {
         "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
@@ -25,10 +29,13 @@ def run(graph: ir.Graph, opsets: dict[str, int]) -> ir.Graph:
     """Fold constant nodes of ``graph`` (not of its subgraphs) into initializers."""
     consts = graph.initializers
     kept: list[ir.Node] = []
+    folded = 0  # bytes of results folded so far
     for node in graph.nodes:
         if _foldable(node, consts):
             values = _evaluate(node, consts, opsets)
             if values is not None:
+                folded += sum(v.nbytes for v in values)
+            if values is not None and folded <= MAX_FOLDED_TOTAL:
                 for name, value in zip(node.outputs, values):
                     if name:
                         consts[name] = value
@@ -44,7 +51,35 @@ def _foldable(node: ir.Node, consts: dict) -> bool:
     return all(i in consts for i in node.inputs if i)
 
 
+def _predicted_items(node: ir.Node, consts: dict) -> int:
+    """Output elements of the ops whose output size comes from input *values* (a few bytes of
+    file can ask for 2^62 elements): checked before evaluating, so folding never allocates it.
+    Other ops return 0 (their outputs are checked after evaluation)."""
+    ins = [consts[n] if n else None for n in node.inputs]
+    try:
+        if node.op_type == "Constant" and isinstance(
+            node.attrs.get("sparse_value"), ir.SparseTensor
+        ):
+            return math.prod(node.attrs["sparse_value"].dims)
+        if node.op_type == "ConstantOfShape":
+            return math.prod(int(d) for d in np.asarray(ins[0]).reshape(-1))
+        if node.op_type == "Expand":
+            shape = [int(d) for d in np.asarray(ins[1]).reshape(-1)]
+            return math.prod(np.broadcast_shapes(np.shape(ins[0]), tuple(shape)))
+        if node.op_type == "Tile":
+            reps = [int(r) for r in np.asarray(ins[1]).reshape(-1)]
+            return np.size(ins[0]) * math.prod(reps)  # a 0 in reps: empty (the kernel is quick)
+        if node.op_type == "Range":
+            start, limit, delta = (float(np.asarray(v).reshape(-1)[0]) for v in ins[:3])
+            return max(0, math.ceil((limit - start) / delta)) if delta else 0
+    except (ValueError, TypeError, IndexError, OverflowError):
+        return 1 << 62  # malformed or unknowable: do not fold; run time reports it with the node
+    return 0
+
+
 def _evaluate(node: ir.Node, consts: dict, opsets: dict[str, int]) -> list | None:
+    if _predicted_items(node, consts) > MAX_FOLDED_BYTES:  # >= 1 byte per element
+        return None
     kdef = registry.lookup(node.op_type, node.domain, opsets.get(node.domain, 0))
     if kdef is None:
         return None

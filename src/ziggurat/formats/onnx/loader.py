@@ -33,6 +33,7 @@ plural kinds -> lists. Model-local functions are inlined (``functions.py``).
 from __future__ import annotations
 
 import logging
+import math
 import mmap
 import os
 import stat
@@ -96,6 +97,7 @@ class Context:
         self.base_dir = os.path.dirname(os.path.abspath(path)) if path else None
         self.max_size = max_size
         self.external_bytes = 0
+        self.dense_bytes = 0  # sparse initializers, once densified
         # Tensors smaller than this are copied even when aligned (bytes sources: always viewed).
         self.view_min_bytes = _VIEW_MIN_BYTES if path else 0
         self._maps: dict[str, mmap.mmap] = {}
@@ -235,6 +237,14 @@ class Context:
             raise ExternalDataError(
                 f"{label}: cannot read external data file '{full}': {e}"
             ) from None
+
+    def densifying(self, label: str, dims: tuple[int, ...], itemsize: int) -> None:
+        """Count a sparse tensor about to be densified against the size limit, before allocating
+        it: a few bytes of sparse tensor can describe 2^62 dense elements."""
+        nbytes = math.prod(dims) * itemsize
+        self.dense_bytes += nbytes
+        what = f"{label} densified ({dims}, {nbytes:,} bytes), with the file and external data,"
+        self._check_size(len(self.buf) + self.external_bytes + self.dense_bytes, what)
 
     def _check_size(self, size: int, what: str) -> None:
         if self.max_size is not None and size > self.max_size:

@@ -123,6 +123,7 @@ def read_graph(ctx: Context, a: int, b: int, depth: int) -> Graph:
             g.value_info[vi.name] = vi
         elif num == S.GRAPH_SPARSE_INITIALIZER:
             key, sparse = read_sparse(ctx, x, y, "sparse initializer")
+            ctx.densifying(f"sparse initializer '{key}'", sparse.dims, sparse.values.itemsize)
             inits[key] = sparse.to_dense()
         elif num == S.GRAPH_NAME:
             name = text(buf, x, y)

@@ -70,11 +70,11 @@ async def test_lru_eviction_and_size_limit(tmp_path):
 
 
 async def test_500_load_unload_cycles_leak_nothing(tmp_path):
-    """Python memory, threads and repository state after 500 load/unload cycles are what they
-    were after the first 50: a leak of one small object per cycle would show."""
+    """Live objects, allocated memory blocks, threads and repository state after 500
+    load/unload cycles are what they were after the first 50."""
     import gc
+    import sys
     import threading
-    import tracemalloc
 
     repo = tmp_path / "repo"
     models.linear(repo / "m.onnx")
@@ -90,17 +90,17 @@ async def test_500_load_unload_cycles_leak_nothing(tmp_path):
         for _ in range(50):  # warm up: caches, metric label sets, first-use imports
             await cycle()
         gc.collect()
-        tracemalloc.start()
         threads = threading.active_count()
-        before = tracemalloc.take_snapshot()
+        objects, blocks = len(gc.get_objects()), sys.getallocatedblocks()
         for _ in range(450):
             await cycle()
         gc.collect()
-        after = tracemalloc.take_snapshot()
-        tracemalloc.stop()
-        grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
-        # 450 cycles x even 1 KiB leaked per cycle = 450 KiB; allow 1/3 of that for noise
-        assert grown < 150 * 1024, [str(s) for s in after.compare_to(before, "lineno")[:8]]
+        grown_objects = len(gc.get_objects()) - objects
+        grown_blocks = sys.getallocatedblocks() - blocks
+        # A model version kept alive per cycle is thousands of objects; even one stray dict
+        # or list per cycle (450) would exceed these bounds, which leave room for caches.
+        assert grown_objects < 300, grown_objects
+        assert grown_blocks < 3000, grown_blocks
         assert threading.active_count() <= threads + 2  # pools are shut down, not left behind
         assert app.repo.loaded() == [] and app.repo.entries["m"].versions == {}
 

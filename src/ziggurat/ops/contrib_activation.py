@@ -1,0 +1,102 @@
+"""``com.microsoft`` activations (onnxruntime's ContribOperators.md): the GELU family that
+onnxruntime's transformers optimizer and offline optimizer emit, BiasAdd, BiasSplitGelu, BiasSoftmax.
+
+The math is the ``ai.onnx`` kernels' (``activation.py``); these add the fused bias / skip inputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends import xp_of
+from ..errors import ExecutionError
+from .activation import Gelu as _onnx_gelu
+from .activation import Sigmoid, Softmax
+from .registry import kernel
+
+MS = "com.microsoft"
+
+
+def _bias_add(x, bias, op: str):
+    """x + bias over the last axis (a fresh array), checking bias's length."""
+    if bias is None:
+        return x
+    if bias.shape[-1:] != x.shape[-1:]:
+        raise ExecutionError(
+            f"{op}: bias has shape {tuple(bias.shape)}, expected ({x.shape[-1]},) — one value per "
+            f"element of the input's last axis {tuple(x.shape)}"
+        )
+    return xp_of(x).add(x, bias)
+
+
+@kernel("Gelu", domain=MS, since=1)
+def Gelu(x, /):
+    """Exact GELU, 0.5 * x * (1 + erf(x / sqrt(2)))."""
+    return _onnx_gelu(x)
+
+
+@kernel("BiasGelu", domain=MS, since=1)
+def BiasGelu(a, b, /):
+    """Exact GELU of ``a + b`` (``b`` a bias over the last axis)."""
+    return _onnx_gelu(_bias_add(a, b, "BiasGelu"))
+
+
+@kernel("FastGelu", domain=MS, since=1)
+def FastGelu(x, bias=None, /):
+    """Tanh-approximated GELU of ``x (+ bias)``: 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))."""
+    return _onnx_gelu(_bias_add(x, bias, "FastGelu"), approximate="tanh")
+
+
+@kernel("QuickGelu", domain=MS, since=1)
+def QuickGelu(x, /, *, alpha=1.702):
+    """``x * sigmoid(alpha * x)`` (CLIP's GELU approximation)."""
+    (s,) = Sigmoid(x * x.dtype.type(alpha))
+    return ((x * s).astype(x.dtype, copy=False),)
+
+
+@kernel("BiasAdd", domain=MS, since=1)
+def BiasAdd(x, bias, skip, /):
+    """``x + bias + skip`` for x, skip (N, S, C) and bias (C) (the SD UNet's residual add)."""
+    if x.ndim != 3 or skip.shape != x.shape:
+        raise ExecutionError(
+            f"BiasAdd: X and skip must be 3-D (N, S, C) of one shape; got {tuple(x.shape)} "
+            f"and {tuple(skip.shape)}"
+        )
+    y = _bias_add(x, bias, "BiasAdd")
+    y += skip
+    return (y,)
+
+
+@kernel("BiasSplitGelu", domain=MS, since=1)
+def BiasSplitGelu(x, bias, /):
+    """Split ``x + bias`` (N, S, D) in halves on the last axis: ``left * gelu(right)`` (N, S, D/2)."""
+    if x.shape[-1] % 2:
+        raise ExecutionError(
+            f"BiasSplitGelu: the last axis ({x.shape[-1]}) must be even to split in halves"
+        )
+    y = _bias_add(x, bias, "BiasSplitGelu")
+    half = y.shape[-1] // 2
+    (g,) = _onnx_gelu(y[..., half:])
+    return ((y[..., :half] * g).astype(x.dtype, copy=False),)
+
+
+@kernel("BiasSoftmax", domain=MS, since=1)
+def BiasSoftmax(data, bias, /, *, axis=1, is_inner_broadcast=0):
+    """``Softmax(data + bias, axis)`` over axes [axis, rank) flattened, as onnxruntime computes it.
+
+    A lower-rank bias lines up with data's trailing axes (``is_inner_broadcast`` = 0) or leading
+    axes (= 1; it is broadcast over the inner batch axes before ``axis``).
+    """
+    if bias.ndim < data.ndim:
+        pad = (1,) * (data.ndim - bias.ndim)
+        shape = bias.shape + pad if is_inner_broadcast else pad + bias.shape
+        if is_inner_broadcast:  # keep the softmax axes aligned at the end
+            a = axis % data.ndim
+            lead = bias.ndim - (data.ndim - a)
+            shape = bias.shape[:lead] + pad + bias.shape[lead:]
+        bias = bias.reshape(shape)
+    s = xp_of(data).add(data, bias)
+    a = axis % data.ndim
+    flat = s.reshape(int(np.prod(s.shape[:a])), -1)
+    (y,) = Softmax(flat, axis=-1)
+    return (y.reshape(s.shape).astype(data.dtype, copy=False),)

@@ -333,6 +333,9 @@ def cached(key: tuple) -> ConvPrimitive | None:
     return None if hit is None else hit[0]
 
 
+lookup = _cache.get  # the same, one call less: (primitive, kept objects) or None
+
+
 def build(key, x, w, b, geo, group, *, activation="", bounds=(None, None), has_skip=False,
           bf16=False, channels_last_out=True, out_bf16=False, keep=()) -> ConvPrimitive:  # fmt: skip
     """Make the primitive for these arguments and store it under ``key`` (see ``cached``);

@@ -353,3 +353,17 @@ def test_an_array_taken_back_out_of_a_sequence_keeps_its_buffer():
     x = np.arange(8, dtype=np.float32)
     cg.signature_plan([x])
     np.testing.assert_array_equal(cg.run([x])[0], x)  # 2x - x
+
+
+def test_a_reshape_to_a_shape_given_as_input_is_not_baked_in():
+    """The target shape is a graph input (its values are data): same signature, other shapes."""
+    g = _graph(
+        [ir.Node("Reshape", ["x", "shape"], ["y"])],
+        [_vi("x", [6]), _vi("shape", [2], ir.dtypes.INT64)],
+        [_vi("y")],
+    )
+    cg = CompiledGraph(g, OPSETS)
+    x = np.arange(6, dtype=np.float32)
+    spec = cg.signature_plan([x, _i64(2, 3)])
+    assert not spec.fast
+    assert cg.run([x, _i64(3, 2)])[0].shape == (3, 2)

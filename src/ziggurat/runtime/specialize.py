@@ -120,7 +120,7 @@ class SignaturePlan:
         self._fold(rec)
         self._kept_index = {s.index for s in self.kept}
         self.last_use = self._last_use()
-        self._direct_calls()
+        self._direct_calls(shape_static)
         self._memory(rec, shape_static)
         self.naive_bytes, self.refcount_peak, self.planned_peak = self._peaks(rec)
 
@@ -143,7 +143,7 @@ class SignaturePlan:
                 last[name] = step.index
         return last
 
-    def _direct_calls(self) -> None:
+    def _direct_calls(self, shape_static: set[str]) -> None:
         meta = self.meta
         for step in self.kept:
             traits = step.kdef.traits
@@ -157,7 +157,7 @@ class SignaturePlan:
             if traits.ufunc and not step.kwargs and out[1].kind == "f" and len(out[0]):
                 if all(m[1] == out[1] for m in ins):  # type: ignore[index]
                     self.fast[step.index] = ("ufunc", traits.ufunc, traits.ufunc_args)
-            elif traits.reshape:
+            elif traits.reshape and step.outputs[0] in shape_static:  # the shape is baked in
                 self.fast[step.index] = ("reshape", out[0])
 
     # -- memory plan -----------------------------------------------------------------------------

@@ -353,3 +353,27 @@ def test_native_primitive_cached_per_weights_and_freed_with_them():
     del w
     gc.collect()
     assert entries() == 0  # the reordered weights went with the initializer
+
+
+def test_conv_without_a_onednn_implementation_runs_numpy_once_decided(monkeypatch):
+    """A convolution oneDNN refuses (DnnlError at creation) runs on numpy, and is not retried."""
+    dnnl_conv = _native_or_skip()
+    from ziggurat.backends.cpu.dnnl import DnnlError
+
+    tries = []
+
+    def refuse(*args, **kwargs):
+        tries.append(1)
+        raise DnnlError(
+            "oneDNN dnnl_convolution_forward_primitive_desc_create failed: unimplemented"
+        )
+
+    monkeypatch.setattr(dnnl_conv, "ConvPrimitive", refuse)
+    rng = np.random.default_rng(8)
+    x, w, b = rand(rng, (1, 6, 9, 9)), rand(rng, (4, 6, 3, 3)), rand(rng, (4,))
+    pads = [1, 1, 1, 1]
+    for _ in range(2):
+        y = Conv(x, w, b, pads=pads)[0]
+        exact = conv_ref64(x, w, b, pads=pads)
+        assert np.all(np.abs(y - exact) <= conv_bound(x, w, b, pads=pads))
+    assert len(tries) == 1

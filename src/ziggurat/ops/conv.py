@@ -237,7 +237,8 @@ def native_conv(
         )  # fmt: skip
         hit = dc.lookup(key)
         if hit is not None:
-            return hit[0].run(x, skip)
+            prim = hit[0]  # None: oneDNN has no implementation for this node, numpy runs it
+            return None if prim is None else prim.run(x, skip)
     auto_pad, dilations, group, kernel_shape, pads, strides = attrs
     geo = conv_geometry(x, w, group, op, kernel_shape, strides, dilations, pads, auto_pad)
     if skip is not None and skip.shape != geo_out_shape(x, w, geo):
@@ -258,7 +259,7 @@ def native_conv(
         has_skip=skip is not None, bf16=bf16, channels_last_out=layout == "nhwc",
         out_bf16=bf16 and out_dtype == "bf16", keep=attrs,
     )  # fmt: skip
-    return prim.run(x, skip)
+    return None if prim is None else prim.run(x, skip)
 
 
 def geo_out_shape(x, w, geo: Geometry) -> tuple[int, ...]:

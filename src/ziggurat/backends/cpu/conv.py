@@ -316,7 +316,7 @@ def _layout_md(shape, channels_last: bool, dtype=np.float32) -> dnnl.MemoryDesc:
 # node's attributes once, so they are the same objects on every run) plus the input's shape and
 # strides: a hit costs one dict lookup, no geometry. Each entry holds the attribute objects, so
 # their ids cannot be reused while it lives; entries of a weight go when it is garbage-collected.
-_cache: dict[tuple, tuple[ConvPrimitive, tuple]] = {}
+_cache: dict[tuple, tuple[ConvPrimitive | None, tuple]] = {}
 _cache_lock = threading.Lock()
 _MAX_PER_WEIGHT = 64  # a weight called with ever new attribute objects: start over past this
 
@@ -327,25 +327,26 @@ def _forget(wid: int) -> None:
             del _cache[key]
 
 
-def cached(key: tuple) -> ConvPrimitive | None:
-    """The primitive stored under ``key`` (its first item is ``id(w)``), or None."""
-    hit = _cache.get(key)
-    return None if hit is None else hit[0]
-
-
-lookup = _cache.get  # the same, one call less: (primitive, kept objects) or None
+def lookup(key: tuple) -> tuple[ConvPrimitive | None, tuple] | None:
+    """(primitive or None if oneDNN cannot run it, kept objects) stored under ``key`` (its first
+    item is ``id(w)``), or None when nothing is stored yet."""
+    return _cache.get(key)
 
 
 def build(key, x, w, b, geo, group, *, activation="", bounds=(None, None), has_skip=False,
-          bf16=False, channels_last_out=True, out_bf16=False, keep=()) -> ConvPrimitive:  # fmt: skip
-    """Make the primitive for these arguments and store it under ``key`` (see ``cached``);
-    ``keep``: the objects whose ids the key holds (besides ``w``)."""
+          bf16=False, channels_last_out=True, out_bf16=False, keep=()) -> ConvPrimitive | None:  # fmt: skip
+    """Make the primitive for these arguments and store it under ``key`` (see ``lookup``);
+    ``keep``: the objects whose ids the key holds (besides ``w``). Returns None, and remembers
+    it, when oneDNN has no implementation for this convolution (the caller runs numpy's)."""
     isz = x.itemsize
-    prim = ConvPrimitive(
-        x.shape, tuple(s // isz for s in x.strides), w, b, geo, group, activation, bounds,
-        has_skip, bf16=bf16, channels_last_out=channels_last_out, x_dtype=x.dtype,
-        out_bf16=out_bf16,
-    )  # fmt: skip
+    try:
+        prim = ConvPrimitive(
+            x.shape, tuple(s // isz for s in x.strides), w, b, geo, group, activation, bounds,
+            has_skip, bf16=bf16, channels_last_out=channels_last_out, x_dtype=x.dtype,
+            out_bf16=out_bf16,
+        )  # fmt: skip
+    except dnnl.DnnlError:
+        prim = None
     wid = id(w)
     with _cache_lock:
         mine = [k for k in _cache if k[0] == wid]
@@ -356,20 +357,3 @@ def build(key, x, w, b, geo, group, *, activation="", bounds=(None, None), has_s
                 del _cache[k]
         _cache[key] = (prim, (b, *keep))
     return prim
-
-
-def conv(x, w, b, geo, group, *, activation="", bounds=(None, None), skip=None, bf16=False,
-         channels_last_out=True) -> np.ndarray:  # fmt: skip
-    """``activation(conv(x, w) + b + skip)`` with a cached oneDNN primitive (see module doc)."""
-    key = (
-        id(w), id(b), x.shape, x.strides, geo, group, activation,
-        tuple(bounds) if activation == "clip" else None, skip is not None, bf16,
-        channels_last_out,
-    )  # fmt: skip
-    prim = cached(key)
-    if prim is None:
-        prim = build(
-            key, x, w, b, geo, group, activation=activation, bounds=bounds,
-            has_skip=skip is not None, bf16=bf16, channels_last_out=channels_last_out,
-        )  # fmt: skip
-    return prim.run(x, skip)

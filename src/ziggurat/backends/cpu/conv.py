@@ -108,6 +108,8 @@ class ConvPrimitive:
     def __init__(self, x_shape, x_strides, w, b, geo, group, activation, bounds, has_skip,
                  bf16=False, channels_last_out=True, x_dtype=np.float32, out_bf16=False):  # fmt: skip
         _declare()
+        # oneDNN sizes its work split by the thread count at creation: make it the one runs use.
+        dnnl._apply_threads()
         n = x_shape[0]
         m = w.shape[0]
         out_shape = (n, m) + tuple(geo.out)

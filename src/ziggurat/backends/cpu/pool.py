@@ -40,6 +40,7 @@ class PoolPrimitive:
 
     def __init__(self, x: np.ndarray, geo, alg: str):
         _declare()
+        dnnl._apply_threads()  # oneDNN splits the work by the thread count at creation
         n, c = x.shape[:2]
         out_shape = (n, c) + tuple(geo.out)
         perm = np.argsort([-s for s in x.strides], kind="stable")  # x's axes, outermost first

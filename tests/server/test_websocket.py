@@ -70,3 +70,23 @@ async def test_stream_backpressure_bounds_in_flight(tmp_path):
         gate.open()
         task.cancel()
         await app.shutdown()
+
+
+async def test_streams_past_max_connections_close_1013(repo_dir):
+    """A flood of streams: past max_connections each new one is closed with 1013 (try again
+    later), and a stream opened once load drops is served."""
+    from tests.server.conftest import AppClient
+    from tests.server.helpers import ws_exchange
+
+    frame = json.dumps({"id": 1, "model": "linear", "inputs": [tensor("x", X)]})
+    async with AppClient(make_config(repo_dir, max_connections=4)) as c:
+        app = c._transport.app
+        app.metrics.in_flight = 4  # as if four requests or streams were being handled
+        for _ in range(20):
+            replies, code = await ws_exchange(app, [frame])
+            assert code == 1013 and replies == []
+        assert app.metrics.rejected == 20
+        app.metrics.in_flight = 0
+        replies, code = await ws_exchange(app, [frame])
+        assert code is None and json.loads(replies[0])["id"] == 1
+        assert app.metrics.in_flight == 0  # the stream gave its slot back

@@ -144,6 +144,12 @@ class LoadedModel:
         self.inputs = [TensorSpec.of(a) for a in session.get_inputs()]
         self.outputs = [TensorSpec.of(a) for a in session.get_outputs()]
         self._specs = [InputSpec.of(a.name, a.type, a.shape) for a in session.get_inputs()]
+        # name -> (bytes per element, declared shape) for the memory estimate
+        self._out_sizes: dict[str, tuple[int, tuple]] = {}
+        for a in session.get_outputs():
+            dt = dtype_of(a.type)
+            item = dt.itemsize if dt is not None and dt.kind != "O" else 8
+            self._out_sizes[a.name] = (item, tuple(a.shape) if a.shape is not None else ())
         self._output_names = [s.name for s in self.outputs]
         self.batch_axis = self._has_batch_axis()
         concurrency = settings.get("concurrency") or 1
@@ -205,14 +211,10 @@ class LoadedModel:
             for d, n in zip(spec.shape or (), arr.shape):
                 if isinstance(d, str):
                     sizes[d] = max(sizes.get(d, 0), int(n))
-        wanted = set(outputs)
-        for arg in self.session.get_outputs():
-            if arg.name not in wanted or arg.shape is None:
-                continue
-            dtype = dtype_of(arg.type)
-            item = dtype.itemsize if dtype is not None and dtype.kind != "O" else 8
+        for name in outputs:
+            item, shape = self._out_sizes.get(name, (0, ()))
             count = 1
-            for d in arg.shape:
+            for d in shape:
                 count *= d if isinstance(d, int) and d >= 0 else sizes.get(d, 1)
             total += count * item
         return total

@@ -1,0 +1,251 @@
+"""``com.microsoft`` quantized ops (onnxruntime's ContribOperators.md) written by its quantization
+tools: MatMulNBits (``MatMulNBitsQuantizer``), DynamicQuantizeMatMul and MatMulIntegerToFloat
+(``quantize_dynamic``), QGemm and the QLinear* elementwise / pooling / concat / softmax ops
+(``quantize_static``), and the contrib forms of QuantizeLinear / DequantizeLinear.
+
+Integer products go through ``matmul.MatMulInteger`` (exact), (de)quantization through ``quant.py``.
+The QLinear* ops compute in float32 between a dequantize and a requantize with round-half-even;
+onnxruntime uses lookup tables and fixed-point arithmetic for some, so results may differ from its
+by one quantization step at rounding ties.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends import xp_of
+from ..errors import ExecutionError
+from .activation import LeakyRelu, Sigmoid, Softmax
+from .matmul import MatMul, MatMulInteger
+from .pool import AveragePool, GlobalAveragePool
+from .quant import DequantizeLinear as _dq
+from .quant import DynamicQuantizeLinear
+from .quant import QuantizeLinear as _q
+from .registry import kernel
+
+MS = "com.microsoft"
+_DEQUANT_CHUNK = 1 << 20  # float32 elements of dequantized weight alive at once (4 MiB)
+
+
+def _unpack_bits(packed, bits: int, count: int):
+    """uint8 bytes (rows, n_bytes) -> (rows, count) unsigned values, lowest bits first."""
+    if bits == 8:
+        return packed[:, :count]
+    per = 8 // bits
+    mask = (1 << bits) - 1
+    parts = [(packed >> (bits * i)) & mask for i in range(per)]
+    return np.stack(parts, axis=-1).reshape(packed.shape[0], -1)[:, :count]
+
+
+def _nbits_weight(b, scales, zero_points, g_idx, rows: slice, K: int, bits: int, block: int):
+    """Dequantized float32 rows ``rows`` of the (N, K) weight of MatMulNBits."""
+    n_blocks = b.shape[1]
+    q = _unpack_bits(b[rows].reshape(-1, b.shape[1] * b.shape[2]), bits, n_blocks * block)
+    q = q[:, :K].astype(np.float32)
+    sc = scales.reshape(-1, n_blocks)[rows].astype(np.float32)
+    group = np.asarray(g_idx).astype(np.int64) if g_idx is not None else np.arange(K) // block
+    if zero_points is None:
+        zp = np.float32(1 << (bits - 1))
+    elif zero_points.dtype == np.uint8:  # packed like the weights, each row padded to a byte
+        zrow = zero_points.reshape(scales.reshape(-1, n_blocks).shape[0], -1)[rows]
+        zp = _unpack_bits(zrow, bits, n_blocks).astype(np.float32)[:, group]
+    else:  # float zero points, one per block
+        zp = zero_points.reshape(-1, n_blocks)[rows].astype(np.float32)[:, group]
+    return (q - zp) * sc[:, group]
+
+
+@kernel("MatMulNBits", domain=MS, since=1)
+def MatMulNBits(
+    a, b, scales, zero_points=None, g_idx=None, bias=None, /, *, K, N, bits=4, block_size,
+    accuracy_level=0,
+):  # fmt: skip
+    """A (..., K) @ W^T for W (N, K) stored as ``bits``-bit blocks along K: B (N, K/block, blob)
+    uint8 packed lowest bits first, one scale (and zero point, default 2^(bits-1)) per block.
+
+    The weight stays packed; it is dequantized a few output columns at a time (4 MiB of float32
+    at most), each slab multiplied by BLAS.
+    """
+    if bits not in (2, 4, 8) or b.dtype != np.uint8 or b.shape[0] != N:
+        raise ExecutionError(
+            f"MatMulNBits: expected uint8 B of shape ({N}, blocks, blob) and bits in 2/4/8, got "
+            f"B {b.dtype}{tuple(b.shape)}, bits={bits}"
+        )
+    if a.shape[-1] != K:
+        raise ExecutionError(f"MatMulNBits: A's last dim is {a.shape[-1]}, expected K={K}")
+    xp = xp_of(a)
+    dt = a.dtype
+    a2 = a.reshape(-1, K).astype(np.float32, copy=False)
+    y = xp.empty((a2.shape[0], N), dtype=np.float32)
+    step = max(1, _DEQUANT_CHUNK // max(K, 1))
+    for n0 in range(0, N, step):
+        rows = slice(n0, min(N, n0 + step))
+        w = _nbits_weight(b, scales, zero_points, g_idx, rows, K, bits, block_size)
+        (y[:, rows],) = MatMul(a2, xp.asarray(w).T)
+    if bias is not None:
+        y += bias.astype(np.float32)
+    return (y.reshape(a.shape[:-1] + (N,)).astype(dt, copy=False),)
+
+
+def _scaled_int_matmul(a, b, a_zp, b_zp, scale, bias, out_dt):
+    (acc,) = MatMulInteger(a, b, a_zp, b_zp)
+    y = acc.astype(np.float32) * scale
+    if bias is not None:
+        y = y + bias.astype(np.float32)
+    return (y.astype(out_dt, copy=False),)
+
+
+@kernel("MatMulIntegerToFloat", domain=MS, since=1)
+def MatMulIntegerToFloat(
+    a, b, a_scale, b_scale, a_zero_point=None, b_zero_point=None, bias=None, /
+):
+    """``(A - a_zp) @ (B - b_zp) * a_scale * b_scale + bias`` in float (b_scale/b_zp per column)."""
+    scale = a_scale.astype(np.float32) * b_scale.astype(np.float32)
+    return _scaled_int_matmul(a, b, a_zero_point, b_zero_point, scale, bias, a_scale.dtype)
+
+
+@kernel("DynamicQuantizeMatMul", domain=MS, since=1)
+def DynamicQuantizeMatMul(a, b, b_scale, b_zero_point=None, bias=None, /):
+    """A float quantized to uint8 from its own range (DynamicQuantizeLinear), then the integer
+    product with the int8/uint8 B and its scales (per tensor or per column) back in float."""
+    qa, a_scale, a_zp = DynamicQuantizeLinear(a)
+    scale = a_scale.astype(np.float32) * b_scale.astype(np.float32)
+    return _scaled_int_matmul(qa, b, a_zp, b_zero_point, scale, bias, a.dtype)
+
+
+def _deq(x, scale, zp):
+    (v,) = _dq(x, scale, zp)
+    return v.astype(np.float32, copy=False)
+
+
+def _req(v, scale, zp):
+    """Requantize float32 ``v`` to zp's dtype (uint8 without one), round half to even."""
+    (q,) = _q(v.astype(np.float32, copy=False), scale, zp)
+    return q
+
+
+@kernel("QGemm", domain=MS, since=1)
+def QGemm(
+    a, a_scale, a_zero_point, b, b_scale, b_zero_point, c=None, y_scale=None, y_zero_point=None,
+    /, *, alpha=1.0, transA=0, transB=0,
+):  # fmt: skip
+    """``alpha * a_scale * b_scale * ((A - a_zp)' @ (B - b_zp)' + C)``, C int32 at that scale;
+    requantized to y_scale / y_zero_point when given, else float32. b_scale/b_zp per column."""
+    if transA:
+        a = a.T
+    if transB:
+        b = b.T
+        if b_zero_point is not None and b_zero_point.size > 1:
+            b_zero_point = b_zero_point.reshape(-1)
+    (acc,) = MatMulInteger(a, b, a_zero_point, b_zero_point)
+    acc = acc.astype(np.float64)
+    if c is not None:
+        acc = acc + c.astype(np.float64)
+    y = acc * (np.float32(alpha) * a_scale.astype(np.float32) * b_scale.astype(np.float32))
+    y = y.astype(np.float32)
+    if y_scale is None:
+        return (y,)
+    return (_req(y, y_scale, y_zero_point),)
+
+
+def _binary(a, a_s, a_zp, b, b_s, b_zp, c_s, c_zp, op):
+    return (_req(op(_deq(a, a_s, a_zp), _deq(b, b_s, b_zp)), c_s, c_zp),)
+
+
+@kernel("QLinearAdd", domain=MS, since=1)
+def QLinearAdd(a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_zero_point=None, /):
+    """Quantized broadcasting Add: requantize(dequant(A) + dequant(B))."""
+    return _binary(
+        a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_zero_point, np.add
+    )
+
+
+@kernel("QLinearMul", domain=MS, since=1)
+def QLinearMul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_zero_point=None, /):
+    """Quantized broadcasting Mul: requantize(dequant(A) * dequant(B))."""
+    return _binary(a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_zero_point,
+                   np.multiply)  # fmt: skip
+
+
+@kernel("QLinearSigmoid", domain=MS, since=1)
+def QLinearSigmoid(x, x_scale, x_zero_point, y_scale, y_zero_point=None, /):
+    """Quantized Sigmoid."""
+    (v,) = Sigmoid(_deq(x, x_scale, x_zero_point))
+    return (_req(v, y_scale, y_zero_point),)
+
+
+@kernel("QLinearLeakyRelu", domain=MS, since=1)
+def QLinearLeakyRelu(x, x_scale, x_zero_point, y_scale, y_zero_point=None, /, *, alpha=0.01):
+    """Quantized LeakyRelu."""
+    (v,) = LeakyRelu(_deq(x, x_scale, x_zero_point), alpha=alpha)
+    return (_req(v, y_scale, y_zero_point),)
+
+
+@kernel("QLinearConcat", domain=MS, since=1)
+def QLinearConcat(y_scale, y_zero_point, *inputs, axis):
+    """Concatenate (X, scale, zero point) triples along ``axis``, requantized to Y's parameters."""
+    if len(inputs) % 3:
+        raise ExecutionError(
+            f"QLinearConcat: after Y's scale and zero point the inputs come in (X, scale, zero "
+            f"point) triples; got {len(inputs)} inputs"
+        )
+    parts = [_deq(inputs[i], inputs[i + 1], inputs[i + 2]) for i in range(0, len(inputs), 3)]
+    return (_req(np.concatenate(parts, axis=axis), y_scale, y_zero_point),)
+
+
+def _channels_first(x, channels_last: int):
+    return np.moveaxis(x, -1, 1) if channels_last else x
+
+
+def _channels_back(y, channels_last: int):
+    return np.ascontiguousarray(np.moveaxis(y, 1, -1)) if channels_last else y
+
+
+@kernel("QLinearAveragePool", domain=MS, since=1)
+def QLinearAveragePool(
+    x, x_scale, x_zero_point, y_scale, y_zero_point=None, /, *, auto_pad="NOTSET", ceil_mode=0,
+    channels_last=0, count_include_pad=0, kernel_shape, pads=None, strides=None,
+):  # fmt: skip
+    """Quantized AveragePool (NCHW, or NHWC with ``channels_last``)."""
+    v = np.ascontiguousarray(_channels_first(_deq(x, x_scale, x_zero_point), channels_last))
+    (y,) = AveragePool(v, auto_pad=auto_pad, ceil_mode=ceil_mode, kernel_shape=kernel_shape,
+                       count_include_pad=count_include_pad, pads=pads, strides=strides)  # fmt: skip
+    return (_req(_channels_back(y, channels_last), y_scale, y_zero_point),)
+
+
+@kernel("QLinearGlobalAveragePool", domain=MS, since=1)
+def QLinearGlobalAveragePool(x, x_scale, x_zero_point, y_scale, y_zero_point=None, /, *,
+                             channels_last=0):  # fmt: skip
+    """Quantized GlobalAveragePool (NCHW, or NHWC with ``channels_last``)."""
+    v = np.ascontiguousarray(_channels_first(_deq(x, x_scale, x_zero_point), channels_last))
+    (y,) = GlobalAveragePool(v)
+    return (_req(_channels_back(y, channels_last), y_scale, y_zero_point),)
+
+
+@kernel("QLinearSoftmax", domain=MS, since=1)
+def QLinearSoftmax(x, x_scale, x_zero_point, y_scale, y_zero_point=None, /, *, axis=-1):
+    """Quantized Softmax over ``axis`` (Softmax-13's semantics).
+
+    The node's ``opset`` attribute (Softmax-1's flatten-at-axis semantics below 13) collides with
+    the registry's reserved ``opset`` parameter and cannot reach the kernel; the two semantics
+    agree for the last axis, what onnxruntime's quantizer writes, so other axes are refused.
+    """
+    v = _deq(x, x_scale, x_zero_point)
+    if axis % v.ndim != v.ndim - 1:
+        raise ExecutionError(
+            f"QLinearSoftmax: axis {axis} of a rank-{v.ndim} input; only the last axis is "
+            f"supported (its result is the same under every opset)"
+        )
+    (y,) = Softmax(v, axis=-1)
+    return (_req(y, y_scale, y_zero_point),)
+
+
+@kernel("QuantizeLinear", domain=MS, since=1)
+def QuantizeLinear(x, y_scale, y_zero_point=None, /, *, axis=1):
+    """The contrib QuantizeLinear: per tensor or per ``axis``; 8/16-bit and 4-bit outputs."""
+    return _q(x, y_scale, y_zero_point, axis=axis)
+
+
+@kernel("DequantizeLinear", domain=MS, since=1)
+def DequantizeLinear(x, x_scale, x_zero_point=None, /, *, axis=1):
+    """The contrib DequantizeLinear: per tensor or per ``axis``; 8/16-bit and 4-bit inputs."""
+    return _dq(x, x_scale, x_zero_point, axis=axis)

@@ -233,3 +233,42 @@ def test_precision_is_one_setting_across_cli_config_and_server(tmp_path):
     model.write_bytes(_block(64))
     sess = ziggurat_session(str(model), {"precision": "fp32"})
     assert sess.get_session_options().precision == "fp32"
+
+
+def _embed_matmul_model():
+    """Gather from a (600, 512) table, then MatMul by a (512, 512) weight without bias."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    table = rng.standard_normal((600, 512)).astype(np.float32)
+    w = (rng.standard_normal((512, 512)) * 0.05).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["table", "ids"], ["e"]),
+            helper.make_node("MatMul", ["e", "w"], ["y"]),
+        ],
+        "embed_matmul",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 40])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 40, 512])],
+        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return onnx.shape_inference.infer_shapes(model).SerializeToString(), table, w
+
+
+@needs_bf16
+def test_bf16_converts_bias_free_matmul_and_embedding_tables():
+    model, table, w = _embed_matmul_model()
+    ids = np.random.default_rng(8).integers(0, 600, (1, 40)).astype(np.int64)
+    sess = zg.InferenceSession(model, sess_options=zg.SessionOptions(precision="bf16"))
+    (y,) = sess.run(None, {"ids": ids})
+    graph = sess._compiled.graph
+    assert [n.op_type for n in graph.nodes] == ["Gather", "Cast", "Dense"]
+    assert graph.initializers["table"].dtype == BF16
+    assert isinstance(graph.initializers["w"], gemm.PackedWeight)
+    # Exact for the bf16-rounded table and weight up to float32 accumulation (see above).
+    e = table[ids[0]].astype(BF16).astype(np.float64)
+    wr = w.astype(BF16).astype(np.float64)
+    assert y.dtype == np.float32 and y.shape == (1, 40, 512)
+    assert np.all(np.abs(y[0] - e @ wr) <= gamma(512) * (np.abs(e) @ np.abs(wr)))

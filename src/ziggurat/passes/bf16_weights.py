@@ -6,7 +6,8 @@ creation, to bfloat16 in oneDNN's blocked matmul layout (``backends.cpu.gemm.Pac
 float32 original is dropped from the graph, so the session holds half the bytes: copied weights
 are freed, and the pages of weights viewed in the model file are handed back to the OS. The GEMMs
 then run in bf16 with float32 accumulation and float32 outputs; everything else (softmax,
-normalization, the attention products between activations) stays float32.
+normalization, the attention products between activations) stays float32. Large embedding tables
+read only by ``Gather`` are stored in bfloat16 too, with a Cast of the gathered rows to float32.
 
 Needs oneDNN with AVX512-BF16 or AMX (the session checks first). Weights read by anything else than
 these nodes, or shadowed by a graph input, stay float32.
@@ -60,16 +61,57 @@ def run(graph: ir.Graph, opsets: dict[str, int]) -> ir.Graph:
         packed[name] = gemm.pack_weight(w, bf16)
         graph.initializers[name] = packed[name]
         _release(w)
-    if packed:
+    tables = _embeddings(graph, readers, shadowed, gemm)
+    if packed or tables:
         from ..backends import cpu
 
         cpu.release_free_memory()  # the float32 copies just freed would otherwise stay resident
     for node in graph.nodes:
         if node.domain in ("", "ai.onnx") and node.op_type == "MatMul" and node.inputs[1] in packed:
             node.op_type, node.domain = "Dense", FUSED_DOMAIN
-            node.attributes = {"activation": ""}
+            node.attrs = {"activation": ""}
             opsets.setdefault(FUSED_DOMAIN, 1)
     return graph
+
+
+def _embeddings(graph: ir.Graph, readers: dict[str, int], shadowed: set[str], gemm) -> int:
+    """Store large constant float32 tables read only by ``Gather`` (embeddings: BERT-base's word
+    table is 90 MB) in bfloat16, each Gather followed by a Cast back to float32: the rows then
+    carry bf16 rounding like the GEMM weights, and the table takes half the memory."""
+    nodes: list[ir.Node] = []
+    converted: set[str] = set()
+    for node in graph.nodes:
+        nodes.append(node)
+        if node.domain not in ("", "ai.onnx") or node.op_type != "Gather" or not node.outputs[0]:
+            continue
+        name = node.inputs[0]
+        table = graph.initializers.get(name)
+        if name in shadowed or readers.get(name, 0) != _gathers_of(graph, name):
+            continue
+        if name not in converted:
+            if not isinstance(table, np.ndarray) or table.dtype != np.float32:
+                continue
+            if table.size < MIN_ELEMENTS:
+                continue
+            graph.initializers[name] = gemm.to_bf16(np.ascontiguousarray(table))
+            converted.add(name)
+            _release(table)
+        out = node.outputs[0]
+        node.outputs = [f"{out}/bf16"]
+        nodes.append(
+            ir.Node("Cast", [node.outputs[0]], [out], {"to": 1}, name=f"{node.label}/fp32")
+        )
+    graph.nodes[:] = nodes
+    return len(converted)
+
+
+def _gathers_of(graph: ir.Graph, name: str) -> int:
+    return sum(
+        1
+        for n in graph.nodes
+        if n.op_type == "Gather" and n.domain in ("", "ai.onnx") and n.inputs[0] == name
+        and name not in n.inputs[1:]
+    )  # fmt: skip
 
 
 def _eligible(node: ir.Node) -> bool:

@@ -18,12 +18,14 @@ from typing import Any
 
 from ziggurat.config import Config
 from ziggurat.errors import ZigguratError
+from ziggurat.server import dashboard_events
 from ziggurat.server.errors import HTTPError, status_for
 from ziggurat.server.http import ClientDisconnected, Request, Response, error_response
 from ziggurat.server.metrics import Metrics
 from ziggurat.server.middleware import AccessLog, Auth, Cors, request_id
 from ziggurat.server.model import SessionFactory
 from ziggurat.server.repository import ModelRepository
+from ziggurat.server.routes_dashboard import EVENTS_PATH
 from ziggurat.server.routing import Router
 
 log = logging.getLogger("ziggurat.server")
@@ -40,6 +42,7 @@ class ZigguratApp:
 
     def __init__(self, config: Config | None = None, session_factory: SessionFactory | None = None):
         from ziggurat.server import metrics, openapi, routes_v1, routes_v2, websocket
+        from ziggurat.server.routes_dashboard import ROUTES as DASHBOARD_ROUTES
 
         self.config = config or Config()
         self.metrics = Metrics()
@@ -48,7 +51,12 @@ class ZigguratApp:
         self.cors = Cors(self.config)
         self.access = AccessLog(self.config.access_log)
         self.router = Router(
-            routes_v1.ROUTES + routes_v2.ROUTES + websocket.ROUTES + metrics.ROUTES + openapi.ROUTES
+            routes_v1.ROUTES
+            + routes_v2.ROUTES
+            + websocket.ROUTES
+            + metrics.ROUTES
+            + openapi.ROUTES
+            + DASHBOARD_ROUTES
         )
         self.stream = websocket.StreamHandler(self)
         self.started = time.time()
@@ -110,7 +118,10 @@ class ZigguratApp:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            if scope["path"] == EVENTS_PATH:  # the dashboard's long-lived event stream
+                await dashboard_events.events(self, scope, receive, send)
+            else:
+                await self._http(scope, receive, send)
         elif kind == "websocket":
             await self.stream.handle(scope, receive, send)
         elif kind == "lifespan":

@@ -161,6 +161,8 @@ def run(cfg: Config, app: Any = None) -> int:
         server_header=False,
     )
     server = _Server(uv)
+    host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+    print(f"ziggurat: dashboard at http://{host}:{cfg.server_port}/", file=sys.stderr, flush=True)
     server.run()
     return 0 if server.started else 1
 

@@ -113,6 +113,28 @@ def _content(schema: dict | str, media: str = "application/json") -> dict[str, A
     return {media: {"schema": sch}}
 
 
+def _dashboard_paths() -> dict[str, Any]:
+    """The dashboard (routes_dashboard.py); its event stream is documented there."""
+    page = _op(
+        "The dashboard page (no auth)", ok={"type": "string"}, ok_media="text/html", public=True
+    )
+    return {
+        "/": {"get": page},
+        "/dashboard": {"get": page},
+        "/dashboard/{asset}": {
+            "get": _op(
+                "A file of the dashboard (no auth)",
+                ok={"type": "string"},
+                ok_media="text/plain",
+                params=("asset",),
+                codes=(404,),
+                public=True,
+            )
+        },
+        "/api/v1/dashboard/models": {"get": _op("The dashboard's models table", ok=_OBJ)},
+    }
+
+
 def _op(
     summary: str,
     *,
@@ -211,6 +233,7 @@ def spec() -> dict[str, Any]:
         },
         "/openapi.json": {"get": _op("This document", ok=_OBJ)},
         "/docs": {"get": _op("Swagger UI", ok={"type": "string"}, ok_media="text/html")},
+        **_dashboard_paths(),
         "/v2": {"get": _op("V2 server metadata", ok=_OBJ)},
         "/v2/health/live": {"get": _op("V2 liveness (no auth)", public=True)},
         "/v2/health/ready": {"get": _op("V2 readiness (no auth)", public=True)},

@@ -47,6 +47,9 @@ RANDOM = frozenset(
     "RandomNormal RandomUniform RandomNormalLike RandomUniformLike Multinomial Bernoulli "
     "Dropout".split()
 )
+# Domains a model may use without importing them, at the version onnxruntime assumes: its
+# transformers optimizer writes com.microsoft nodes without adding the opset import.
+_IMPLICIT_OPSETS = {"com.microsoft": 1}
 
 
 @dataclass
@@ -112,7 +115,7 @@ class Plan:
         missing: list[tuple[str, str, str, int]] = []
         resolved = []
         for node in self.graph.nodes:
-            opset = self.opsets.get(node.domain, 0)
+            opset = self.opsets.get(node.domain, _IMPLICIT_OPSETS.get(node.domain, 0))
             kdef = registry.lookup(node.op_type, node.domain, opset) if opset else None
             if kdef is None:
                 missing.append((node.label, node.domain or "ai.onnx", node.op_type, opset))
@@ -132,7 +135,7 @@ class Plan:
     def _bind(self, resolved: list[tuple[ir.Node, registry.KernelDef]]) -> list[Step]:
         steps = []
         for idx, (node, kdef) in enumerate(resolved):
-            opset = self.opsets.get(node.domain, 0)
+            opset = self.opsets.get(node.domain, _IMPLICIT_OPSETS.get(node.domain, 0))
             missing = kdef.missing(node.attrs)
             if missing:
                 raise GraphError(

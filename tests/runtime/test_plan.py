@@ -367,3 +367,40 @@ def test_a_reshape_to_a_shape_given_as_input_is_not_baked_in():
     spec = cg.signature_plan([x, _i64(2, 3)])
     assert not spec.fast
     assert cg.run([x, _i64(3, 2)])[0].shape == (3, 2)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_parallel_chains_follow_the_signature_plan(seed, monkeypatch):
+    """Branches with shape arithmetic: once the sequential code (which runs while at most one
+    chain is heavy) has a signature plan, the chains, all handed to the pool, run its folded,
+    direct-call code."""
+    from ziggurat.runtime import scheduler
+
+    monkeypatch.setattr(executor, "_PLAN_MODE", "1")
+    nodes, heads = [], []
+    for b in range(3):
+        nodes += [
+            ir.Node("Shape", ["x"], [f"s{b}"]),
+            ir.Node("Reshape", ["x", "flat"], [f"f{b}"]),
+            ir.Node("Mul", [f"f{b}", f"w{b}"], [f"m{b}"]),
+            ir.Node("Reshape", [f"m{b}", f"s{b}"], [f"r{b}"]),
+            ir.Node("Tanh", [f"r{b}"], [f"t{b}"]),
+        ]
+        heads.append(f"t{b}")
+    nodes.append(ir.Node("Sum", heads, ["y"]))
+    rng = np.random.default_rng(seed)
+    inits = {f"w{b}": rng.standard_normal(12).astype(np.float32) for b in range(3)}
+    inits["flat"] = _i64(12)
+    g = _graph(nodes, [_vi("x", [3, 4])], [_vi("y"), _vi("s0")], inits)
+    par = scheduler.ParallelGraph(g, OPSETS, threads=2)
+    generic = CompiledGraph(g, OPSETS, specialize=False)
+    assert par.parallel
+    par._sequential.signature_plan([rng.standard_normal((3, 4)).astype(np.float32)])
+    par._heavy = len(par._chains)  # every chain heavy: the parallel path, every run
+    monkeypatch.setattr(scheduler, "INLINE_NS", 0)  # and handed off
+    for _ in range(4):
+        x = rng.standard_normal((3, 4)).astype(np.float32)
+        for a, b in zip(par.run([x]), generic.run([x]), strict=True):
+            np.testing.assert_array_equal(a, b)
+    variant = next(iter(par._variants.values()))
+    assert variant.spec is not None and "Shape" not in {s.node.op_type for s in variant.spec.kept}

@@ -106,7 +106,9 @@ class Emitter:
         return self._program(fn, ns, "plan" if spec is None else "signature")
 
     # -- one function per chain ------------------------------------------------------------------
-    def chains(self, chains: list[list[int]], shared: set[str], refs: set[str]) -> Program:
+    def chains(
+        self, chains: list[list[int]], shared: set[str], refs: set[str], spec: Any = None
+    ) -> Program:
         """``_chain{c}(__env, __outer, __release)`` per chain: values other chains read, and the
         graph outputs, go to ``__env``; values read from ``__env`` whose last reader in this
         chain is done are ``__release``-d (``refs``: the names counted per reading chain)."""
@@ -115,7 +117,8 @@ class Emitter:
         line_map: dict[int, int] = {}
         steps = self.plan.steps
         for c, nodes in enumerate(chains):
-            fn = _Function(self, ns, None, env=True, shared=shared, refs=refs)
+            fn = _Function(self, ns, spec, env=True, shared=shared, refs=refs)
+            fn.buffers = False  # planned buffers assume the sequential order
             fn.own = {o for idx in nodes for o in steps[idx].outputs}
             fn.lines.append(f"def _chain{c}(__env, __outer, __release):")
             last_use = {n: idx for idx in nodes for n in steps[idx].reads}
@@ -147,6 +150,7 @@ class _Function:
         self.shared = shared
         self.refs = refs
         self.own: set[str] = set()
+        self.buffers = True  # pass planned out= buffers (sequential code only)
         self.var: dict[str, str] = {}
         self.lines: list[str] = []
         self.line_map: dict[int, int] = {}
@@ -195,7 +199,7 @@ class _Function:
             args.append(f"{key}={exprs[0] if one else '[' + ', '.join(exprs) + ']'}")
         spec = self.spec
         if spec is not None:
-            out = spec.out.get(step.outputs[0]) if step.outputs else None
+            out = spec.out.get(step.outputs[0]) if step.outputs and self.buffers else None
             fast = spec.fast.get(step.index)
             if fast is not None and fast[0] == "ufunc":
                 uname = f"__np_{fast[1]}"

@@ -189,12 +189,7 @@ class CompiledGraph:
         when both recordings agree, the signature's code is compiled (evicting the least
         recently used beyond MAX_SIGNATURES)."""
         eager = _PLAN_MODE == "eager"
-        with self._spec_lock:
-            seen = self._seen.pop(sig, 0)
-            if len(self._seen) >= _SEEN:
-                self._seen.pop(next(iter(self._seen)))
-            self._seen[sig] = seen + 1  # most recent last
-        if not seen and not eager:
+        if not self._note_seen(sig) and not eager:
             return self._fn(inputs, _NO_OUTER)
         outs, rec = self._record(inputs)
         with self._spec_lock:
@@ -221,6 +216,15 @@ class CompiledGraph:
             self._specs[sig] = entry
             self._seen.pop(sig, None)
         return entry.run(inputs) if eager else outs
+
+    def _note_seen(self, sig: tuple) -> int:
+        """Count a run of ``sig``; returns the runs counted before this one."""
+        with self._spec_lock:
+            seen = self._seen.pop(sig, 0)
+            if len(self._seen) >= _SEEN:
+                self._seen.pop(next(iter(self._seen)))
+            self._seen[sig] = seen + 1  # most recent last
+        return seen
 
     def signature_plan(self, inputs: list[Any]) -> SignaturePlan:
         """The specialised plan of ``inputs``' signature (for ``inspect --plan`` and tests):

@@ -34,7 +34,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import ir
-from .executor import CompiledGraph
+from .executor import MAX_SIGNATURES, CompiledGraph
+from .specialize import signature_of
 
 # A chain measured faster than this runs in the thread that made it ready: handing it to another
 # thread (queue, wake-up, lock) costs tens of microseconds. Unmeasured chains count as heavy.
@@ -153,19 +154,34 @@ def partition(graph: ir.Graph) -> tuple[list[list[int]], list[list[int]]]:
     return chains, successors
 
 
+class _Variant:
+    """One rendering of the chains: generic, or one signature's (``spec``)."""
+
+    __slots__ = ("fns", "refs", "outputs", "spec")
+
+    def __init__(self, fns: list[Callable], refs: dict[str, int], outputs: list):
+        self.fns = fns
+        self.refs = refs  # name -> chains that read it from the run's dict
+        self.outputs = outputs  # ("env" | "outer", name) or ("const", array)
+        self.spec: Any = None
+
+
 # -- per-run state -------------------------------------------------------------------------------
 class _Run:
     """Everything one ``run`` call owns, so concurrent calls never share state."""
 
     __slots__ = (
-        "env", "outer", "refs", "waiting", "ready", "lock", "wake", "sleeping", "left", "busy",
+        "fns", "env", "outer", "refs", "waiting", "ready", "lock", "wake", "sleeping", "left", "busy",
         "error",
     )  # fmt: skip
 
-    def __init__(self, graph: ParallelGraph, env: dict[str, Any], outer: dict[str, Any]):
+    def __init__(
+        self, graph: ParallelGraph, variant: _Variant, env: dict[str, Any], outer: dict[str, Any]
+    ):
+        self.fns = variant.fns  # the chains' functions (generic or this signature's)
         self.env = env  # values crossing chains, by name
         self.outer = outer
-        self.refs = graph._refs.copy()  # name -> consuming chains that have not read it yet
+        self.refs = variant.refs.copy()  # name -> consuming chains that have not read it yet
         self.waiting = graph._n_deps.copy()  # chain -> unfinished predecessor chains
         self.ready: list[int] = []  # heap of chains nobody has started yet
         self.lock = threading.Lock()  # guards everything here but env's reads and writes
@@ -245,18 +261,23 @@ class ParallelGraph(CompiledGraph):
         self._pool = _get_pool(self.threads - 1)
         self._pool_generation = _pools_generation
         self._specialize = False  # runs go through the chains, or self._sequential
-        self._fns = self._generate()
+        self._recorder = self._sequential  # whose signature plans the chains follow
+        self._generic = self._generate()
+        self._variants: dict[tuple, _Variant] = {}
         return self._run
 
-    def _generate(self) -> list[Callable]:
-        """Render one function per chain with the plan's emitter (emitter.py)."""
+    def _generate(self, spec: Any = None) -> _Variant:
+        """Render one function per chain with the plan's emitter (emitter.py); with a signature
+        plan, its kept steps with folded constants and direct calls (its planned buffers are
+        for sequential runs only: concurrent chains would break its liveness order)."""
         plan = self.plan
+        steps = spec.kept if spec is not None else plan.steps
+        folded = spec.folded if spec is not None else {}
         inputs = set(plan.inputs)
-        consts = plan.constants
         chain_of = {idx: c for c, nodes in enumerate(self._chains) for idx in nodes}
-        produced = plan.producer
+        produced = {o: s.index for s in steps for o in s.outputs}
         readers: dict[str, set[int]] = {}  # name -> chains reading it
-        for step in plan.steps:
+        for step in steps:
             for n in step.reads:
                 readers.setdefault(n, set()).add(chain_of[step.index])
         keep = set(self.output_names)
@@ -264,24 +285,43 @@ class ParallelGraph(CompiledGraph):
         # graph outputs. Each consuming chain releases its reference after its last read.
         shared = {n for n, cs in readers.items() if n in produced and cs - {chain_of[produced[n]]}}
         shared |= keep & set(produced)
-        self._refs = {
+        refs = {
             n: len(cs - ({chain_of[produced[n]]} if n in produced else set()))
             for n, cs in readers.items()
-            if (n in shared or (n in inputs and n not in consts)) and n not in keep
+            if (n in shared or (n in inputs and n not in plan.constants)) and n not in keep
         }
-        program = self._emitter.chains(self._chains, shared, set(self._refs))
-        self.source = program.source
+        kept = {s.index for s in steps}
+        chains = [[i for i in nodes if i in kept] for nodes in self._chains]
+        program = self._emitter.chains(chains, shared, set(refs), spec)
+        if spec is None:
+            self.source = program.source
         self._register(program)
-        self._outputs = []  # (name, where it lives)
+        outputs: list[tuple[str, Any]] = []  # (where it lives, name or constant)
         for n in self.output_names:
-            if n in inputs or n in produced:
-                self._outputs.append((n, "env"))
-            elif n in consts:
-                self._outputs.append((n, "const"))
+            if n in folded or n in plan.constants:
+                outputs.append(("const", folded[n] if n in folded else plan.constants[n]))
             else:
-                self._outputs.append((n, "outer"))
-        self._consts = consts
-        return [program.ns[f"_chain{c}"] for c in range(len(self._chains))]
+                outputs.append(("env" if n in inputs or n in produced else "outer", n))
+        fns = [program.ns[f"_chain{c}"] for c in range(len(chains))]
+        return _Variant(fns, refs, outputs)
+
+    def _variant(self, inputs: list[Any]) -> _Variant:
+        """The chains for ``inputs``' signature: specialised once the sequential code has a
+        signature plan for it (recorded in runs that took the sequential code: at most one
+        heavy chain), else generic."""
+        recorder = self._recorder
+        sig = signature_of(inputs) if recorder._specialize else None
+        entry = recorder._specs.get(sig) if sig is not None else None
+        if entry is None or entry.spec is None:
+            return self._generic
+        variant = self._variants.get(sig)
+        if variant is None or variant.spec is not entry.spec:
+            variant = self._generate(entry.spec)
+            variant.spec = entry.spec
+            if len(self._variants) >= MAX_SIGNATURES:
+                self._variants.pop(next(iter(self._variants)))
+            self._variants[sig] = variant
+        return variant
 
     # -- execution ---------------------------------------------------------------------------
     def _run(self, inputs: list[Any], outer: dict[str, Any]) -> list[Any]:
@@ -299,7 +339,8 @@ class ParallelGraph(CompiledGraph):
         if self._pool_generation != _pools_generation:  # forked since: the old pool's threads
             self._pool = _get_pool(self.threads - 1)  # are gone (the caller would still finish
             self._pool_generation = _pools_generation  # the run alone, just not in parallel)
-        run = _Run(self, dict(zip(self.input_names, inputs)), outer)
+        variant = self._variant(inputs)
+        run = _Run(self, variant, dict(zip(self.input_names, inputs)), outer)
         run.busy = 1
         try:
             self._drive(run, self._roots)
@@ -311,8 +352,8 @@ class ParallelGraph(CompiledGraph):
             raise
         env, outer = run.env, run.outer
         outs = [
-            self._consts[n].copy() if kind == "const" else (env if kind == "env" else outer)[n]
-            for n, kind in self._outputs
+            n.copy() if kind == "const" else (env if kind == "env" else outer)[n]
+            for kind, n in variant.outputs
         ]
         env.clear()  # pool hand-offs still queued must not pin values
         self._heavy = sum(c >= INLINE_NS for c in self._cost)
@@ -356,7 +397,7 @@ class ParallelGraph(CompiledGraph):
         so that the heavy chains they unblock are handed off early. The caller counted this
         thread in ``run.busy``; it is uncounted when the thread leaves.
         """
-        fns, successors, cost, pool = self._fns, self._successors, self._cost, self._pool
+        fns, successors, cost, pool = run.fns, self._successors, self._cost, self._pool
         todo: list[int] = []  # this thread's chains, a stack
         heavy = -1  # the heavy chain in todo, if any
         chain = -1

@@ -44,6 +44,11 @@ _ONNX_DTYPES: dict[str, np.dtype] = {
 }
 
 
+def dtype_of(type_str: str) -> np.dtype | None:
+    """The numpy dtype of an ONNX tensor type string (``tensor(float)``); None for others."""
+    return _ONNX_DTYPES.get(type_str)
+
+
 def onnx_type(dtype: np.dtype) -> str:
     """onnxruntime's name of a numpy dtype: ``tensor(float)``; str/bytes arrays are strings."""
     try:
@@ -67,16 +72,14 @@ class InputSpec:
     dtype: np.dtype | None
     shape: tuple[int | str | None, ...] | None  # ints >= 0 are fixed dims; None: rank unknown
     optional: bool = False
+    fixed: tuple[tuple[int, int], ...] = ()  # (axis, size) of each fixed dim
 
     @classmethod
     def of(cls, name: str, type_str: str, shape: Sequence[Any] | None) -> InputSpec:
         """From a NodeArg's fields (``type_str`` like ``tensor(float)``)."""
-        return cls(
-            name,
-            _ONNX_DTYPES.get(type_str),
-            tuple(shape) if shape is not None else None,
-            type_str.startswith("optional("),
-        )
+        dims = tuple(shape) if shape is not None else None
+        fixed = tuple((i, d) for i, d in enumerate(dims or ()) if isinstance(d, int) and d >= 0)
+        return cls(name, _ONNX_DTYPES.get(type_str), dims, type_str.startswith("optional("), fixed)
 
     def shape_text(self) -> str:
         return "unknown" if self.shape is None else str(list(self.shape))
@@ -84,10 +87,32 @@ class InputSpec:
 
 def check_feeds(model: str, specs: Sequence[InputSpec], feeds: Mapping[str, Any]) -> list[Any]:
     """The feeds in input order, each checked (and lists converted); raises InputError."""
+    if type(feeds) is dict and len(feeds) == len(specs):
+        values = _exact(specs, feeds)
+        if values is not None:
+            return values
     if not isinstance(feeds, Mapping):
         raise InputError(f"feeds must be a dict of input name -> array, got {type(feeds).__name__}")
     check_names(model, specs, feeds)
     return [check_tensor(model, s, feeds[s.name]) if s.name in feeds else None for s in specs]
+
+
+def _exact(specs: Sequence[InputSpec], feeds: dict) -> list[Any] | None:
+    """The common case with as little Python as possible: every feed an ndarray of the declared
+    dtype, rank and fixed dims (None: take the full check and its messages)."""
+    values = []
+    for s in specs:
+        v = feeds.get(s.name)
+        if type(v) is not np.ndarray or v.dtype != s.dtype or s.shape is None:
+            return None
+        shape = v.shape
+        if len(shape) != len(s.shape):
+            return None
+        for i, d in s.fixed:
+            if shape[i] != d:
+                return None
+        values.append(v)
+    return values
 
 
 def check_names(model: str, specs: Sequence[InputSpec], given: Iterable[str]) -> None:

@@ -144,12 +144,24 @@ class LoadedModel:
         self.inputs = [TensorSpec.of(a) for a in session.get_inputs()]
         self.outputs = [TensorSpec.of(a) for a in session.get_outputs()]
         self._specs = [InputSpec.of(a.name, a.type, a.shape) for a in session.get_inputs()]
-        # name -> (bytes per element, declared shape) for the memory estimate
+        # For the memory estimate: output name -> (bytes per element x its fixed dims, its
+        # named dims), and where each named dim can be read off an input: (name, input, axis).
         self._out_sizes: dict[str, tuple[int, tuple]] = {}
         for a in session.get_outputs():
             dt = dtype_of(a.type)
-            item = dt.itemsize if dt is not None and dt.kind != "O" else 8
-            self._out_sizes[a.name] = (item, tuple(a.shape) if a.shape is not None else ())
+            fixed = dt.itemsize if dt is not None and dt.kind != "O" else 8
+            syms = []
+            for d in a.shape or ():
+                if isinstance(d, int) and d >= 0:
+                    fixed *= d
+                elif isinstance(d, str):
+                    syms.append(d)
+            self._out_sizes[a.name] = (fixed, tuple(syms))
+        self._symbols: list[tuple[str, str, int]] = []
+        for spec in self._specs:
+            for axis, d in enumerate(spec.shape or ()):
+                if isinstance(d, str) and all(d != s for s, _, _ in self._symbols):
+                    self._symbols.append((d, spec.name, axis))
         self._output_names = [s.name for s in self.outputs]
         self.batch_axis = self._has_batch_axis()
         concurrency = settings.get("concurrency") or 1
@@ -201,23 +213,17 @@ class LoadedModel:
         run's intermediates come on top), which is enough to refuse a request whose outputs
         alone would not fit before it runs: a small input can ask for a huge output.
         """
-        sizes: dict[str, int] = {}
         total = 0
-        for spec in self._specs:
-            arr = feeds.get(spec.name)
-            if arr is None:
-                continue
-            total += int(arr.nbytes) if arr.dtype.kind != "O" else arr.size * 64
-            for d, n in zip(spec.shape or (), arr.shape):
-                if isinstance(d, str):
-                    sizes[d] = max(sizes.get(d, 0), int(n))
+        for arr in feeds.values():
+            total += arr.nbytes if arr.dtype.kind != "O" else arr.size * 64
+        sizes = {sym: feeds[name].shape[axis] for sym, name, axis in self._symbols if name in feeds}
         for name in outputs:
-            item, shape = self._out_sizes.get(name, (0, ()))
-            count = 1
-            for d in shape:
-                count *= d if isinstance(d, int) and d >= 0 else sizes.get(d, 1)
-            total += count * item
-        return total
+            per_fixed, syms = self._out_sizes.get(name, (0, ()))
+            count = per_fixed
+            for sym in syms:
+                count *= sizes.get(sym, 1)
+            total += count
+        return int(total)
 
     def resolve_outputs(self, requested: list[RequestedOutput] | None) -> list[RequestedOutput]:
         """The outputs to return: the requested ones (400 if unknown) or all of them."""

@@ -170,3 +170,22 @@ def test_fused_attention_float64_and_broadcast_mask_shape():
     (y,) = FusedAttention(q, k_t, v, mask, scale=0.5)
     assert y.dtype == np.float64 and y.shape == (3, 2, 4, 3)
     np.testing.assert_allclose(y, _attention64(q, k_t, v, mask, 0.5, False), rtol=1e-12)
+
+
+def test_fused_attention_float16_takes_the_op_by_op_path():
+    """float16 goes through MatMul/Softmax kernels (float32 inside, rounded to float16 at each
+    op's output): errors of a few float16 ulps (eps 9.8e-4) of the output's scale."""
+    rng = np.random.default_rng(6)
+    q, k_t, v = (
+        rng.standard_normal(s).astype(np.float16) for s in ((2, 5, 4), (2, 4, 5), (2, 5, 4))
+    )
+    mask = np.zeros((1, 5, 5), np.float16)
+    mask[..., 0, :] = -np.inf  # query 0 sees no key
+    (y,) = FusedAttention(q, k_t, v, mask, scale=0.5, nan_to_zero=1)
+    assert y.dtype == np.float16 and y.shape == (2, 5, 4)
+    ref = _attention64(q, k_t, v, mask.astype(np.float64), 0.5, True)
+    fp16_eps = float(np.finfo(np.float16).eps)
+    np.testing.assert_allclose(
+        y.astype(np.float64), ref, rtol=0, atol=8 * fp16_eps * np.abs(v).max()
+    )
+    assert (y[:, 0] == 0).all()

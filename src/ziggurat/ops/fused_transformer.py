@@ -126,7 +126,8 @@ def _attention_generic(q, k_t, v, mask, scale, nan_to_zero):
     (s,) = MatMul(q * t(scale) if scale != 1.0 else q, k_t)
     if mask is not None:
         s = s + mask
-    (p,) = Softmax(s, axis=-1)
+    with np.errstate(invalid="ignore"):  # a row with every key masked gives NaN, as unfused
+        (p,) = Softmax(s, axis=-1)
     if nan_to_zero:
         xp = xp_of(p)
         p = xp.where(xp.isnan(p), t(0), p)

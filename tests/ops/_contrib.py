@@ -43,7 +43,9 @@ def run_both(op, inputs, n_out=1, attrs=None, **kw):
     """(onnxruntime outputs, Ziggurat outputs) of the one-node model on ``inputs``."""
     model = node_model(op, inputs, n_out, attrs, **kw)
     feeds = {n: a for n, a in inputs if a is not None}
-    ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feeds)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1  # some kernels' results depend on how it splits work (DESIGN §6)
+    ref = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"]).run(None, feeds)
     got = zg.InferenceSession(model).run(None, feeds)
     return ref, got
 

@@ -36,7 +36,11 @@ def _ms_ops(model: onnx.ModelProto) -> collections.Counter:
 
 
 def _compare(path_or_bytes, feeds, rel: float):
-    ref = ort.InferenceSession(path_or_bytes, providers=["CPUExecutionProvider"]).run(None, feeds)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1  # e.g. DynamicQuantizeLSTM's results depend on its thread count
+    ref = ort.InferenceSession(path_or_bytes, so, providers=["CPUExecutionProvider"]).run(
+        None, feeds
+    )
     got = zg.InferenceSession(path_or_bytes).run(None, feeds)
     assert len(got) == len(ref)
     for g, r in zip(got, ref):
@@ -177,3 +181,29 @@ def test_quantize_static_cnn(fmt, tmp_path):
     ops = _ms_ops(onnx.load(ext))
     assert ops["QGemm"] == 1 and ops["QLinearGlobalAveragePool"] == 1, ops
     _compare(str(ext), feeds, 2e-2)
+
+
+def test_quantize_dynamic_lstm_model(tmp_path):
+    """quantize_dynamic turns an LSTM into DynamicQuantizeLSTM (int8 weights, transposed)."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    rng = np.random.default_rng(2)
+    i, h = 8, 16
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((2, 4 * h, i)) * 0.3).astype(np.float32), "W"),
+        numpy_helper.from_array((rng.standard_normal((2, 4 * h, h)) * 0.3).astype(np.float32), "R"),
+        numpy_helper.from_array((rng.standard_normal((2, 8 * h)) * 0.1).astype(np.float32), "B"),
+    ]
+    node = helper.make_node("LSTM", ["x", "W", "R", "B"], ["y", "yh", "yc"], hidden_size=h,
+                            direction="bidirectional")  # fmt: skip
+    graph = helper.make_graph(
+        [node], "lstm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 2, i])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "yh", "yc")],
+        inits,
+    )  # fmt: skip
+    src, q = tmp_path / "lstm.onnx", tmp_path / "lstm.int8.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), src)
+    quantize_dynamic(src, q, weight_type=QuantType.QInt8)
+    assert _ms_ops(onnx.load(q))["DynamicQuantizeLSTM"] == 1
+    _compare(str(q), {"x": rng.standard_normal((6, 2, i)).astype(np.float32)}, 2e-2)

@@ -208,3 +208,44 @@ def test_quantize_dequantize_linear(dt, per_axis):
     assert_close(got[0], ref[0], 0, "QuantizeLinear")
     q = ref[0]
     check("DequantizeLinear", [("q", q), ("s", scale), ("zp", zp)], 1, {"axis": 1}, out_types=[_F])
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("per_column", [False, True])
+@pytest.mark.parametrize("extras", ["", "lens", "states"])
+def test_dynamic_quantize_lstm(direction, per_column, extras):
+    """onnxruntime (on one thread, as the harness runs it) quantizes X once and h every step:
+    reproduced to float rounding (a quantization tie that rounds the other way needs a value
+    within an ulp of a half step, odds ~1e-6 per element on random inputs). sequence_lens and
+    initial states are tested apart: together, onnxruntime's steps after a row finishes
+    quantize h from a range this kernel does not reproduce (about one step of h apart)."""
+    rng = np.random.default_rng(11)
+    T, N, I, H = 5, 3, 8, 16
+    D = 2 if direction == "bidirectional" else 1
+    cols = 4 * H if per_column else 1
+    W = rng.integers(-127, 128, (D, I, 4 * H)).astype(np.int8)
+    R = rng.integers(-127, 128, (D, H, 4 * H)).astype(np.int8)
+    ins = [("x", rng.standard_normal((T, N, I)).astype(_F)), ("W", W), ("R", R),
+           ("B", (rng.standard_normal((D, 8 * H)) * 0.1).astype(_F)),
+           ("lens", np.array([5, 3, 4], np.int32) if extras == "lens" else None),
+           ("h0", rng.standard_normal((D, N, H)).astype(_F) * 0.5 if extras == "states" else None),
+           ("c0", rng.standard_normal((D, N, H)).astype(_F) if extras == "states" else None),
+           ("P", None),
+           ("ws", rng.uniform(0.002, 0.004, (D, cols)).squeeze(-1).astype(_F) if not per_column
+            else rng.uniform(0.002, 0.004, (D, cols)).astype(_F)),
+           ("wzp", np.zeros((D,) if not per_column else (D, cols), np.int8)),
+           ("rs", rng.uniform(0.002, 0.004, (D,) if not per_column else (D, cols)).astype(_F)),
+           ("rzp", np.zeros((D,) if not per_column else (D, cols), np.int8))]  # fmt: skip
+    attrs = {"hidden_size": H, "direction": direction}
+    if extras != "lens":
+        check("DynamicQuantizeLSTM", ins, 3, attrs, n_terms=(I + H) * T, ulps=64)
+        return
+    # Once a row has finished, onnxruntime quantizes h from a range this kernel does not
+    # reproduce: steps before the first row ends agree to float rounding, the rest within the
+    # issue's bound for quantized models (2e-2 of scale).
+    ref, got = run_both("DynamicQuantizeLSTM", ins, 3, attrs)
+    first = 3 if direction == "forward" else 0  # processing steps before a row ends, in time
+    if first:
+        assert_close(got[0][:first], ref[0][:first], f32_tol(ref[0], (I + H) * T, 64), "Y")
+    for g, r in zip(got, ref):
+        assert_close(g, r, 2e-2 * float(np.abs(r).max()), "DynamicQuantizeLSTM with lengths")

@@ -249,3 +249,79 @@ def QuantizeLinear(x, y_scale, y_zero_point=None, /, *, axis=1):
 def DequantizeLinear(x, x_scale, x_zero_point=None, /, *, axis=1):
     """The contrib DequantizeLinear: per tensor or per ``axis``; 8/16-bit and 4-bit inputs."""
     return _dq(x, x_scale, x_zero_point, axis=axis)
+
+
+def _dequant_lstm_weight(w, scale, zp, what: str):
+    """int8/uint8 (D, in, 4H) with per-direction or per-(direction, column) scale -> float32
+    (D, 4H, in), the ai.onnx LSTM layout."""
+    d = w.shape[0]
+    s = scale.astype(np.float32).reshape(d, 1, -1)
+    z = np.zeros((d, 1, 1), np.float32) if zp is None else zp.astype(np.float32).reshape(d, 1, -1)
+    if s.shape[-1] not in (1, w.shape[-1]):
+        raise ExecutionError(
+            f"DynamicQuantizeLSTM: {what}_scale has shape {tuple(scale.shape)}; expected "
+            f"({d},) or ({d}, {w.shape[-1]})"
+        )
+    return np.ascontiguousarray(np.swapaxes((w.astype(np.float32) - z) * s, 1, 2))
+
+
+def _fake_quant(x):
+    """x through uint8 dynamic quantization and back (what an integer GEMM on it sees)."""
+    q, scale, zp = DynamicQuantizeLinear(x)
+    return ((q.astype(np.float32) - zp.astype(np.float32)) * scale).astype(x.dtype, copy=False)
+
+
+def _quantized_h(cell):
+    """An LSTM step whose recurrent product sees h quantized to uint8 from the whole batch's
+    range, finished rows' held states included. onnxruntime on one thread does this (measured;
+    with both sequence_lens and initial_h its steps after rows finish differ by about one
+    quantization step of h); on several threads it splits the batch between them and quantizes
+    each part from its own range, so its results depend on the thread count."""
+
+    def step(xw, st, R_T, rb, xp):
+        return cell(xw, [_fake_quant(st[0]), st[1]], R_T, rb, xp)
+
+    return step
+
+
+@kernel("DynamicQuantizeLSTM", domain=MS, since=1)
+def DynamicQuantizeLSTM(
+    X, W, R, B=None, sequence_lens=None, initial_h=None, initial_c=None, P=None, W_scale=None,
+    W_zero_point=None, R_scale=None, R_zero_point=None, /, *, activation_alpha=None,
+    activation_beta=None, activations=None, clip=None, direction="forward", hidden_size=None,
+    input_forget=0,
+):  # fmt: skip
+    """LSTM with int8 weights W (D, input, 4H) and R (D, H, 4H) stored transposed against
+    ai.onnx's LSTM, each with scales / zero points per direction or per output column.
+
+    As onnxruntime computes it on one thread: X is quantized to uint8 once (over the whole
+    sequence) and the hidden state at every step, each from its own range, before the products
+    with the (dequantized, exactly representable) weights. The LSTM step and driver are ``rnn.py``'s
+    (its private ``_lstm_cell`` / ``_run`` / ``_activations``, shared rather than copied).
+    """
+    if W_scale is None or R_scale is None:
+        raise ExecutionError("DynamicQuantizeLSTM: W_scale and R_scale are required")
+    from .rnn import _activations, _lstm_cell, _n_dirs, _run
+
+    w = _dequant_lstm_weight(W, W_scale, W_zero_point, "W")
+    r = _dequant_lstm_weight(R, R_scale, R_zero_point, "R")
+    n_dirs = _n_dirs(direction)
+    funcs = _activations(
+        activations, ["Sigmoid", "Tanh", "Tanh"], n_dirs, activation_alpha, activation_beta
+    )
+    H = r.shape[-1]
+    cells = [
+        _quantized_h(
+            _lstm_cell(
+                funcs[d],
+                clip,
+                None if P is None else P[d].astype(np.float32).reshape(3, H),
+                input_forget,
+            ),
+        )  # fmt: skip
+        for d in range(n_dirs)
+    ]
+    return _run(
+        cells, _fake_quant(X), w, r, B, sequence_lens, [initial_h, initial_c], n_gates=4,
+        direction=direction, layout=0, fold_rb=True,
+    )  # fmt: skip

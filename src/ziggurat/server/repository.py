@@ -274,7 +274,7 @@ class ModelRepository:
         model = LoadedModel(
             name, version, path, session, settings, size_bytes=size, on_batch=self._on_batch
         )
-        model.load_s = round(time.perf_counter() - t0, 3)  # shown by the dashboard
+        model.load_s = time.perf_counter() - t0  # shown by the dashboard
         log.info("model %s v%d built in %.3f s", name, version, model.load_s)
         return model
 

@@ -154,7 +154,7 @@ function updateRows(models) {
     set("model-errors", String(m.errors));
     set("model-p50", ms(m.p50_ms));
     set("model-p99", ms(m.p99_ms));
-    const b = Object.entries(m.batch_sizes || {}).map(([k, v]) => `${k}×${v}`).join(" ");
+    const b = Object.entries(m.batch_sizes || {}).map(([k, v]) => `${k}: ${v}`).join(", ");
     set("model-batches", b || "–");
   });
   state.models = models;

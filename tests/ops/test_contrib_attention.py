@@ -199,3 +199,51 @@ def test_group_query_attention_local_window_and_softcap(window):
            ("seqlens_k", (lens - 1).astype(np.int32)), ("total", np.array(6, np.int32))]  # fmt: skip
     attrs = {"num_heads": nq, "kv_num_heads": nkv, "local_window_size": window, "softcap": 2.0}
     check("GroupQueryAttention", ins, 3, attrs, n_terms=h + s)
+
+
+@pytest.mark.parametrize("mask", ["none", "1d_lengths", "2d"])
+@pytest.mark.parametrize("per_column", [False, True])
+@pytest.mark.parametrize("past", [False, True])
+def test_qattention(mask, per_column, past):
+    rng = np.random.default_rng(8)
+    P = 2 if past else 0
+    x = rng.integers(0, 256, (B, S, D)).astype(np.uint8)
+    w = rng.integers(-127, 128, (D, 3 * D)).astype(np.int8)
+    ws = rng.uniform(1e-4, 3e-4, (3 * D,) if per_column else (1,)).astype(np.float32)
+    ins = [("x", x), ("w", w), ("b", _r(rng, 3 * D)), ("xs", np.array(0.01, np.float32)),
+           ("ws", ws), ("mask", _masks(P + S, P)[mask]), ("xzp", np.array(128, np.uint8)),
+           ("wzp", np.zeros((3 * D,) if per_column else (1,), np.int8)),
+           ("past", _r(rng, 2, B, N, P, H) if past else None)]  # fmt: skip
+    attrs = {"num_heads": N, "unidirectional": int(past)}
+    check("QAttention", ins, 2 if past else 1, attrs, n_terms=H + P + S,
+          out_types=[np.float32] * (2 if past else 1))  # fmt: skip
+
+
+def test_packed_attention_matches_padded_attention():
+    """onnxruntime has PackedAttention on CUDA only: its padded Attention with a 1-D length mask
+    must give the same rows."""
+    rng = np.random.default_rng(9)
+    lens = [4, 2]
+    x = _r(rng, sum(lens), D)
+    w, b = _r(rng, D, 3 * D, s=0.3), _r(rng, 3 * D)
+    cum = np.array([0, 4, 6], np.int32)
+    offsets = np.array([[0, 1, 2, 3], [4, 5, 0, 0]], np.int32)  # padded slots point anywhere
+    (y,) = zg_run("PackedAttention", [("x", x), ("w", w), ("b", b), ("to", offsets), ("cu", cum)],
+                  1, {"num_heads": N})  # fmt: skip
+    padded = np.zeros((2, 4, D), np.float32)
+    padded[0], padded[1, :2] = x[:4], x[4:]
+    ref, _ = run_both("Attention", [("x", padded), ("w", w), ("b", b),
+                                    ("m", np.array(lens, np.int32))], 1, {"num_heads": N})  # fmt: skip
+    want = np.concatenate([ref[0][0], ref[0][1, :2]])
+    assert_close(y, want, f32_tol(want, D + 4), "PackedAttention")
+
+
+def test_attention_float16():
+    rng = np.random.default_rng(10)
+    ins = [("x", _r(rng, B, S, D).astype(np.float16)),
+           ("w", _r(rng, D, 3 * D, s=0.3).astype(np.float16)),
+           ("b", _r(rng, 3 * D).astype(np.float16)), ("mask", _masks(S)["2d"])]  # fmt: skip
+    ref, got = run_both("Attention", ins, 1, {"num_heads": N})
+    # float16 in and out: one float16 ulp of rounding per stage, either engine (eps 2^-10)
+    tol = 8 * 2.0**-10 * float(np.abs(ref[0]).max())
+    assert_close(got[0], ref[0], tol, "Attention float16")

@@ -100,6 +100,47 @@ def _scale(scale, head_size: int) -> float:
     return float(scale) if scale else 1.0 / np.sqrt(head_size)
 
 
+def _no_rotary_or_shared_buffer(op: str, do_rotary, past_present_share_buffer) -> None:
+    if do_rotary or past_present_share_buffer:
+        what = "do_rotary" if do_rotary else "past_present_share_buffer"
+        raise ExecutionError(
+            f"{op}: {what}=1 is not supported (onnxruntime's CPU provider neither); "
+            f"export without it or use MultiHeadAttention / GroupQueryAttention"
+        )
+
+
+def _qkv_sizes(total: int, qkv_hidden_sizes, num_heads: int, op: str):
+    dq, dk, dv = qkv_hidden_sizes or (total // 3,) * 3
+    if dq + dk + dv != total or dq != dk or dq % num_heads or dv % num_heads:
+        raise ExecutionError(
+            f"{op}: weights' last dim {total} must be q + k + v hidden sizes "
+            f"({qkv_hidden_sizes or 'equal thirds'}), Q and K equal, each divisible by "
+            f"num_heads={num_heads}"
+        )
+    return dq, dk, dv
+
+
+def _projected_attention(qkv, sizes, num_heads, mask_index, past, attention_bias, *,
+                         unidirectional, scale, mask_filter_value, n_outputs, op):  # fmt: skip
+    """Attention's work after the merged projection: qkv (B, S, dq + dk + dv)."""
+    xp = xp_of(qkv)
+    B, S, _ = qkv.shape
+    dq, dk, _ = sizes
+    q = _split_heads(qkv[..., :dq], num_heads, "Q")
+    k = _split_heads(qkv[..., dq : dq + dk], num_heads, "K")
+    v = _split_heads(qkv[..., dq + dk :], num_heads, "V")
+    P = 0
+    if past is not None:
+        P = past.shape[3]
+        k = xp.concatenate([past[0], k.astype(past.dtype)], axis=2)
+        v = xp.concatenate([past[1], v.astype(past.dtype)], axis=2)
+    add, ok = _masks(mask_index, B, S, P + S, P, bool(unidirectional), mask_filter_value, op)
+    y = sdpa(q, k, v, scale=_scale(scale, dq // num_heads), allowed=ok, add=add,
+             bias=attention_bias)  # fmt: skip
+    out = _merge_heads(y)
+    return (out,) if n_outputs < 2 else (out, xp.stack([k, v]))
+
+
 @kernel("Attention", domain=MS, since=1)
 def Attention(
     x, weights, bias=None, mask_index=None, past=None, attention_bias=None,
@@ -109,43 +150,68 @@ def Attention(
 ):  # fmt: skip
     """Self-attention with the Q/K/V projections merged into one weight (B, S, D_in) ->
     (B, S, D_v), plus ``present`` (2, B, N, past + S, H) when past state is used."""
-    if do_rotary or past_present_share_buffer:
-        what = "do_rotary" if do_rotary else "past_present_share_buffer"
-        raise ExecutionError(
-            f"Attention: {what}=1 is not supported (onnxruntime's CPU provider neither); "
-            f"export without it or use MultiHeadAttention / GroupQueryAttention"
-        )
-    xp = xp_of(x)
+    _no_rotary_or_shared_buffer("Attention", do_rotary, past_present_share_buffer)
     if x.ndim != 3:
         raise ExecutionError(f"Attention: input must be 3-D (B, S, D), got {tuple(x.shape)}")
-    B, S, _ = x.shape
-    total = weights.shape[-1]
-    dq, dk, dv = qkv_hidden_sizes or (total // 3,) * 3
-    if dq + dk + dv != total or dq != dk or dq % num_heads or dv % num_heads:
-        raise ExecutionError(
-            f"Attention: weights' last dim {total} must be q + k + v hidden sizes "
-            f"({qkv_hidden_sizes or 'equal thirds'}), Q and K equal, each divisible by "
-            f"num_heads={num_heads}"
-        )
+    sizes = _qkv_sizes(weights.shape[-1], qkv_hidden_sizes, num_heads, "Attention")
     (qkv,) = MatMul(x, weights)
     if bias is not None:
         qkv = qkv + bias
-    q = _split_heads(qkv[..., :dq], num_heads, "Q")
-    k = _split_heads(qkv[..., dq : dq + dk], num_heads, "K")
-    v = _split_heads(qkv[..., dq + dk :], num_heads, "V")
-    P = 0
-    if past is not None:
-        P = past.shape[3]
-        k = xp.concatenate([past[0], k.astype(past.dtype)], axis=2)
-        v = xp.concatenate([past[1], v.astype(past.dtype)], axis=2)
-    T = P + S
-    add, ok = _masks(mask_index, B, S, T, P, bool(unidirectional), mask_filter_value, "Attention")
-    y = sdpa(q, k, v, scale=_scale(scale, dq // num_heads), allowed=ok, add=add,
-             bias=attention_bias)  # fmt: skip
-    out = _merge_heads(y)
-    if n_outputs < 2:
-        return (out,)
-    return out, xp.stack([k, v])
+    return _projected_attention(
+        qkv, sizes, num_heads, mask_index, past, attention_bias, unidirectional=unidirectional,
+        scale=scale, mask_filter_value=mask_filter_value, n_outputs=n_outputs, op="Attention",
+    )  # fmt: skip
+
+
+@kernel("QAttention", domain=MS, since=1)
+def QAttention(
+    x, weight, bias, input_scale, weight_scale, mask_index=None, input_zero_point=None,
+    weight_zero_point=None, past=None, /, *, num_heads, do_rotary=0, mask_filter_value=-10000.0,
+    past_present_share_buffer=0, scale=0.0, unidirectional=0, n_outputs=1,
+):  # fmt: skip
+    """Attention whose input and merged weight are 8-bit: the projection is the exact integer
+    product (``matmul.MatMulInteger``) times input_scale * weight_scale (per column or not)."""
+    from .matmul import MatMulInteger
+
+    _no_rotary_or_shared_buffer("QAttention", do_rotary, past_present_share_buffer)
+    sizes = _qkv_sizes(weight.shape[-1], None, num_heads, "QAttention")
+    (acc,) = MatMulInteger(x, weight, input_zero_point, weight_zero_point)
+    s = input_scale.astype(np.float32) * weight_scale.astype(np.float32)
+    qkv = (acc.astype(np.float32) * s + bias).astype(bias.dtype, copy=False)
+    return _projected_attention(
+        qkv, sizes, num_heads, mask_index, past, None, unidirectional=unidirectional,
+        scale=scale, mask_filter_value=mask_filter_value, n_outputs=n_outputs, op="QAttention",
+    )  # fmt: skip
+
+
+@kernel("PackedAttention", domain=MS, since=1)
+def PackedAttention(
+    x, weights, bias, token_offset, cumulative_sequence_length, attention_bias=None, /, *,
+    num_heads, qkv_hidden_sizes=None, scale=0.0,
+):  # fmt: skip
+    """Attention over packed tokens (no padding): x (tokens, D_in); row b's tokens are
+    x[cum[b]:cum[b+1]]. Runs as padded attention with each row's length as its key mask."""
+    xp = xp_of(x)
+    cum = _host(cumulative_sequence_length).astype(np.int64)
+    B, S = token_offset.shape
+    lens = np.diff(cum)
+    if cum[-1] != x.shape[0] or lens.max(initial=0) > S:
+        raise ExecutionError(
+            f"PackedAttention: cumulative_sequence_length {cum.tolist()} does not fit "
+            f"{x.shape[0]} tokens in rows of at most {S}"
+        )
+    sizes = _qkv_sizes(weights.shape[-1], qkv_hidden_sizes, num_heads, "PackedAttention")
+    (qkv,) = MatMul(x, weights)
+    qkv = qkv + bias
+    b_idx = np.repeat(np.arange(B), lens)
+    s_idx = np.arange(x.shape[0]) - cum[b_idx]
+    padded = xp.zeros((B, S, qkv.shape[-1]), dtype=qkv.dtype)
+    padded[b_idx, s_idx] = qkv
+    (y,) = _projected_attention(
+        padded, sizes, num_heads, lens.astype(np.int32), None, attention_bias, unidirectional=0,
+        scale=scale, mask_filter_value=-10000.0, n_outputs=1, op="PackedAttention",
+    )  # fmt: skip
+    return (xp.ascontiguousarray(y[b_idx, s_idx]),)
 
 
 def _heads_of(t, n, what, B):

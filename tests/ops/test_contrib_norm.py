@@ -7,7 +7,7 @@ import pytest
 
 from ziggurat.errors import ExecutionError
 
-from ._contrib import check, zg_run
+from ._contrib import assert_close, check, run_both, zg_run
 
 H = 16
 
@@ -91,3 +91,16 @@ def test_skip_layer_norm_rejects_wrong_gamma():
     ins = [("x", _r(rng, 2, 3, H)), ("skip", _r(rng, 2, 3, H)), ("gamma", _r(rng, H - 1))]
     with pytest.raises(ExecutionError, match="gamma has shape"):
         zg_run("SkipLayerNormalization", ins)
+
+
+@pytest.mark.parametrize("op", ["SkipLayerNormalization", "SkipSimplifiedLayerNormalization"])
+def test_skip_norms_float16(op):
+    """float16 in and out: a few float16 ulps (eps 2^-10) of the output's scale."""
+    rng = np.random.default_rng(8)
+    f16 = np.float16
+    ins = [("x", _r(rng, 2, 3, H).astype(f16)), ("skip", _r(rng, 2, 3, H).astype(f16)),
+           ("gamma", _r(rng, H).astype(f16))]  # fmt: skip
+    if op == "SkipLayerNormalization":
+        ins.append(("beta", _r(rng, H).astype(f16)))
+    ref, got = run_both(op, ins, 1)
+    assert_close(got[0], ref[0], 8 * 2.0**-10 * float(np.abs(ref[0]).max()), op)

@@ -8,11 +8,15 @@ appears in a URL; the page reconnects after the server restarts.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import httpx
+import numpy as np
+import onnx
 import pytest
+from PIL import Image
 
 from tests.dashboard.conftest import ARTIFACTS, Page
 from tests.server import conftest as server_conftest
@@ -117,6 +121,10 @@ def _unload_then_load(p: Page) -> None:
     row.get_by_role("button", name="Load digits").click()
     p.page.wait_for_selector('tr[data-model="digits"] [data-metric="state"]:text-is("READY")')
     assert p.page.locator("#action-status").inner_text() == "digits: ready"
+    status = p.page.locator("#action-status")
+    row.get_by_role("button", name="Reload digits version 1").click()
+    p.page.locator('#action-status:text-is("Reloading digits…")').wait_for(state="detached")
+    assert status.inner_text() == "digits: ready"
 
 
 def test_unload_and_load_without_a_key(page):
@@ -179,3 +187,56 @@ def test_page_reconnects_after_a_server_restart(browser, tmp_path, monkeypatch):
         if p is not None:
             p.close()
         srv.stop()
+
+
+def _sample_digit() -> list[float]:
+    samples = json.loads((ROOT / "src/ziggurat/server/dashboard/samples.json").read_text())
+    return samples["digits"]["inputs"]["image"]["data"]
+
+
+def test_image_upload_is_laid_out_and_scaled_as_stated(page, tmp_path):
+    """An 8x8 picture of the sample digit, dark ink on white: the page inverts it and scales
+    it to the 0..16 its description states; values come back to within 8-bit rounding."""
+    ink = np.asarray(_sample_digit(), np.float64).reshape(8, 8)
+    gray = np.round(255 - ink * 255 / 16).astype(np.uint8)
+    png = tmp_path / "three.png"
+    Image.fromarray(gray, "L").convert("RGB").save(png)
+    page.open("/")
+    _live(page)
+    sent = []
+    page.page.on(
+        "request", lambda r: sent.append(r.post_data) if r.url.endswith("/infer") else None
+    )
+    page.page.get_by_label("image from an image").set_input_files(str(png))
+    assert page.page.get_by_label("use the image instead of the values").is_checked()
+    assert "scaled to 0..16" in page.page.locator(".image-field .note").inner_text()
+    page.page.get_by_role("button", name="Run").click()
+    page.page.locator('[data-output="label"] .values:text-is("3")').wait_for()
+    tensor = json.loads(sent[-1])["inputs"][0]
+    assert tensor["shape"] == [1, 64] and tensor["datatype"] == "FP32"
+    # One 8-bit step of the picture is 16/255 of the model's scale; rounding is half a step.
+    np.testing.assert_allclose(tensor["data"], ink.ravel(), rtol=0, atol=0.5 * 16 / 255 + 1e-9)
+    assert page.errors == []
+
+
+def test_top_k_carries_the_labels_of_the_model_metadata(browser, tmp_path):
+    model = onnx.load(str(demo_model_path()))
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    onnx.helper.set_model_props(model, {"labels": json.dumps(names)})
+    onnx.save(model, str(tmp_path / "digits.onnx"))
+    srv = ServerProcess(str(tmp_path / "digits.onnx"), "--no-access-log")
+    p = None
+    try:
+        srv.wait_ready()
+        p = Page(browser, srv.url)
+        p.open("/")
+        p.page.get_by_role("button", name="Try the demo model with a sample digit").click()
+        top = p.page.locator('[data-output="probabilities"] .topk li').first
+        top.wait_for()
+        assert top.inner_text().startswith("three (class 3): ")
+        assert p.page.locator('[data-output="label"] .values').inner_text() == "3 (three)"
+        assert p.errors == []
+    finally:
+        if p is not None:
+            p.close()
+        assert srv.stop() == 0

@@ -188,3 +188,30 @@ def test_percentiles_of_an_interval():
         "p99": 99.01,
     }
     assert percentiles([]) == {"p50": None, "p90": None, "p99": None}
+
+
+class _Meta:
+    def __init__(self, meta):
+        self.custom_metadata_map = meta
+
+
+class _Session:
+    def __init__(self, meta):
+        self.meta = meta
+
+    def get_modelmeta(self):
+        return _Meta(self.meta)
+
+
+@pytest.mark.parametrize(
+    "meta, want",
+    [
+        ({"labels": '["cat", "dog"]'}, ["cat", "dog"]),
+        ({"classes": "cat, dog ,bird"}, ["cat", "dog", "bird"]),
+        ({"labels": '{"not": "a list"}'}, None),
+        ({"training": "no labels here"}, None),
+    ],
+)
+def test_labels_from_model_metadata(meta, want):
+    assert routes_dashboard.labels_of(_Session(meta)) == want
+    assert routes_dashboard.labels_of(object()) is None  # a session without metadata

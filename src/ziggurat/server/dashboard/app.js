@@ -136,6 +136,7 @@ function buildRows(models) {
 }
 
 function updateRows(models) {
+  state.models = models;
   const key = models.map(rowKey).join("|");
   if (key !== state.rowKeys) {  // rows change only on load/unload: keep focus otherwise
     state.rowKeys = key;
@@ -157,7 +158,6 @@ function updateRows(models) {
     const b = Object.entries(m.batch_sizes || {}).map(([k, v]) => `${k}: ${v}`).join(", ");
     set("model-batches", b || "–");
   });
-  state.models = models;
   const demo = models.find((m) => m.state === "READY" && state.samplesByModel[m.name]);
   $("#demo-line").hidden = !demo;
 }

@@ -207,3 +207,38 @@ def test_quantize_dynamic_lstm_model(tmp_path):
     quantize_dynamic(src, q, weight_type=QuantType.QInt8)
     assert _ms_ops(onnx.load(q))["DynamicQuantizeLSTM"] == 1
     _compare(str(q), {"x": rng.standard_normal((6, 2, i)).astype(np.float32)}, 2e-2)
+
+
+def _mini_bert_feeds():
+    from tests.ops._mini_bert import VOCAB
+
+    rng = np.random.default_rng(3)
+    return {
+        "input_ids": rng.integers(0, VOCAB, (2, 8)).astype(np.int64),
+        "token_type_ids": rng.integers(0, 2, (2, 8)).astype(np.int64),
+        "attention_mask": np.array([[1] * 8, [1] * 5 + [0] * 3], np.int64),
+    }
+
+
+def test_transformers_optimizer_fuses_a_classic_bert(tmp_path):
+    """The classic BERT export fuses into EmbedLayerNormalization, Attention (with its mask),
+    SkipLayerNormalization and BiasGelu: the optimizer's whole BERT vocabulary."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from tests.ops._mini_bert import HEADS, HIDDEN, mini_bert
+
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    opt = optimize_model(mini_bert(), model_type="bert", num_heads=HEADS, hidden_size=HIDDEN,
+                         opt_level=0).model  # fmt: skip
+    ops = _ms_ops(opt)
+    assert ops["EmbedLayerNormalization"] == 1 and ops["Attention"] == 2, ops
+    assert ops["SkipLayerNormalization"] == 4 and ops["BiasGelu"] == 2, ops
+    _compare(opt.SerializeToString(), _mini_bert_feeds(), 1e-3)
+
+
+def test_offline_extended_optimization_of_a_classic_bert(tmp_path):
+    from tests.ops._mini_bert import mini_bert
+
+    path = _offline(mini_bert(), tmp_path, "mini_bert")
+    assert _ms_ops(onnx.load(path)), "expected com.microsoft fusions"
+    _compare(str(path), _mini_bert_feeds(), 1e-3)

@@ -7,7 +7,7 @@ const WINDOW_S = 300;
 const $ = (sel) => document.querySelector(sel);
 const state = {
   started: null, samples: [], models: [], rowKeys: "", samplesByModel: {},
-  tryModel: null, stream: null, retryMs: 1000, batchBuckets: [],
+  tryModel: null, streamTimer: null, retryMs: 1000, batchBuckets: [], keyDeclined: false,
 };
 
 // -- API calls with the key --------------------------------------------------------------
@@ -31,9 +31,11 @@ function askKey(why) {
       keyPrompt = null;
       if (dlg.returnValue === "ok" && $("#key-input").value) {
         sessionStorage.setItem(KEY_STORE, $("#key-input").value);
+        state.keyDeclined = false;
         resolve(true);
       } else {
         if (dlg.returnValue === "forget") sessionStorage.removeItem(KEY_STORE);
+        state.keyDeclined = true;  // no more prompts until the "API key" button is used
         resolve(false);
       }
     }, {once: true});
@@ -47,7 +49,7 @@ async function api(path, opts) {
   opts = opts || {};
   for (let attempt = 0; ; attempt++) {
     const resp = await fetch(path, Object.assign({}, opts, {headers: headers(opts.headers)}));
-    if ((resp.status === 401 || resp.status === 403) && attempt < 2) {
+    if ((resp.status === 401 || resp.status === 403) && attempt < 2 && !state.keyDeclined) {
       const why = resp.status === 401 ? "This server needs an API key."
         : "The API key was refused; enter another.";
       if (await askKey(why + " It is kept in this tab's session storage only.")) continue;
@@ -264,10 +266,16 @@ function handleEvent(name, data) {
 
 // EventSource cannot send the API key header; fetch can, and reads the stream as it comes.
 async function stream() {
+  state.streamTimer = null;
   const last = state.samples[state.samples.length - 1];
   const since = last && state.started !== null ? last.t : 0;
   try {
     const resp = await api(`/api/v1/dashboard/events?since=${since}`);
+    if (resp.status === 401 || resp.status === 403) {
+      setConn("down", "an API key is needed: use the API key button");
+      state.streamTimer = setTimeout(stream, 10000);  // or sooner, when a key is entered
+      return;
+    }
     if (!resp.ok) throw new Error(`${resp.status} ${await errorText(resp)}`);
     state.retryMs = 1000;
     const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -293,7 +301,7 @@ async function stream() {
     setConn("down", `server unreachable; retrying (${e.message})`);
     state.retryMs = Math.min(state.retryMs * 2, 10000);
   }
-  setTimeout(stream, state.retryMs);
+  state.streamTimer = setTimeout(stream, state.retryMs);
 }
 
 // -- try it --------------------------------------------------------------------------------
@@ -370,7 +378,11 @@ async function tryDemo() {
 
 // -- start -----------------------------------------------------------------------------------
 async function main() {
-  $("#key-button").addEventListener("click", () => askKey("Enter the server's API key."));
+  $("#key-button").addEventListener("click", async () => {
+    if (!(await askKey("Enter the server's API key."))) return;
+    await refreshModels();
+    if (state.streamTimer !== null) { clearTimeout(state.streamTimer); state.streamTimer = null; stream(); }
+  });
   $("#try-model").addEventListener("change", buildTryForm);
   $("#try-form").addEventListener("submit", runTry);
   $("#demo-button").addEventListener("click", tryDemo);

@@ -247,3 +247,40 @@ def test_attention_float16():
     # float16 in and out: one float16 ulp of rounding per stage, either engine (eps 2^-10)
     tol = 8 * 2.0**-10 * float(np.abs(ref[0]).max())
     assert_close(got[0], ref[0], tol, "Attention float16")
+
+
+@pytest.mark.parametrize("past_len", [0, 3])
+def test_attention_past_present_share_buffer(past_len):
+    """onnxruntime's CPU kernel rejects past_sequence_length in this mode (measured, 1.32): the
+    shared (2, B, N, max, H) buffer holding past_len positions must act as a past of past_len."""
+    rng = np.random.default_rng(11)
+    M = 10  # the shared buffer's positions
+    buf = _r(rng, 2, B, N, M, H)
+    base = [("x", _r(rng, B, S, D)), ("w", _r(rng, D, 3 * D, s=0.3)), ("b", _r(rng, 3 * D)),
+            ("mask", None)]  # fmt: skip
+    attrs = {"num_heads": N, "unidirectional": 1}
+    got = zg_run("Attention", base + [("past", buf), ("ab", None),
+                                      ("plen", np.array([past_len], np.int32))], 2,
+                 dict(attrs, past_present_share_buffer=1))  # fmt: skip
+    past = np.ascontiguousarray(buf[:, :, :, :past_len])
+    ref, _ = run_both("Attention", base + [("past", past)], 2, attrs)
+    assert_close(got[0], ref[0], f32_tol(ref[0], D + M), "output")
+    assert got[1].shape == buf.shape
+    valid = past_len + S
+    assert_close(got[1][..., :valid, :], ref[1], f32_tol(ref[1], D), "present")
+    assert_close(got[1][..., valid:, :], buf[..., valid:, :], 0, "untouched buffer")
+
+
+@pytest.mark.parametrize("kind", ["smooth_softmax", "head_sink"])
+def test_group_query_attention_sinks(kind):
+    rng = np.random.default_rng(12)
+    nq, nkv, s, h = 4, 2, 5, 16
+    ins = [("q", _r(rng, B, s, nq * h)), ("k", _r(rng, B, s, nkv * h)),
+           ("v", _r(rng, B, s, nkv * h)), ("pk", None), ("pv", None),
+           ("seqlens_k", np.array([s - 1] * B, np.int32)), ("total", np.array(s, np.int32)),
+           ("cos", None), ("sin", None), ("pos", None), ("ab", None),
+           ("sink", _r(rng, nq) if kind == "head_sink" else None)]  # fmt: skip
+    attrs = {"num_heads": nq, "kv_num_heads": nkv}
+    if kind == "smooth_softmax":
+        attrs["smooth_softmax"] = 1
+    check("GroupQueryAttention", ins, 3, attrs, n_terms=h + s)

@@ -64,11 +64,12 @@ def _masks(mask, B, S, T, past, causal: bool, fill: float, op: str):
     return add, allowed
 
 
-def sdpa(q, k, v, *, scale, allowed=None, add=None, bias=None, softcap=0.0):
+def sdpa(q, k, v, *, scale, allowed=None, add=None, bias=None, softcap=0.0, sink=None):
     """softmax(scale * q @ k^T + add + bias, pairs not ``allowed`` at -inf) @ v, in float32.
 
     q [B, N, S, H]; k, v [B, N or fewer (shared), T, H]; allowed (bool) and add (float) broadcast
-    to [B, N, S, T].
+    to [B, N, S, T]. ``sink`` (per head, [N]): an extra logit in every row's softmax that attends
+    to nothing (smooth softmax is a sink of 0 for every head).
     """
     xp = xp_of(q)
     dt = q.dtype
@@ -86,7 +87,12 @@ def sdpa(q, k, v, *, scale, allowed=None, add=None, bias=None, softcap=0.0):
         scores = xp.where(xp.asarray(allowed), scores, cdt(-np.inf))
     if bias is not None:
         scores = scores + bias.astype(cdt, copy=False)
+    if sink is not None:
+        col = xp.broadcast_to(sink.astype(cdt).reshape(1, -1, 1, 1), scores.shape[:-1] + (1,))
+        scores = xp.concatenate([scores, col], axis=-1)
     (p,) = Softmax(xp.ascontiguousarray(scores), axis=-1)
+    if sink is not None:
+        p = p[..., :-1]
     (y,) = MatMul(p, v.astype(cdt, copy=False))
     return y.astype(dt, copy=False)
 
@@ -100,12 +106,11 @@ def _scale(scale, head_size: int) -> float:
     return float(scale) if scale else 1.0 / np.sqrt(head_size)
 
 
-def _no_rotary_or_shared_buffer(op: str, do_rotary, past_present_share_buffer) -> None:
-    if do_rotary or past_present_share_buffer:
-        what = "do_rotary" if do_rotary else "past_present_share_buffer"
+def _no_rotary(op: str, do_rotary) -> None:
+    if do_rotary:
         raise ExecutionError(
-            f"{op}: {what}=1 is not supported (onnxruntime's CPU provider neither); "
-            f"export without it or use MultiHeadAttention / GroupQueryAttention"
+            f"{op}: do_rotary=1 is not supported (onnxruntime's CPU provider neither); fuse the "
+            f"model with MultiHeadAttention + RotaryEmbedding instead"
         )
 
 
@@ -121,8 +126,11 @@ def _qkv_sizes(total: int, qkv_hidden_sizes, num_heads: int, op: str):
 
 
 def _projected_attention(qkv, sizes, num_heads, mask_index, past, attention_bias, *,
-                         unidirectional, scale, mask_filter_value, n_outputs, op):  # fmt: skip
-    """Attention's work after the merged projection: qkv (B, S, dq + dk + dv)."""
+                         unidirectional, scale, mask_filter_value, n_outputs, op,
+                         shared_len=None):  # fmt: skip
+    """Attention's work after the merged projection: qkv (B, S, dq + dk + dv). ``shared_len``:
+    past is a (2, B, N, max, H) buffer holding that many valid positions (past_present_share_buffer);
+    the new keys / values are written after them and present is the whole buffer."""
     xp = xp_of(qkv)
     B, S, _ = qkv.shape
     dq, dk, _ = sizes
@@ -130,15 +138,29 @@ def _projected_attention(qkv, sizes, num_heads, mask_index, past, attention_bias
     k = _split_heads(qkv[..., dq : dq + dk], num_heads, "K")
     v = _split_heads(qkv[..., dq + dk :], num_heads, "V")
     P = 0
-    if past is not None:
+    if past is not None and shared_len is not None:
+        P = shared_len
+        if P + S > past.shape[3]:
+            raise ExecutionError(
+                f"{op}: past_sequence_length {P} + sequence {S} exceeds the shared buffer's "
+                f"{past.shape[3]} positions"
+            )
+        present = past.copy()
+        present[0, :, :, P : P + S] = k
+        present[1, :, :, P : P + S] = v
+        k, v = present[0, :, :, : P + S], present[1, :, :, : P + S]
+    elif past is not None:
         P = past.shape[3]
         k = xp.concatenate([past[0], k.astype(past.dtype)], axis=2)
         v = xp.concatenate([past[1], v.astype(past.dtype)], axis=2)
+        present = None
     add, ok = _masks(mask_index, B, S, P + S, P, bool(unidirectional), mask_filter_value, op)
     y = sdpa(q, k, v, scale=_scale(scale, dq // num_heads), allowed=ok, add=add,
              bias=attention_bias)  # fmt: skip
     out = _merge_heads(y)
-    return (out,) if n_outputs < 2 else (out, xp.stack([k, v]))
+    if n_outputs < 2:
+        return (out,)
+    return out, present if past is not None and shared_len is not None else xp.stack([k, v])
 
 
 @kernel("Attention", domain=MS, since=1)
@@ -150,16 +172,25 @@ def Attention(
 ):  # fmt: skip
     """Self-attention with the Q/K/V projections merged into one weight (B, S, D_in) ->
     (B, S, D_v), plus ``present`` (2, B, N, past + S, H) when past state is used."""
-    _no_rotary_or_shared_buffer("Attention", do_rotary, past_present_share_buffer)
+    _no_rotary("Attention", do_rotary)
     if x.ndim != 3:
         raise ExecutionError(f"Attention: input must be 3-D (B, S, D), got {tuple(x.shape)}")
     sizes = _qkv_sizes(weights.shape[-1], qkv_hidden_sizes, num_heads, "Attention")
     (qkv,) = MatMul(x, weights)
     if bias is not None:
         qkv = qkv + bias
+    shared = None
+    if past_present_share_buffer and past is not None:
+        if past_sequence_length is None:
+            raise ExecutionError(
+                "Attention: past_present_share_buffer=1 with past needs the past_sequence_length "
+                "input (index 6)"
+            )
+        shared = int(_host(past_sequence_length).reshape(-1)[0])
     return _projected_attention(
         qkv, sizes, num_heads, mask_index, past, attention_bias, unidirectional=unidirectional,
         scale=scale, mask_filter_value=mask_filter_value, n_outputs=n_outputs, op="Attention",
+        shared_len=shared,
     )  # fmt: skip
 
 
@@ -173,7 +204,7 @@ def QAttention(
     product (``matmul.MatMulInteger``) times input_scale * weight_scale (per column or not)."""
     from .matmul import MatMulInteger
 
-    _no_rotary_or_shared_buffer("QAttention", do_rotary, past_present_share_buffer)
+    _no_rotary("QAttention", do_rotary)
     sizes = _qkv_sizes(weight.shape[-1], None, num_heads, "QAttention")
     (acc,) = MatMulInteger(x, weight, input_zero_point, weight_zero_point)
     s = input_scale.astype(np.float32) * weight_scale.astype(np.float32)
@@ -338,10 +369,8 @@ def GroupQueryAttention(
     (from 0 on the first prompt, where the cache is empty). New keys/values are written into the
     present cache (B, Nkv, max(past buffer, total_sequence_length), H) after the row's past.
     """
-    if smooth_softmax or head_sink is not None or qk_output:
-        raise ExecutionError(
-            "GroupQueryAttention: smooth_softmax, head_sink and qk_output are not supported"
-        )
+    if qk_output:
+        raise ExecutionError("GroupQueryAttention: qk_output is not supported")
     if seqlens_k is None or total_sequence_length is None:
         raise ExecutionError(
             "GroupQueryAttention: seqlens_k and total_sequence_length are required"
@@ -381,6 +410,9 @@ def GroupQueryAttention(
     ok = (j <= qpos[:, :, None]) & (j < lens[:, None, None])
     if local_window_size is not None and local_window_size >= 0:
         ok &= j > qpos[:, :, None] - local_window_size
-    y = sdpa(q, pk, pv, scale=_scale(scale, H), allowed=ok[:, None],
-             bias=attention_bias, softcap=softcap)  # fmt: skip
+    sink = head_sink
+    if sink is None and smooth_softmax:
+        sink = xp.zeros(num_heads, dtype=np.float32)
+    y = sdpa(q, pk, pv, scale=_scale(scale, H), allowed=ok[:, None], bias=attention_bias,
+             softcap=softcap, sink=sink)  # fmt: skip
     return (_merge_heads(y), pk, pv)[: max(n_outputs, 1)]

@@ -258,6 +258,8 @@ FUSED_CASES = [
     ((2, 12, 15, 16), (12, 1, 3, 3), dict(group=12, strides=[2, 2], pads=[0, 1, 1, 0])),
     ((1, 8, 9, 9), (8, 4, 3, 3), dict(group=2, dilations=[2, 2], pads=[2, 2, 2, 2])),
     ((1, 3, 20, 20), (8, 3, 7, 7), dict(strides=[2, 2], pads=[3, 3, 3, 3])),
+    ((2, 6, 19), (8, 6, 3), dict(pads=[1, 1])),  # 1-D: channels-last is (N, W, C)
+    ((1, 4, 5, 6, 7), (6, 4, 3, 3, 3), dict(pads=[1, 1, 1, 0, 1, 1], strides=[1, 2, 1])),
 ]
 
 
@@ -377,3 +379,15 @@ def test_conv_without_a_onednn_implementation_runs_numpy_once_decided(monkeypatc
         exact = conv_ref64(x, w, b, pads=pads)
         assert np.all(np.abs(y - exact) <= conv_bound(x, w, b, pads=pads))
     assert len(tries) == 1
+
+
+def test_conv_reads_a_strided_view(conv_path):
+    """An input that is a view with gaps (a slice) is read as it lies, or copied first."""
+    rng = np.random.default_rng(10)
+    big = rand(rng, (1, 8, 20, 11))
+    x = big[:, 1:7, ::2, :]  # not dense in any axis order
+    w, b = rand(rng, (5, 6, 3, 3)), rand(rng, (5,))
+    y = Conv(x, w, b, pads=[1, 1, 1, 1])[0]
+    xc = np.ascontiguousarray(x)
+    exact = conv_ref64(xc, w, b, pads=[1, 1, 1, 1])
+    assert np.all(np.abs(y - exact) <= conv_bound(xc, w, b, pads=[1, 1, 1, 1]))

@@ -352,9 +352,11 @@ def test_native_primitive_cached_per_weights_and_freed_with_them():
     np.testing.assert_array_equal(y1, y2)
     Conv(x, w, pads=[0, 0, 0, 0])  # other attributes: another primitive, the right result
     np.testing.assert_array_equal(Conv(x, w, pads=[1, 1, 1, 1])[0], y1)
+    Conv(rand(rng, (1, 8, 17, 13)), w, pads=pads)  # another input size: another primitive...
+    assert len(dnnl_conv._packed[wid]) == 1  # ...sharing the one reordered copy of the weights
     del w
     gc.collect()
-    assert entries() == 0  # the reordered weights went with the initializer
+    assert entries() == 0 and wid not in dnnl_conv._packed  # gone with the initializer
 
 
 def test_conv_without_a_onednn_implementation_runs_numpy_once_decided(monkeypatch):

@@ -162,7 +162,7 @@ class ConvPrimitive:
         scratch_md = self.pd.query_md(dnnl.QUERY_SCRATCHPAD_MD, (0,))
         self._scratch_bytes = scratch_md.nbytes
         # Weights (and bias) into the primitive's layout, once.
-        self._w = dnnl.reorder(np.ascontiguousarray(w, dtype=np.float32), w_user, wei_md)
+        self._w = _packed_weights(w, w_user, wei_md)
         self._b = None if b is None else np.ascontiguousarray(b, dtype=np.float32)
         # Source: straight from the caller's array when the layout matches, else a reorder.
         self._src_reorder = None if src_md == x_user else _Reorder(x_user, src_md)
@@ -320,13 +320,28 @@ def _layout_md(shape, channels_last: bool, dtype=np.float32) -> dnnl.MemoryDesc:
 # their ids cannot be reused while it lives; entries of a weight go when it is garbage-collected.
 _cache: dict[tuple, tuple[ConvPrimitive | None, tuple]] = {}
 _cache_lock = threading.Lock()
-_MAX_PER_WEIGHT = 64  # a weight called with ever new attribute objects: start over past this
+_MAX_PER_WEIGHT = 16  # a weight called with ever new attribute objects: start over past this
+# Reordered weights per id(w), shared by every primitive of that weight whose layout is the same
+# (a model run at several input sizes keeps one copy, not one per size).
+_packed: dict[int, list[tuple[dnnl.MemoryDesc, np.ndarray]]] = {}
+
+
+def _packed_weights(w, w_user, wei_md) -> np.ndarray:
+    with _cache_lock:
+        for md, buf in _packed.get(id(w), ()):
+            if md == wei_md:
+                return buf
+    buf = dnnl.reorder(np.ascontiguousarray(w, dtype=np.float32), w_user, wei_md)
+    with _cache_lock:
+        _packed.setdefault(id(w), []).append((wei_md, buf))
+    return buf
 
 
 def _forget(wid: int) -> None:
     with _cache_lock:
         for key in [k for k in _cache if k[0] == wid]:
             del _cache[key]
+        _packed.pop(wid, None)
 
 
 def lookup(key: tuple) -> tuple[ConvPrimitive | None, tuple] | None:
@@ -357,5 +372,6 @@ def build(key, x, w, b, geo, group, *, activation="", bounds=(None, None), has_s
         elif len(mine) >= _MAX_PER_WEIGHT:
             for k in mine:
                 del _cache[k]
+            _packed.pop(wid, None)
         _cache[key] = (prim, (b, *keep))
     return prim

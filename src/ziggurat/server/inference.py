@@ -1,12 +1,14 @@
 """The one inference path every entry point takes: decode -> check -> run -> encode.
 
-``POST /v2/models/{model}/infer``, ``POST /api/v1/infer``, each item of ``POST /api/v1/batch``
-and each message of ``WS /api/v1/stream`` decode their body into an :class:`InferRequest`
-(``codecs``), then call :func:`infer`, which finds the model, validates the feeds with the
-validation ``InferenceSession.run`` uses (``runtime/validate.py``), runs them through the
-model's scheduler (under the request's ``parameters.timeout``), and encodes the outputs once.
-Each entry point only wraps the :class:`Encoded` result in its transport (HTTP body, WebSocket
-frame, batch item), so a hostile input meets the same checks wherever it enters.
+``POST /v2/models/{model}/infer``, ``POST /api/v1/infer``, each message of ``WS /api/v1/stream``
+and each item of ``POST /api/v1/batch`` hand their request's JSON object (and binary section) to
+:func:`prepare`, which finds the model, decodes the tensors (``codecs``) and validates them with
+the check ``InferenceSession.run`` uses (``runtime/validate.py``), and estimates their memory;
+:func:`check_budget` refuses what would not fit ``max_request_memory_mb`` (a batch call checks
+all its items together); :func:`run` runs the request through the model's scheduler (under its
+``parameters.timeout``) and encodes the outputs once. :func:`infer` is the three in a row. Each
+entry point only wraps the :class:`Encoded` result in its transport (HTTP body, WebSocket frame,
+batch item), so a hostile input meets the same checks wherever it enters.
 """
 
 from __future__ import annotations

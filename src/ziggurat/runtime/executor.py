@@ -260,7 +260,7 @@ class CompiledGraph:
             err = ExecutionError(f"model '{self.model_name}': {type(exc).__name__}: {exc}")
         else:
             node = self._nodes[idx]
-            opset = self.opsets.get(node.domain, 0)
+            opset = self.plan.steps[idx].opset  # as resolved (implicit domains too)
             err = ExecutionError(
                 f"model '{self.model_name}': node '{node.label}' ({node.op_type}, opset {opset}) "
                 f"failed: {type(exc).__name__}: {exc}"

@@ -395,3 +395,27 @@ def test_conv_reads_a_strided_view(conv_path):
     xc = np.ascontiguousarray(x)
     exact = conv_ref64(xc, w, b, pads=[1, 1, 1, 1])
     assert np.all(np.abs(y - exact) <= conv_bound(xc, w, b, pads=[1, 1, 1, 1]))
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("x_layout,out_layout", [("nchw", "nhwc"), ("nhwc", "")])
+def test_fusedconv_through_onednn_preferred_layouts(monkeypatch, residual, x_layout, out_layout):
+    """When no direct kernel takes the caller's layouts, oneDNN's own layouts are used, with
+    reorders in and out (and of the residual into the destination)."""
+    dnnl_conv = _native_or_skip()
+    from ziggurat.ops.fused import FusedConv
+
+    monkeypatch.setattr(dnnl_conv, "_is_direct", lambda impl: False)
+    rng = np.random.default_rng(11)
+    x, w, b = rand(rng, (1, 32, 10, 10)), rand(rng, (32, 32, 3, 3)), rand(rng, (32,))
+    pads = [1, 1, 1, 1]
+    exact = conv_ref64(x, w, b, pads=pads)
+    skip = rand(rng, exact.shape) if residual else None
+    if residual:
+        exact = exact + skip
+    xin = nhwc(x) if x_layout == "nhwc" else x
+    y = FusedConv(xin, w, b, skip, activation="relu", layout=out_layout, pads=pads)[0]
+    assert np.all(np.abs(y - np.maximum(exact, 0)) <= conv_bound(x, w, b, skip, pads=pads))
+    (prim,) = [p for k, (p, _) in dnnl_conv._cache.items() if k[0] == id(w)]
+    if prim._src_reorder is None and prim._dst_reorder is None:
+        pytest.skip(f"oneDNN ({prim.impl}) took the caller's layouts here: no reorder to test")

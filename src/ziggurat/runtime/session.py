@@ -119,10 +119,9 @@ class InferenceSession:
             precision=precision,
         )
         graph.lint()
-        if precision == "bf16":
-            from ..passes import bf16_weights
+        from ..passes import pack_weights  # bf16: every GEMM weight; fp32: the slow-layout ones
 
-            bf16_weights.run(graph, model.opsets)
+        pack_weights.run(graph, model.opsets, precision)
         self._profiler = None
         if self._options.enable_profiling:
             self._profiler = Profiler(self._options.profile_file_prefix)

@@ -99,11 +99,18 @@ def test_resize_nearest_tie_uses_float32_coordinates():
 
 @pytest.mark.parametrize("mode", ["nearest", "linear"])
 def test_resize_uint8_keeps_dtype_and_truncates_like_onnxruntime(mode):
-    x = RNG.integers(0, 256, (1, 3, 8, 8)).astype(np.uint8)
+    x = np.random.default_rng(5).integers(0, 256, (1, 3, 8, 8)).astype(np.uint8)
     sc = np.array([1, 1, 1.7, 0.6], np.float32)
     (y,) = Resize(x, None, sc, mode=mode)
     assert y.dtype == np.uint8
-    np.testing.assert_array_equal(y, run_ort("Resize", [x, None, sc], mode=mode))
+    ref = run_ort("Resize", [x, None, sc], mode=mode)
+    # Where the real-valued result is an integer up to float32 rounding (spacing 1.5e-5 at 255; a
+    # bilinear value rounds a handful of times: < 1e-3), truncation may land on either side in
+    # either engine (measured: 1 in 5 random inputs has such a pixel). Elsewhere: exactly equal.
+    (f,) = Resize(x.astype(np.float32), None, sc, mode=mode)
+    ambiguous = np.abs(f - np.round(f)) < 1e-3
+    off = np.abs(y.astype(np.int16) - ref.astype(np.int16))
+    assert (off <= ambiguous).all(), f"{(off > ambiguous).sum()} pixels differ from onnxruntime"
 
 
 def test_resize_float16_keeps_dtype():

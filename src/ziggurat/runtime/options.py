@@ -39,7 +39,7 @@ class SessionOptions:
     enable_fusion: bool = True
     # int8 weight-only quantization of MatMul/Gemm weights (passes/quantize_weights.py).
     enable_quantization: bool = False
-    # "fp32" (default) or "bf16" (passes/bf16_weights.py; refused on CPUs without bf16 support).
+    # "fp32" (default) or "bf16" (passes/pack_weights.py; refused on CPUs without bf16 support).
     precision: str = "fp32"
 
 

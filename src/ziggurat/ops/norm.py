@@ -169,7 +169,8 @@ def layer_norm_last_axes(x, scale, b, n_axes: int, eps: float, *, inplace: bool 
     output, the variance comes from them by an einsum (two-pass variance: no cancellation), and
     the per-row 1/std, scale and shift are applied in place. Row sums run as a BLAS gemv. One
     thread: splitting rows across cores measured slower here (a few short passes per row; the
-    hand-off and GIL cost more than the second core gives back).
+    hand-off and GIL cost more than the second core gives back). float32 runs as one numba loop
+    per row where ``_jit`` has loaded it (3x faster), with the same two-pass statistics.
     """
     if type(x) is not np.ndarray or x.dtype not in (np.float32, np.float64):
         xp = xp_of(x)

@@ -12,6 +12,8 @@ from ..backends import xp_of
 from ..errors import ExecutionError
 from .activation import Gelu as _onnx_gelu
 from .activation import Sigmoid, Softmax
+from .fused import _epilogue  # private to fused.py: its in-place bias/activation epilogue
+from .fused_transformer import GeluTanh
 from .registry import kernel
 
 MS = "com.microsoft"
@@ -29,6 +31,10 @@ def _bias_add(x, bias, op: str):
     return xp_of(x).add(x, bias)
 
 
+def _numpy_float(x) -> bool:
+    return type(x) is np.ndarray and x.dtype in (np.float32, np.float64)
+
+
 @kernel("Gelu", domain=MS, since=1)
 def Gelu(x, /):
     """Exact GELU, 0.5 * x * (1 + erf(x / sqrt(2)))."""
@@ -38,13 +44,21 @@ def Gelu(x, /):
 @kernel("BiasGelu", domain=MS, since=1)
 def BiasGelu(a, b, /):
     """Exact GELU of ``a + b`` (``b`` a bias over the last axis)."""
-    return _onnx_gelu(_bias_add(a, b, "BiasGelu"))
+    y = _bias_add(a, b, "BiasGelu")
+    if _numpy_float(y) and y.flags.c_contiguous:
+        # the sum is a fresh buffer: fused.py's in-place GELU epilogue (one pass, no temporaries)
+        _epilogue(y, None, "gelu")
+        return (y,)
+    return _onnx_gelu(y)
 
 
 @kernel("FastGelu", domain=MS, since=1)
 def FastGelu(x, bias=None, /):
     """Tanh-approximated GELU of ``x (+ bias)``: 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))."""
-    return _onnx_gelu(_bias_add(x, bias, "FastGelu"), approximate="tanh")
+    y = _bias_add(x, bias, "FastGelu")
+    if _numpy_float(y):
+        return GeluTanh(y)  # fused_transformer's chunked in-cache kernel
+    return _onnx_gelu(y, approximate="tanh")
 
 
 @kernel("QuickGelu", domain=MS, since=1)

@@ -289,3 +289,19 @@ def test_quantize_dequantize_linear_4bit(tensor_type, per_axis):
     got = zg.InferenceSession(model).run(None, {"x": x})[0]
     assert_close(got, ref, 0, "4-bit QuantizeLinear -> DequantizeLinear")
     assert len(np.unique(ref)) > 4  # really quantized to several levels, saturating at the ends
+
+
+@pytest.mark.parametrize("bits,dtype", [(2, np.float32), (4, np.float16), (8, np.float16)])
+def test_matmul_nbits_2bit_and_float16(bits, dtype):
+    rng = np.random.default_rng(13)
+    K, N, block = 64, 8, 32
+    q = rng.integers(0, 1 << bits, (N, K)).astype(np.uint8)
+    b = _pack(q, bits).reshape(N, K // block, -1)
+    scales = rng.uniform(0.01, 0.1, (N * (K // block),)).astype(dtype)
+    a = rng.standard_normal((3, K)).astype(dtype)
+    attrs = {"K": K, "N": N, "bits": bits, "block_size": block}
+    ref, got = run_both("MatMulNBits", [("a", a), ("b", b), ("s", scales)], 1, attrs)
+    # float16 output: a few float16 ulps (2^-10) of the result's scale; float32: K terms
+    scale = float(np.abs(ref[0]).max())
+    tol = 4 * 2.0**-10 * scale if dtype == np.float16 else f32_tol(ref[0], K)
+    assert_close(got[0], ref[0], tol, f"MatMulNBits {bits}-bit {np.dtype(dtype)}")

@@ -1,25 +1,31 @@
 """Matrix products through oneDNN's matmul primitive, with bias and activation fused as post-ops.
 
-Why oneDNN and where (measured on the 2-core Xeon with AVX-512/AMX this was written on, each
-library alone in its own process, 2 threads, best of >= 1 s of repeats; ``benchmarks/gemm.py``):
+Why oneDNN and where. Measured with ``benchmarks/gemm.py`` on the 2-core Xeon (AVX-512, AMX) this
+was written on, 2 threads, each variant in its own process, dense() = GEMM + bias; "best" is the minimum of >= 60 repeats,
+"median" its median, while other jobs kept the machine busy (load average 10-15: the only
+conditions we could measure in):
 
-=====================  ================  ====================  ==================  ===============
-GEMM (M x K x N)       numpy (OpenBLAS)  oneDNN matmul fp32    + bias + GELU fused  oneDNN bf16/AMX
-=====================  ================  ====================  ==================  ===============
-128x768x768 (BERT QKV)  0.37-0.45 ms      0.37-0.44 ms          (bias) same          0.28-0.29 ms
-128x768x3072 (FFN up)   1.9 ms            1.6-3.2 ms            +0.1 ms (numpy: +1.5-3.7)  0.71-0.86 ms
-128x3072x768 (FFN dn)   2.0 ms            1.5-1.6 ms            (bias) same          0.24-0.67 ms
-1x784x128 (tiny MLP)    6 us (gemv)       5-120 us              34-140 us            40-140 us
-=====================  ================  ====================  ==================  ===============
+========================  ==================  =====================  =====================  =====================
+GEMM (M x K x N)          numpy (OpenBLAS)    oneDNN fp32 in place   oneDNN fp32 packed     oneDNN bf16 packed
+                          best / median       best / median          best / median          best (incl. x->bf16)
+========================  ==================  =====================  =====================  =====================
+128x768x768 (BERT QKV)    0.53 / 0.6-48 ms    0.75 / 0.8-3.1 ms      0.70 / 0.8 ms          0.11-0.54 ms
+128x768x3072 (FFN up)     2.0 / 14-80 ms      10.8-28 ms (aliasing)  2.8 / 5-12 ms          0.39-0.96 ms
+128x3072x768 (FFN down)   2.0 / 14-190 ms     3.2 / 8-12 ms          2.9 / 6-9 ms           0.32-1.0 ms
+128x128x512 + erf-GELU    541 us (GELU pass)  101 us (GELU fused)
+1x784x128 (tiny MLP)      6 us (gemv)         5-120 us
+========================  ==================  =====================  =====================  =====================
 
-- fp32: oneDNN's AVX-512 kernels match or beat OpenBLAS on BERT shapes, and fusing the erf-GELU
-  into the GEMM saves the separate elementwise pass (the largest win: numpy's GELU over a
-  128x3072 activation costs 1.5-3.7 ms). Under load (other processes on the 2 cores) OpenBLAS's
-  threads degrade far worse (we saw 20-120 ms for a 0.4 ms GEMM) than GNU OpenMP's.
+- fp32: at its best moments OpenBLAS is ~30% faster per plain GEMM, but its medians under load
+  were 10-100x worse (its threads spin and yield against other processes), fusing the erf-GELU
+  into oneDNN's GEMM saves a numpy pass 5x its own cost, and BERT-base end to end ran 0.89x
+  onnxruntime this way (same busy machine, separate processes; the numpy path measured 1.40x on
+  a quiet one). Weights with a row stride multiple of 4 KiB alias in
+  the cache when read in place, so those are packed (passes/pack_weights.py).
 - Tiny products (< ``MIN_MACS`` multiply-adds, e.g. the 784-128-10 MLP): OpenMP's fork/join and the
   ctypes calls (10-30 us) cost more than the product; numpy's gemv stays.
 - bf16 (``precision="bf16"``): AMX tiles (or AVX512-BF16) with fp32 accumulation run the BERT
-  GEMMs 1.5-5x faster than fp32, on weights converted once and stored in oneDNN's blocked layout
+  GEMMs 2-7x faster than fp32, on weights converted once and stored in oneDNN's blocked layout
   (``PackedWeight``), which is the only copy the session keeps.
 
 Every entry point returns None when oneDNN cannot run the case, and the caller computes it with

@@ -305,3 +305,14 @@ def test_matmul_nbits_2bit_and_float16(bits, dtype):
     scale = float(np.abs(ref[0]).max())
     tol = 4 * 2.0**-10 * scale if dtype == np.float16 else f32_tol(ref[0], K)
     assert_close(got[0], ref[0], tol, f"MatMulNBits {bits}-bit {np.dtype(dtype)}")
+
+
+@pytest.mark.parametrize("dt", [np.uint8, np.int8])
+def test_qlinear_where(dt):
+    rng = np.random.default_rng(14)
+    zp = lambda v: np.array(v, dt)  # noqa: E731
+    ins = [("c", rng.random((2, 3, 4)) > 0.5), ("x", _qt(rng, (2, 3, 4), dt)),
+           ("xs", np.array(0.1, _F)), ("xzp", zp(3)), ("y", _qt(rng, (1, 3, 1), dt)),
+           ("ys", np.array(0.05, _F)), ("yzp", zp(-2 if dt == np.int8 else 120)),
+           ("zs", np.array(0.07, _F)), ("zzp", zp(1))]  # fmt: skip
+    _one_step("QLinearWhere", ins)

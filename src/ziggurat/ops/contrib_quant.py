@@ -180,6 +180,14 @@ def QLinearLeakyRelu(x, x_scale, x_zero_point, y_scale, y_zero_point=None, /, *,
     return (_req(v, y_scale, y_zero_point),)
 
 
+@kernel("QLinearWhere", domain=MS, since=1)
+def QLinearWhere(condition, x, x_scale, x_zero_point, y, y_scale, y_zero_point, z_scale,
+                 z_zero_point, /):  # fmt: skip
+    """Quantized Where: X or Y (each requantized to Z's scale and zero point) by condition."""
+    v = np.where(condition, _deq(x, x_scale, x_zero_point), _deq(y, y_scale, y_zero_point))
+    return (_req(v, z_scale, z_zero_point),)
+
+
 @kernel("QLinearConcat", domain=MS, since=1)
 def QLinearConcat(y_scale, y_zero_point, *inputs, axis):
     """Concatenate (X, scale, zero point) triples along ``axis``, requantized to Y's parameters."""

@@ -84,6 +84,22 @@ def test_packed_weight_keeps_logical_shape_and_values():
     np.testing.assert_array_equal(p.unpacked(), w)
 
 
+@needs_bf16
+def test_padded_bf16_layout_survives_copies():
+    """K = 301, N = 99 pad oneDNN's bf16 blocks beyond K x N: copies of the (K, N) view must
+    still reach the whole packed buffer."""
+    import copy
+
+    x, w, b = _data(m=8, k=301, n=99)
+    p = gemm.pack_weight(w, BF16)
+    for q in (p, copy.deepcopy(p), p.copy()):
+        np.testing.assert_array_equal(q.unpacked(), w.astype(BF16))
+        y = gemm.dense(x, q, b).reshape(-1, 99)
+        xr = x.reshape(-1, 301).astype(BF16).astype(np.float32)
+        ref, mag = _reference(xr, w.astype(BF16).astype(np.float32), b, "")
+        assert np.all(np.abs(y - ref) <= gamma(302) * mag)
+
+
 @needs_dnnl
 def test_matmul_strided_and_batched_operands():
     rng = np.random.default_rng(4)

@@ -97,20 +97,24 @@ class PackedWeight(np.ndarray):
 
     Its shape and dtype are the logical ones (so shape inference, memory stats and ``inspect``
     see a (K, N) float32/bfloat16 matrix), but the element order is oneDNN's: only this module
-    reads it. ``md`` is the layout; ``_plans`` caches primitives per batch shape.
+    reads it. ``md`` is the layout; ``_buf`` the whole blocked buffer (it may be padded beyond
+    K x N, so kernels read ``_buf``, never the view: copies of the view share it); ``_plans``
+    caches primitives per batch shape.
     """
 
     md: dnnl.MemoryDesc
+    _buf: np.ndarray
     _plans: dict
 
     def __array_finalize__(self, obj):
         self.md = getattr(obj, "md", None)
+        self._buf = getattr(obj, "_buf", None)
         self._plans = getattr(obj, "_plans", None) or {}
 
     def unpacked(self) -> np.ndarray:
         """The weights as a plain C-contiguous (K, N) array (a reorder; for fallbacks and tests)."""
         out = np.empty(self.shape, self.dtype)
-        src = np.asarray(self.base if self.base is not None else self).view(np.uint8)
+        src = self._buf
         plain = dnnl.MemoryDesc.strided(self.shape, self.dtype)
         pd = dnnl.PrimitiveDesc(
             "dnnl_reorder_primitive_desc_create", self.md, dnnl.engine(), plain, dnnl.engine(), None
@@ -133,6 +137,7 @@ def pack_weight(w: np.ndarray, dtype=np.float32, m_hint: int = 128) -> PackedWei
     buf = dnnl.reorder(src, dnnl.MemoryDesc.from_array(src), md)
     out = buf[: k * n * dt.itemsize].view(dt).reshape(k, n).view(PackedWeight)
     out.md = md
+    out._buf = buf
     out._plans = {}
     out.flags.writeable = False
     return out
@@ -260,10 +265,11 @@ def dense(x: np.ndarray, w: np.ndarray, b=None, activation: str = "", bounds=(No
     has_bias = b is not None
     plan = _dense_plan(w, m, has_bias, activation, tuple(bounds))
     y = np.empty((m, n), _F32)
+    wbuf = w._buf if isinstance(w, PackedWeight) else w
     if has_bias:
-        plan.run(x2, w, y, np.ascontiguousarray(b, _F32))
+        plan.run(x2, wbuf, y, np.ascontiguousarray(b, _F32))
     else:
-        plan.run(x2, w, y)
+        plan.run(x2, wbuf, y)
     return y.reshape(*x.shape[:-1], n)
 
 

@@ -293,3 +293,9 @@ def test_bf16_converts_bias_free_matmul_and_embedding_tables():
     wr = w.astype(BF16).astype(np.float64)
     assert y.dtype == np.float32 and y.shape == (1, 40, 512)
     assert np.all(np.abs(y[0] - e @ wr) <= gamma(512) * (np.abs(e) @ np.abs(wr)))
+
+
+def test_dense_kernel_uses_the_same_threshold():
+    from ziggurat.ops import fused
+
+    assert fused._NATIVE_MIN_MACS == gemm.MIN_MACS

@@ -78,6 +78,7 @@ def _gemm():
 
 
 _gemm_mod = None
+_NATIVE_MIN_MACS = 1 << 18  # backends.cpu.gemm.MIN_MACS, without importing it at startup
 
 
 @kernel("Dense", domain=DOMAIN)
@@ -88,8 +89,11 @@ def Dense(x, w, b=None, /, *, activation=""):
     call (backends/cpu/gemm.py has the measurements) or when ``w`` was packed for it
     (``precision="bf16"``); numpy otherwise, and wherever oneDNN is absent."""
     if type(x) is np.ndarray:
+        # Inline size test first: the tiny-MLP path pays no call (gemm.MIN_MACS, a test checks).
         if type(w) is not np.ndarray or (
-            x.dtype == np.float32 and _gemm().worth_it(x.size // x.shape[-1], *w.shape)
+            x.size * w.shape[-1] >= _NATIVE_MIN_MACS
+            and x.dtype == np.float32
+            and _gemm().worth_it(x.size // x.shape[-1], *w.shape)
         ):
             y = _gemm().dense(x, w, b, activation)
             if y is not None:

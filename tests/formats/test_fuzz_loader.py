@@ -83,15 +83,18 @@ def check(data: bytes | str, session: bool = True, trace: bool = True) -> str:
     return outcome
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _report():
+@pytest.fixture(autouse=True)
+def _report(request):
+    """With ZIGGURAT_FUZZ_REPORT, add this test's outcome counts to that JSON file."""
+    OUTCOMES.clear()
     yield
     out = os.environ.get("ZIGGURAT_FUZZ_REPORT")
     if out:
-        old = json.loads(Path(out).read_text()) if Path(out).exists() else {}
+        report = json.loads(Path(out).read_text()) if Path(out).exists() else {}
+        counts = report.setdefault(request.node.name, {})
         for k, v in OUTCOMES.items():
-            old[k] = old.get(k, 0) + v
-        Path(out).write_text(json.dumps(old, indent=1, sort_keys=True))
+            counts[k] = counts.get(k, 0) + v
+        Path(out).write_text(json.dumps(report, indent=1, sort_keys=True))
 
 
 def test_seeds_load():
@@ -379,3 +382,6 @@ def test_tile_to_an_empty_result_does_not_build_huge_axes():
 
     (y,) = Tile(np.ones((2, 3), np.float32), np.array([0, 2**40], np.int64))
     assert y.shape == (0, 3 * 2**40) and y.dtype == np.float32
+    # ... and repeats [2^31, -1] made numpy build 8 GB along the first axis before refusing the -1.
+    with pytest.raises(ValueError, match="repeats must be >= 0"):
+        Tile(np.ones((1, 1), np.float32), np.array([2**31, -1], np.int64))

@@ -299,6 +299,8 @@ def Tile(data, repeats, /):
         raise ValueError(
             f"Tile: repeats has {len(reps)} values but the input has rank {data.ndim}; give one per axis"
         )
+    if any(r < 0 for r in reps):  # checked first: numpy would tile the other axes, then fail
+        raise ValueError(f"Tile: repeats must be >= 0, got {reps}")
     if 0 in reps or data.size == 0:  # empty result: numpy's tile would still build every axis
         shape = tuple(d * r for d, r in zip(data.shape, reps, strict=True))  # (hangs on 2^62)
         return (xp_of(data).empty(shape, dtype=data.dtype),)

@@ -68,7 +68,8 @@ def _predicted_items(node: ir.Node, consts: dict) -> int:
             return math.prod(np.broadcast_shapes(np.shape(ins[0]), tuple(shape)))
         if node.op_type == "Tile":
             reps = [int(r) for r in np.asarray(ins[1]).reshape(-1)]
-            return np.size(ins[0]) * math.prod(reps)  # a 0 in reps: empty (the kernel is quick)
+            # Conservative: a 0 counts as 1 (numpy tiles axis by axis); negatives: the kernel refuses.
+            return np.size(ins[0]) * math.prod(max(r, 1) for r in reps)
         if node.op_type == "Range":
             start, limit, delta = (float(np.asarray(v).reshape(-1)[0]) for v in ins[:3])
             return max(0, math.ceil((limit - start) / delta)) if delta else 0

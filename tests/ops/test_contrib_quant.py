@@ -316,3 +316,19 @@ def test_qlinear_where(dt):
            ("ys", np.array(0.05, _F)), ("yzp", zp(-2 if dt == np.int8 else 120)),
            ("zs", np.array(0.07, _F)), ("zzp", zp(1))]  # fmt: skip
     _one_step("QLinearWhere", ins)
+
+
+@pytest.mark.parametrize("channels_last", [0, 1])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_qlinear_conv_contrib(channels_last, per_channel):
+    rng = np.random.default_rng(15)
+    x = _qt(rng, (1, 6, 6, 4) if channels_last else (1, 4, 6, 6))
+    w = rng.integers(-127, 128, (8, 2, 3, 3)).astype(np.int8)
+    m = 8 if per_channel else 1
+    ins = [("x", x), ("xs", np.array(0.02, _F)), ("xzp", np.array(120, np.uint8)), ("w", w),
+           ("ws", rng.uniform(0.001, 0.003, m).astype(_F).reshape(-1 if per_channel else ())),
+           ("wzp", np.zeros(m, np.int8).reshape(-1 if per_channel else ())),
+           ("ys", np.array(0.05, _F)), ("yzp", np.array(128, np.uint8)),
+           ("b", rng.integers(-1000, 1000, 8).astype(np.int32))]  # fmt: skip
+    attrs = {"channels_last": channels_last, "group": 2, "pads": [1, 1, 1, 1]}
+    _one_step("QLinearConv", ins, attrs=attrs, out_types=[np.uint8])

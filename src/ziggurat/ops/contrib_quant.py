@@ -180,6 +180,24 @@ def QLinearLeakyRelu(x, x_scale, x_zero_point, y_scale, y_zero_point=None, /, *,
     return (_req(v, y_scale, y_zero_point),)
 
 
+@kernel("QLinearConv", domain=MS, since=1)
+def QLinearConv(
+    x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, B=None, /, *,
+    auto_pad="NOTSET", channels_last=0, dilations=None, group=1, kernel_shape=None, pads=None,
+    strides=None,
+):  # fmt: skip
+    """``quant.QLinearConv`` with onnxruntime's ``channels_last`` (X and Y in NHWC; W stays
+    (M, C/group, *K)), the form its NHWC layout transformer writes."""
+    from .quant import QLinearConv as _onnx_qconv
+
+    (y,) = _onnx_qconv(
+        np.ascontiguousarray(_channels_first(x, channels_last)), x_scale, x_zero_point, w,
+        w_scale, w_zero_point, y_scale, y_zero_point, B, auto_pad=auto_pad, dilations=dilations,
+        group=group, kernel_shape=kernel_shape, pads=pads, strides=strides,
+    )  # fmt: skip
+    return (_channels_back(y, channels_last),)
+
+
 @kernel("QLinearWhere", domain=MS, since=1)
 def QLinearWhere(condition, x, x_scale, x_zero_point, y, y_scale, y_zero_point, z_scale,
                  z_zero_point, /):  # fmt: skip

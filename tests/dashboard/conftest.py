@@ -39,7 +39,9 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+# Function scope: Playwright's sync API keeps an event loop running while it is open, and the
+# asyncio tests that share this worker cannot run their own loop meanwhile.
+@pytest.fixture
 def browser():
     why = _missing()
     if why:

@@ -311,7 +311,8 @@ def RotaryEmbedding(
     num_heads=0, rotary_embedding_dim=0, scale=1.0,
 ):  # fmt: skip
     """Rotary position embedding of (B, S, D) or (B, N, S, H) input; ``position_ids`` is (B, S)
-    or a one-element start offset (positions start + 0..S-1)."""
+    or a one-element start offset (positions start + 0..S-1). ``scale`` is accepted and unused,
+    as by onnxruntime's CPU kernel (measured: its results do not change with it)."""
     if is_packed_batching:
         raise ExecutionError("RotaryEmbedding: is_packed_batching=1 is not supported")
     S = x.shape[2] if x.ndim == 4 else x.shape[1]

@@ -75,10 +75,13 @@ def test_bias_split_gelu():
 
 
 @pytest.mark.parametrize("axis", [1, 2, -1])
-def test_bias_softmax(axis):
+@pytest.mark.parametrize("bias_shape,inner", [((1, 3, 6), 1), ((3, 6), 0), ((2, 1, 6), 1)])
+def test_bias_softmax(axis, bias_shape, inner):
     rng = np.random.default_rng(6)
-    x, b = _r(rng, 2, 3, 6), _r(rng, 1, 3, 6)
-    (y,) = zg_run("BiasSoftmax", [("x", x), ("b", b)], attrs={"axis": axis})
+    x, b = _r(rng, 2, 3, 6), _r(rng, *bias_shape)
+    (y,) = zg_run(
+        "BiasSoftmax", [("x", x), ("b", b)], attrs={"axis": axis, "is_inner_broadcast": inner}
+    )
     v = x.astype(np.float64) + b
     a = axis % 3
     flat = v.reshape(int(np.prod(v.shape[:a])), -1)

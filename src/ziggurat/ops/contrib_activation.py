@@ -96,20 +96,16 @@ def BiasSplitGelu(x, bias, /):
 
 @kernel("BiasSoftmax", domain=MS, since=1)
 def BiasSoftmax(data, bias, /, *, axis=1, is_inner_broadcast=0):
-    """``Softmax(data + bias, axis)`` over axes [axis, rank) flattened, as onnxruntime computes it.
-
-    A lower-rank bias lines up with data's trailing axes (``is_inner_broadcast`` = 0) or leading
-    axes (= 1; it is broadcast over the inner batch axes before ``axis``).
+    """``Softmax(data + bias)`` over axes [axis, rank) flattened: onnxruntime's fusion of Add +
+    Softmax, so the bias broadcasts as Add's inputs do. ``is_inner_broadcast`` only records
+    which of the bias's axes are 1 (inner: same rank, 1s from the first differing axis up to
+    ``axis``; outer: the leading ones), which numpy broadcasting covers either way.
     """
-    if bias.ndim < data.ndim:
-        pad = (1,) * (data.ndim - bias.ndim)
-        shape = bias.shape + pad if is_inner_broadcast else pad + bias.shape
-        if is_inner_broadcast:  # keep the softmax axes aligned at the end
-            a = axis % data.ndim
-            lead = bias.ndim - (data.ndim - a)
-            shape = bias.shape[:lead] + pad + bias.shape[lead:]
-        bias = bias.reshape(shape)
     s = xp_of(data).add(data, bias)
+    if s.shape != data.shape:
+        raise ExecutionError(
+            f"BiasSoftmax: bias {tuple(bias.shape)} must broadcast to data {tuple(data.shape)}"
+        )
     a = axis % data.ndim
     flat = s.reshape(int(np.prod(s.shape[:a])), -1)
     (y,) = Softmax(flat, axis=-1)

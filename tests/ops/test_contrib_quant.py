@@ -332,3 +332,40 @@ def test_qlinear_conv_contrib(channels_last, per_channel):
            ("b", rng.integers(-1000, 1000, 8).astype(np.int32))]  # fmt: skip
     attrs = {"channels_last": channels_last, "group": 2, "pads": [1, 1, 1, 1]}
     _one_step("QLinearConv", ins, attrs=attrs, out_types=[np.uint8])
+
+
+def test_matmul_bnb4_nf4_from_the_quantizer():
+    """onnxruntime's MatMulBnb4Quantizer (NF4, block 32) on a MatMul, then both engines."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization.matmul_bnb4_quantizer import MatMulBnb4Quantizer
+
+    rng = np.random.default_rng(16)
+    K, N = 64, 24
+    w = numpy_helper.from_array(rng.standard_normal((K, N)).astype(_F), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w],
+    )  # fmt: skip
+    q = MatMulBnb4Quantizer(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                            1, 32)  # fmt: skip
+    q.process()
+    model = q.model.model
+    assert [n.op_type for n in model.graph.node] == ["MatMulBnb4"]
+    import ziggurat as zg
+
+    x = rng.standard_normal((3, K)).astype(_F)
+    data = model.SerializeToString()
+    ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = zg.InferenceSession(data).run(None, {"x": x})[0]
+    assert_close(got, ref, f32_tol(ref, K), "MatMulBnb4 NF4")
+
+
+def test_matmul_bnb4_fp4_is_refused_with_the_fix():
+    from ziggurat.errors import ExecutionError
+
+    ins = [("a", np.ones((1, 4), _F)), ("b", np.zeros(8, np.uint8)), ("m", np.ones(1, _F))]
+    attrs = {"K": 4, "N": 4, "block_size": 16, "quant_type": 0}
+    with pytest.raises(ExecutionError, match="quant_type=1"):
+        zg_run("MatMulBnb4", ins, 1, attrs)

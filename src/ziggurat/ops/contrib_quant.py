@@ -86,6 +86,47 @@ def MatMulNBits(
     return (y.reshape(a.shape[:-1] + (N,)).astype(dt, copy=False),)
 
 
+# bitsandbytes' NF4 code book (normal-float quantiles of [-1, 1]), indexed by the 4-bit code
+_NF4 = np.array([
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+    0.7229568362236023, 1.0,
+], dtype=np.float32)  # fmt: skip
+
+
+@kernel("MatMulBnb4", domain=MS, since=1)
+def MatMulBnb4(a, b, absmax, /, *, K, N, block_size, quant_type, training_mode=0,
+               transB=1):  # fmt: skip
+    """A (..., K) @ W^T for W (N, K) in bitsandbytes' 4-bit NF4 format: W flattened row-major
+    into blocks of ``block_size``, each value a code-book entry times its block's absmax, two
+    codes per byte (first in the high nibble). The weight stays packed; dequantized per slab.
+
+    quant_type 0 (FP4) is refused: onnxruntime's CPU results for it (1.32) do not follow its
+    own documented FP4 code book, so no reproduction is claimed.
+    """
+    if quant_type != 1:
+        raise ExecutionError(
+            f"MatMulBnb4: quant_type {quant_type} (FP4) is not supported, only 1 (NF4); "
+            f"re-quantize with quant_type=1 (MatMulBnb4Quantizer's NF4)"
+        )
+    if a.shape[-1] != K:
+        raise ExecutionError(f"MatMulBnb4: A's last dim is {a.shape[-1]}, expected K={K}")
+    xp = xp_of(a)
+    a2 = a.reshape(-1, K).astype(np.float32, copy=False)
+    y = xp.empty((a2.shape[0], N), dtype=np.float32)
+    step = max(1, _DEQUANT_CHUNK // max(K, 1))
+    scale = absmax.astype(np.float32)
+    for n0 in range(0, N, step):
+        n1 = min(N, n0 + step)
+        lo, hi = n0 * K, n1 * K  # element range of these rows (K even: whole bytes)
+        packed = b[lo // 2 : (hi + 1) // 2]
+        codes = np.stack([packed >> 4, packed & 15], axis=-1).reshape(-1)[: hi - lo]
+        w = _NF4[codes] * np.repeat(scale, block_size)[lo:hi]
+        (y[:, n0:n1],) = MatMul(a2, xp.asarray(w.reshape(n1 - n0, K)).T)
+    return (y.reshape(a.shape[:-1] + (N,)).astype(a.dtype, copy=False),)
+
+
 def _scaled_int_matmul(a, b, a_zp, b_zp, scale, bias, out_dt):
     (acc,) = MatMulInteger(a, b, a_zp, b_zp)
     y = acc.astype(np.float32) * scale

@@ -284,3 +284,32 @@ def test_group_query_attention_sinks(kind):
     if kind == "smooth_softmax":
         attrs["smooth_softmax"] = 1
     check("GroupQueryAttention", ins, 3, attrs, n_terms=h + s)
+
+
+def test_group_query_attention_decode_loop_in_one_session():
+    """A shared-buffer decode loop: one session, the total length growing run by run while every
+    input keeps its shape (the plan must not reuse a first run's value-dependent results)."""
+    import onnxruntime as ort
+
+    import ziggurat as zg
+
+    from ._contrib import node_model
+
+    rng = np.random.default_rng(13)
+    nq, nkv, h, buf = 4, 2, 16, 8
+
+    def feeds(total):
+        return {"q": _r(rng, 1, 1, nq * h), "k": _r(rng, 1, 1, nkv * h), "v": _r(rng, 1, 1, nkv * h),
+                "pk": _r(rng, 1, nkv, buf, h), "pv": _r(rng, 1, nkv, buf, h),
+                "sl": np.array([total - 1], np.int32), "t": np.array(total, np.int32)}  # fmt: skip
+
+    model = node_model("GroupQueryAttention", list(feeds(5).items()), 3,
+                       {"num_heads": nq, "kv_num_heads": nkv})  # fmt: skip
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    ref_sess, sess = ort.InferenceSession(model, so), zg.InferenceSession(model)
+    for total in (5, 5, 5, 6, 7, 8):
+        f = feeds(total)
+        ref, got = ref_sess.run(None, f), sess.run(None, f)
+        assert_close(got[0], ref[0], f32_tol(ref[0], h + total), f"output at total {total}")
+        assert_close(got[1][:, :, :total], ref[1][:, :, :total], f32_tol(ref[1], 1), "present")

@@ -51,3 +51,32 @@ def test_cdist(metric):
     if metric == "euclidean":
         tol = np.sqrt(tol)  # sqrt(d + e) - sqrt(d) <= sqrt(e)
     assert_close(got[0], ref[0], tol, "CDist")
+
+
+@pytest.mark.parametrize("axis", [0, 2, -1])
+def test_expand_dims(axis):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    check("ExpandDims", [("x", x), ("a", np.array(axis, np.int32))])
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.float32])
+@pytest.mark.parametrize("with_delta", [False, True])
+def test_range(dtype, with_delta):
+    ins = [("s", np.array(2, dtype)), ("l", np.array(11, dtype))]
+    if with_delta:
+        ins.append(("d", np.array(3, dtype)))
+    check("Range", ins)
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge"])
+def test_pad(mode):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    ins = [("x", x), ("p", np.array([1, 0, 0, 2], np.int64))]
+    if mode == "constant":
+        ins.append(("v", np.array([1.5], np.float32)))
+    check("Pad", ins, 1, {"mode": mode})
+
+
+def test_unique_first_occurrence_order():
+    x = np.array([3, 1, 3, 2, 1, 7], np.float32)
+    check("Unique", [("x", x)], 3, out_types=[np.float32, np.int64, np.int64])

@@ -1,8 +1,9 @@
 """``com.microsoft`` ops that predate their ``ai.onnx`` twins or have none (onnxruntime's
-ContribOperators.md): Trilu, GridSample, Inverse, CDist.
+ContribOperators.md): Trilu, GridSample, Inverse, CDist, and the older converters' ExpandDims,
+Range, Pad and Unique.
 
-Trilu and GridSample call the ``ai.onnx`` kernels (``tensor.py``, ``image.py``) with the contrib
-attribute names mapped.
+The ones with ``ai.onnx`` twins call those kernels (``tensor.py``, ``image.py``, ``shape.py``,
+``pad.py``) with the contrib inputs and attributes mapped.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ from ..backends import xp_of
 from ..errors import ExecutionError
 from .image import GridSample as _onnx_grid_sample
 from .matmul import MatMul
+from .pad import Pad as _onnx_pad
 from .registry import kernel
+from .shape import Unsqueeze
+from .tensor import Range as _onnx_range
 from .tensor import Trilu as _onnx_trilu
+from .tensor import Unique as _onnx_unique
 
 MS = "com.microsoft"
 _GRID_MODES = {"bilinear": "linear", "nearest": "nearest", "bicubic": "cubic"}
@@ -65,3 +70,33 @@ def CDist(a, b, /, *, metric="sqeuclidean"):
     if metric == "euclidean":
         d = xp.sqrt(d)
     return (d.astype(a.dtype, copy=False),)
+
+
+@kernel("ExpandDims", domain=MS, since=1)
+def ExpandDims(x, axis, /):
+    """Insert one size-1 axis at ``axis`` (a scalar; negative counts from the output's end)."""
+    return Unsqueeze(x, np.asarray(axis).reshape(1).astype(np.int64))
+
+
+@kernel("Range", domain=MS, since=1)
+def Range(start, limit, delta=None, /):
+    """start, start + delta, ... below limit (delta defaults to 1), in start's dtype."""
+    if delta is None:
+        delta = np.ones((), dtype=start.dtype)
+    return _onnx_range(start, limit, delta)
+
+
+@kernel("Pad", domain=MS, since=1)
+def Pad(data, pads, value=None, /, *, mode="constant"):
+    """Pad-11's semantics; ``pads`` may also be (1, 2 * rank) as older converters wrote it."""
+    return _onnx_pad(data, pads.reshape(-1), value, mode=mode)
+
+
+@kernel("Unique", domain=MS, since=1)
+def Unique(x, /):
+    """Unique values of a 1-D tensor in order of first occurrence: (y, idx, counts), idx
+    mapping each input to its value in y."""
+    if x.ndim != 1:
+        raise ExecutionError(f"Unique (com.microsoft) takes a 1-D input, got shape {x.shape}")
+    y, _, inverse, counts = _onnx_unique(x, sorted=0)
+    return y, inverse, counts

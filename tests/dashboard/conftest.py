@@ -64,7 +64,7 @@ class Page:
     def __init__(self, browser, base_url: str):
         self.context = browser.new_context(viewport={"width": 1280, "height": 900})
         self.page = self.context.new_page()
-        self.page.set_default_timeout(20_000)
+        self.page.set_default_timeout(30_000)  # a loaded CI machine
         self.errors: list[str] = []
         self.urls: list[str] = []
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)

@@ -20,7 +20,8 @@ from PIL import Image
 
 from tests.dashboard.conftest import ARTIFACTS, Page
 from tests.server import conftest as server_conftest
-from tests.server.conftest import ServerProcess
+from tests.server.conftest import ServerProcess, build_repo
+from tests.server.models import linear_reference
 from ziggurat.server.cli import demo_model_path
 
 KEY = "dash-secret-key-1"
@@ -240,6 +241,49 @@ def test_top_k_carries_the_labels_of_the_model_metadata(browser, tmp_path):
         top.wait_for()
         assert top.inner_text().startswith("three (class 3): ")
         assert p.page.locator('[data-output="label"] .values').inner_text() == "3 (three)"
+        assert p.errors == []
+    finally:
+        if p is not None:
+            p.close()
+        assert srv.stop() == 0
+
+
+def test_a_repository_every_version_and_forms_for_numbers_and_text(browser, tmp_path):
+    repo = build_repo(tmp_path / "repo")
+    srv = ServerProcess(str(repo), "--no-access-log", "--model-cache-size", "20")
+    p = None
+    try:
+        srv.wait_ready()
+        p = Page(browser, srv.url)
+        p.open("/")
+        _live(p)
+        for name, version in (("versioned", "2"), ("linear", "1"), ("batched", "1")):
+            row = p.page.locator(f'tr[data-model="{name}"][data-version="{version}"]')
+            assert row.locator('[data-metric="state"]').inner_text() == "READY"
+        bad = p.page.locator('tr[data-model="corrupt"] [data-metric="state"]').inner_text()
+        assert bad.startswith("UNAVAILABLE (model 'corrupt' version 1 failed to load")
+        # Numbers: a JSON box and its shape; the values shown are the model's, to 5 digits.
+        p.page.get_by_label("Model", exact=True).select_option("linear/1")
+        p.page.get_by_label("x values (JSON, row-major)").fill("[[1.5, -2, 3.25, 4]]")
+        p.page.get_by_role("button", name="Run").click()
+        shown = p.page.locator('[data-output="y"] .values').inner_text()
+        want, label = linear_reference(np.array([[1.5, -2, 3.25, 4]], np.float32))
+        # toPrecision(5): each value rounded to 5 significant digits, half a unit in the last.
+        np.testing.assert_allclose([float(v) for v in shown.split(", ")], want[0], rtol=5e-5)
+        label_text = p.page.locator('[data-output="label"] .values').inner_text()
+        assert label_text == str(label[0])
+        # Text: a string tensor gets a text box, one item a line.
+        p.page.get_by_label("Model", exact=True).select_option("strings/1")
+        p.page.get_by_label("x (text, one item a line)").fill("hello\nwörld")
+        p.page.get_by_role("button", name="Run").click()
+        out = p.page.locator('[data-output="out"] .values')
+        out.wait_for()
+        assert out.inner_text() == "hello, wörld"
+        # Bad JSON is reported on the page, not sent.
+        p.page.get_by_label("Model", exact=True).select_option("linear/1")
+        p.page.get_by_label("x values (JSON, row-major)").fill("[[1, 2,")
+        p.page.get_by_role("button", name="Run").click()
+        assert "x: the values are not JSON" in p.page.locator("#try-outputs .error").inner_text()
         assert p.errors == []
     finally:
         if p is not None:

@@ -159,7 +159,8 @@ function showOutputs(box, outputs, model) {
         ol.append(h("li", {textContent: `${name}: ${Number(v).toPrecision(4)}`}));
       }
       sec.append(h("p", {className: "note", textContent: `top ${top.length} of ${k}`}), ol);
-    } else {
+    }
+    {
       const vals = o.data.slice(0, 64).map((v) => (typeof v === "number" && !Number.isInteger(v) ? v.toPrecision(5) : String(v)));
       let text = vals.join(", ") + (o.data.length > 64 ? ` … (${o.data.length} values)` : "");
       if (labels && o.datatype.startsWith("INT") && o.data.length === 1 && labels[o.data[0]] !== undefined) text += ` (${labels[o.data[0]]})`;

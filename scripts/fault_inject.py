@@ -54,6 +54,12 @@ SUBSET = [
     "tests/conformance",
     "tests/test_public_api.py",
 ]
+# Passes change graphs, not kernels: their second stage is the tests that compile whole models.
+PASS_SUBSET = ["tests/passes", "tests/models", "tests/runtime", "tests/formats"]
+PASS_UNIT = {
+    "gradient": ["tests/passes/test_gradient.py"],
+    "constant_fold": ["tests/passes/test_constant_fold.py"],
+}
 # Unit tests of families whose test file is not tests/ops/test_<family>.py.
 UNIT_TESTS = {
     "autodiff": ["tests/passes/test_gradient.py"],
@@ -263,11 +269,13 @@ def _pytest_all(paths: list[str], workers: int) -> list[str]:
     return re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout + proc.stderr, re.M)
 
 
-def run_mutant(fault: str, unit: list[str], deselect: list[str], workers: int) -> dict:
+def run_mutant(
+    fault: str, unit: list[str], deselect: list[str], workers: int, subset: list[str] = SUBSET
+) -> dict:
     """Stage 1: the unit tests; stage 2 (if it survived): the whole subset. A failing test counts
     only if it passes again without the mutant (others may be editing the tree, or a test may be
     flaky): otherwise it is deselected and the stage runs again."""
-    stages = [("unit", unit), ("subset", SUBSET)] if unit else [("subset", SUBSET)]
+    stages = [("unit", unit), ("subset", subset)] if unit else [("subset", subset)]
     total = 0.0
     skip = list(deselect)
     for stage, paths in stages:
@@ -296,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help="comma-separated families/passes (default: all)")
     ap.add_argument("--mutants", help=f"comma-separated, of {KERNEL_MUTANTS + PASS_MUTANTS}")
     ap.add_argument("--no-passes", action="store_true", help="kernel families only")
+    ap.add_argument("--no-kernels", action="store_true", help="passes only")
+    ap.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the clean run (each kill is still confirmed without the mutant)",
+    )
     ap.add_argument("--workers", type=int, default=2, help="pytest-xdist workers (default 2)")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args(argv)
@@ -303,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(",")) if args.only else None
     chosen = set(args.mutants.split(",")) if args.mutants else None
     jobs = []
-    for fam in families():
+    for fam in [] if args.no_kernels else families():
         if only is None or fam in only:
             unit = UNIT_TESTS.get(fam) or (
                 [f"tests/ops/test_{fam}.py"] if (ROOT / f"tests/ops/test_{fam}.py").exists() else []
@@ -316,11 +330,13 @@ def main(argv: list[str] | None = None) -> int:
             if only is None or p in only:
                 for m in PASS_MUTANTS:
                     if chosen is None or m in chosen:
-                        jobs.append((f"pass:{p}:{m}", ["tests/passes/test_fusions.py"]))
-    deselect = _baseline(args.workers)
+                        unit = PASS_UNIT.get(p, ["tests/passes/test_fusions.py"])
+                        jobs.append((f"pass:{p}:{m}", unit))
+    deselect = [] if args.no_baseline else _baseline(args.workers)
     results = []
     for fault, unit in jobs:
-        r = run_mutant(fault, unit, deselect, args.workers)
+        subset = PASS_SUBSET if fault.startswith("pass:") else SUBSET
+        r = run_mutant(fault, unit, deselect, args.workers, subset)
         results.append(r)
         where = f"{r['stage']}: {r['by']}" if r["result"] == "killed" else ""
         print(f"{fault:40s} {r['result']:9s} {r['seconds']:6.1f} s  {where}", flush=True)

@@ -226,3 +226,20 @@ def test_slow_clients_do_not_hold_connections(server):
         return reply
 
     assert asyncio.run(main())["id"] == 1
+
+
+def test_urllib_reads_its_413(server):
+    """urllib sends the whole body before it reads the answer, like requests."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(
+        server.url + "/api/v1/infer",
+        data=b"\0" * (40 * MB),
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=60)
+    assert err.value.code == 413
+    assert "max_body_mb" in json.loads(err.value.read())["error"]

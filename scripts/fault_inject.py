@@ -57,9 +57,8 @@ SUBSET = [
 # Passes change graphs, not kernels: their second stage is the tests that compile whole models.
 PASS_SUBSET = ["tests/passes", "tests/models", "tests/runtime", "tests/formats"]
 PASS_UNIT = {
-    "gradient": ["tests/passes/test_gradient.py"],
-    "constant_fold": ["tests/passes/test_constant_fold.py"],
-}
+    "gradient": ["tests/passes/test_gradient.py"]
+}  # else test_<pass>.py or test_fusions.py
 # Unit tests of families whose test file is not tests/ops/test_<family>.py.
 UNIT_TESTS = {
     "autodiff": ["tests/passes/test_gradient.py"],
@@ -330,7 +329,10 @@ def main(argv: list[str] | None = None) -> int:
             if only is None or p in only:
                 for m in PASS_MUTANTS:
                     if chosen is None or m in chosen:
-                        unit = PASS_UNIT.get(p, ["tests/passes/test_fusions.py"])
+                        own = f"tests/passes/test_{p}.py"
+                        unit = PASS_UNIT.get(p) or (
+                            [own] if (ROOT / own).exists() else ["tests/passes/test_fusions.py"]
+                        )
                         jobs.append((f"pass:{p}:{m}", unit))
     deselect = [] if args.no_baseline else _baseline(args.workers)
     results = []

@@ -51,6 +51,7 @@ def run(graph: ir.Graph, opsets: dict[str, int], precision: str = "bf16") -> ir.
     shadowed = {v.name for v in graph.inputs} | {v.name for v in graph.outputs}
     bf16 = gemm._bf16_dtype()
     packed: dict[str, np.ndarray] = {}
+    freed = 0
     for node in graph.nodes:
         if len(node.inputs) < 2 or not _eligible(node):
             continue
@@ -69,7 +70,9 @@ def run(graph: ir.Graph, opsets: dict[str, int], precision: str = "bf16") -> ir.
             continue
         packed[name] = gemm.pack_weight(w, bf16)
         graph.initializers[name] = packed[name]
-        _release(w)
+        freed = _release(w, freed)
+        del w
+        freed = _trim(freed)
     tables = _embeddings(graph, readers, shadowed, gemm)
     if packed or tables:
         from ..backends import cpu
@@ -111,7 +114,7 @@ def _pack_aliasing_fp32(graph: ir.Graph) -> ir.Graph:
             readers[name] = readers.get(name, 0) + 1
     shadowed = {v.name for v in graph.inputs} | {v.name for v in graph.outputs}
     shadowed |= {n for sub in _subgraphs(graph) for n in sub.free_names()}
-    done = 0
+    freed, packed = 0, 0  # bytes of float32 originals dropped since the last trim; count
     for name in dict.fromkeys(names):
         dense_reads = sum(
             1 for n in graph.nodes if n.op_type == "Dense" and _reads_as_weight(n, name)
@@ -120,9 +123,11 @@ def _pack_aliasing_fp32(graph: ir.Graph) -> ir.Graph:
             continue
         w = graph.initializers[name]
         graph.initializers[name] = gemm.pack_weight(w)
-        _release(w)
-        done += 1
-    if done:
+        freed = _release(w, freed)
+        del w
+        freed = _trim(freed)
+        packed += 1
+    if packed:
         from ..backends import cpu
 
         cpu.release_free_memory()
@@ -150,7 +155,7 @@ def _embeddings(graph: ir.Graph, readers: dict[str, int], shadowed: set[str], ge
                 continue
             graph.initializers[name] = gemm.to_bf16(np.ascontiguousarray(table))
             converted.add(name)
-            _release(table)
+            _release(table, 0)
         out = node.outputs[0]
         node.outputs = [f"{out}/bf16"]
         nodes.append(
@@ -193,13 +198,30 @@ def _subgraphs(graph: ir.Graph):
         yield from node.subgraphs()
 
 
-def _release(w: np.ndarray) -> None:
-    """Hand back to the OS the pages of ``w`` if it is a view of a read-only file map.
+def _release(w: np.ndarray, freed: int) -> int:
+    """Drop ``w``'s file pages if it views a read-only file map; returns ``freed`` + its bytes.
 
-    Reading the weights to convert them faulted their pages into this process; they are clean
-    file pages, so dropping them is safe (a later read would fault the same bytes back) and
-    brings RSS down to the bf16 copy. Copied (anonymous) weights are simply freed once the graph
-    no longer holds them; those are never madvised (DONTNEED would zero them)."""
+    Reading the weights to convert them faulted their pages in; they are clean file pages, so
+    dropping them is safe (a later read would fault the same bytes back). A copy (anonymous
+    memory) is freed once nothing holds it (never madvised: DONTNEED would zero it); callers then
+    ``_trim`` every 64 MiB so the peak stays near the larger of the float32 and packed sets
+    instead of their sum."""
+    _drop_file_pages(w)
+    return freed + w.nbytes
+
+
+def _trim(freed: int) -> int:
+    """Give the heap's free pages back once 64 MiB of originals were dropped; returns the new
+    running count."""
+    if freed < 64 << 20:
+        return freed
+    from ..backends import cpu
+
+    cpu.release_free_memory()
+    return 0
+
+
+def _drop_file_pages(w: np.ndarray) -> None:
     base = w
     while base is not None and not isinstance(base, mmap.mmap):
         base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)

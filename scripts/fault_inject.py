@@ -52,10 +52,11 @@ SUBSET = [
     "tests/runtime",
     "tests/formats",
     "tests/conformance",
+    "tests/backends",
     "tests/test_public_api.py",
 ]
 # Passes change graphs, not kernels: their second stage is the tests that compile whole models.
-PASS_SUBSET = ["tests/passes", "tests/models", "tests/runtime", "tests/formats"]
+PASS_SUBSET = ["tests/passes", "tests/models", "tests/runtime", "tests/formats", "tests/backends"]
 PASS_UNIT = {
     "gradient": ["tests/passes/test_gradient.py"]
 }  # else test_<pass>.py or test_fusions.py

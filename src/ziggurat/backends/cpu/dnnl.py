@@ -252,8 +252,8 @@ def _configure_openmp() -> None:
     or another process wants, and when the cores are oversubscribed a spinning thread waits on a
     descheduled partner. Measured on the 2-core dev VM while other jobs ran (load average ~11),
     BERT-base bf16 medians in separate processes: spin 0: 83-161 ms, 10,000: 301-425 ms,
-    300,000: 3,050 ms. On an idle machine a sleeping worker costs one futex wake per primitive
-    (~10 us; ~200 primitives per BERT run), a few percent at most. So the default is not to spin;
+    300,000: 3,050 ms. At a quiet moment (load ~4) it made no difference: 0: 30.5-33.4 ms,
+    2,000: 30.2-30.4 ms, 20,000: 31.1-31.6 ms. So the default is not to spin;
     ZIGGURAT_GOMP_SPINCOUNT or the user's own GOMP_SPINCOUNT / OMP_WAIT_POLICY win.
     """
     if "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:

@@ -1,31 +1,29 @@
 """Matrix products through oneDNN's matmul primitive, with bias and activation fused as post-ops.
 
 Why oneDNN and where. Measured with ``benchmarks/gemm.py`` on the 2-core Xeon (AVX-512, AMX) this
-was written on, 2 threads, each variant in its own process, dense() = GEMM + bias; "best" is the minimum of >= 60 repeats,
-"median" its median, while other jobs kept the machine busy (load average 10-15: the only
-conditions we could measure in):
+was written on, 2 threads, each variant in its own process; dense = GEMM + bias (+ erf-GELU where
+marked); best / median of 60 repeats at a quiet moment (load average ~4), and the medians we saw
+while other jobs kept the machine busy (load average 10-15):
 
-========================  ==================  =====================  =====================  =====================
-GEMM (M x K x N)          numpy (OpenBLAS)    oneDNN fp32 in place   oneDNN fp32 packed     oneDNN bf16 packed
-                          best / median       best / median          best / median          best (incl. x->bf16)
-========================  ==================  =====================  =====================  =====================
-128x768x768 (BERT QKV)    0.53 / 0.6-48 ms    0.75 / 0.8-3.1 ms      0.70 / 0.8 ms          0.11-0.54 ms
-128x768x3072 (FFN up)     2.0 / 14-80 ms      10.8-28 ms (aliasing)  2.8 / 5-12 ms          0.39-0.96 ms
-128x3072x768 (FFN down)   2.0 / 14-190 ms     3.2 / 8-12 ms          2.9 / 6-9 ms           0.32-1.0 ms
-128x128x512 + erf-GELU    541 us (GELU pass)  101 us (GELU fused)
-1x784x128 (tiny MLP)      6 us (gemv)         5-120 us
-========================  ==================  =====================  =====================  =====================
+========================  =====================  =====================  ==================  ============
+GEMM (M x K x N)          numpy (OpenBLAS)       oneDNN fp32 in place   oneDNN fp32 packed  oneDNN bf16
+                          quiet / busy median    quiet / busy median    quiet / busy        quiet
+========================  =====================  =====================  ==================  ============
+128x768x768 (BERT QKV)    0.55-0.58 / 0.6-48 ms  0.39-0.42 / 0.8-3 ms   0.36-0.39 / 0.8     0.11 ms
+128x768x3072 + GELU       2.97-3.13 / 14-160 ms  4.39-4.49 (aliasing)   1.45-1.53 / 5-28    0.43 ms
+128x3072x768 (FFN down)   1.99-2.08 / 14-400 ms  1.62-1.72 / 8-16 ms    1.56-1.61 / 6-20    0.41 ms
+1x784x128 + ReLU (MLP)    7-9 us (gemv)          23 us                  23 us               28 us
+========================  =====================  =====================  ==================  ============
 
-- fp32: at its best moments OpenBLAS is ~30% faster per plain GEMM, but its medians under load
-  were 10-100x worse (its threads spin and yield against other processes), fusing the erf-GELU
-  into oneDNN's GEMM saves a numpy pass 5x its own cost, and BERT-base end to end ran 0.89x
-  onnxruntime this way (same busy machine, separate processes; the numpy path measured 1.40x on
-  a quiet one). Weights with a row stride multiple of 4 KiB alias in
-  the cache when read in place, so those are packed (passes/pack_weights.py).
+- fp32: oneDNN is 1.2-2x faster than OpenBLAS on BERT's shapes once the erf-GELU is fused into
+  the GEMM, and its medians under load stayed within 2-10x of quiet where OpenBLAS's went 20-200x
+  (its threads spin and yield against other processes). Weights whose row stride is a multiple of
+  4 KiB alias in the cache when read in place (the 768x3072 FFN weight: 4.4 vs 1.5 ms), so those
+  are packed at session creation (passes/pack_weights.py); the others are read in place (no copy).
 - Tiny products (< ``MIN_MACS`` multiply-adds, e.g. the 784-128-10 MLP): OpenMP's fork/join and the
   ctypes calls (10-30 us) cost more than the product; numpy's gemv stays.
 - bf16 (``precision="bf16"``): AMX tiles (or AVX512-BF16) with fp32 accumulation run the BERT
-  GEMMs 2-7x faster than fp32, on weights converted once and stored in oneDNN's blocked layout
+  GEMMs 3-4x faster than packed fp32, on weights converted once and stored in oneDNN's blocked layout
   (``PackedWeight``), which is the only copy the session keeps.
 
 Every entry point returns None when oneDNN cannot run the case, and the caller computes it with

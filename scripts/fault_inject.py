@@ -63,7 +63,6 @@ PASS_UNIT = {
 # Unit tests of families whose test file is not tests/ops/test_<family>.py.
 UNIT_TESTS = {
     "autodiff": ["tests/passes/test_gradient.py"],
-    "training": ["tests/passes/test_gradient.py"],
     "loss": ["tests/ops/test_pad_cast_loss.py"],
     "cast": ["tests/ops/test_pad_cast_loss.py"],
     "logical": ["tests/ops/test_differential.py"],

@@ -17,7 +17,6 @@ EPS32 = float(np.finfo(np.float32).eps)
 
 @pytest.fixture
 def jit():
-    pytest.importorskip("numba")
     ns = _jit.kernels(_jit.MIN_ELEMENTS)
     assert ns is not None
     return ns

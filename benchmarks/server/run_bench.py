@@ -294,6 +294,13 @@ def bench_bert(tmp: Path, models: Path, duration: int) -> list[str]:
 
 
 def bench_cold(runs: int = 5) -> list[str]:
+    # Byte-compile Ziggurat first, as any installed package is: with PYTHONDONTWRITEBYTECODE set
+    # (some shells and CI images set it) an editable install recompiles every module at each start,
+    # which alone added ~0.1 s here (0.27 s vs 0.17 s to the first 200).
+    import compileall
+
+    compileall.compile_dir(str(ROOT / "src" / "ziggurat"), quiet=1)
+
     def median(make) -> float:
         times = []
         for _ in range(runs):
@@ -311,7 +318,7 @@ def bench_cold(runs: int = 5) -> list[str]:
         f"| FastAPI + onnxruntime | {b:.3f} |",
         f"| Ziggurat | {z:.3f} |",
         "",
-        f"Ziggurat / baseline: {z / b:.2f}x (goal <= 0.65x; design target <= 0.3 s)",
+        f"Ziggurat / baseline: {z / b:.2f}x (goal <= 0.6x and <= 0.25 s)",
     ]
 
 

@@ -299,3 +299,26 @@ def test_dense_kernel_uses_the_same_threshold():
     from ziggurat.ops import fused
 
     assert fused._NATIVE_MIN_MACS == gemm.MIN_MACS
+
+
+@pytest.mark.parametrize("act", ["", "relu", "gelu"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_dense_one_row_numpy_path_within_the_float32_bound(act, with_bias):
+    """The one-row (gemv) path with its inline bias/ReLU epilogue: a 1 x 784 @ 784 x 128 product
+    is below the oneDNN threshold, so numpy computes it; NaN in x reaches the outputs it feeds."""
+    from ziggurat.ops.fused import Dense
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 784), dtype=np.float32)
+    w = (rng.standard_normal((784, 128)) * 0.1).astype(np.float32)
+    b = rng.standard_normal(128).astype(np.float32)
+    bias = b if with_bias else np.zeros(128, np.float32)
+    (y,) = Dense(x, w, b if with_bias else None, activation=act)
+    ref, mag = _reference(x, w, bias, act)
+    bound = gamma(785) * mag
+    if act == "gelu":
+        bound = 1.13 * bound + 4 * np.spacing(np.abs(ref).astype(np.float32))
+    assert y.shape == (1, 128) and y.dtype == np.float32
+    assert np.all(np.abs(y - ref) <= bound)
+    x[0, 5] = np.nan
+    assert np.isnan(Dense(x, w, b if with_bias else None, activation=act)[0]).all()

@@ -108,6 +108,26 @@ def test_softmax_block_max_path_matches_float64_reference(dtype):
     assert (y[2, 5, 7:] == 0).all()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape,axis", [((1, 10), -1), ((10,), 0), ((1, 1, 7), 2), ((6, 1), 0), ((1, 5, 1), 1)]
+)
+def test_softmax_one_row_path_matches_float64_reference(dtype, shape, axis):
+    """A single row along ``axis`` (a classifier's head) takes the flat max/sum path; same bound
+    as the block path: ulp(max |x|) from the subtraction plus a few eps of exp, sum, division."""
+    x = (np.random.default_rng(7).standard_normal(shape) * 30).astype(dtype)
+    y = Softmax(x, axis=axis)[0]
+    w = x.astype(np.float64)
+    e = np.exp(w - w.max(axis=axis, keepdims=True))
+    ref = e / e.sum(axis=axis, keepdims=True)
+    eps = float(np.finfo(dtype).eps)
+    ulp_in = float(np.spacing(np.abs(x).max()))
+    assert y.dtype == np.dtype(dtype) and y.shape == x.shape
+    np.testing.assert_allclose(y, ref, rtol=ulp_in + 8 * eps, atol=0)
+    x.flat[0] = np.nan  # NaN anywhere in the row makes the whole row NaN, as onnxruntime gives
+    assert np.isnan(Softmax(x, axis=axis)[0]).all()
+
+
 def test_softmax_nonfinite_rows_follow_the_exact_path():
     x = np.zeros((40, 128), np.float32)
     x[0] = -np.inf  # every key masked: NaN, as onnxruntime gives

@@ -125,8 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--strict", action="store_true", help="exit 1 if any op is unsupported")
-    p.add_argument("--plan", action="store_true",
-                   help="print the execution plan (kernels, lifetimes, buffers, peak bytes)")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the execution plan (kernels, lifetimes, buffers, peak bytes)",
+    )
     p.add_argument("--dim", action="append", default=[], metavar="NAME=N",
                    help="with --plan: size of a symbolic dimension (default 1)")  # fmt: skip
     p.set_defaults(func=cmd_inspect)

@@ -47,6 +47,35 @@ def test_jit_gelu_matches_numpy_path_and_float64(jit):
     assert out[0] == np.inf and np.isnan(out[1]) and np.isnan(out[2])  # -inf * 0 as unfused
 
 
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_jit_skip_layer_norm_matches_numpy_path(jit, monkeypatch, with_bias):
+    """The fused add + LayerNorm keeps the sum bit-for-bit (one float32 add, as numpy's) and
+    normalises it within the LayerNorm bound of both paths; one output or two."""
+    from ziggurat.ops.fused_transformer import SkipLayerNorm, _skip_layer_norm_jit
+
+    rng = np.random.default_rng(3)
+    a = (rng.standard_normal((2, 150, 768)) * 3 + 5).astype(np.float32)
+    b = rng.standard_normal((2, 150, 768)).astype(np.float32)
+    g = rng.standard_normal(768).astype(np.float32)
+    beta = rng.standard_normal(768).astype(np.float32) if with_bias else None
+    fused = _skip_layer_norm_jit(a, b, g, beta, -1, 1e-5, 2)
+    assert fused is not None  # the numba path runs here
+    y_jit, s_jit = fused
+    (y1,) = _skip_layer_norm_jit(a, b, g, beta, -1, 1e-5, 1)
+    np.testing.assert_array_equal(y1, y_jit)
+    monkeypatch.setitem(_jit._state, "ns", None)
+    monkeypatch.setenv("ZIGGURAT_JIT", "0")
+    assert _skip_layer_norm_jit(a, b, g, beta, -1, 1e-5, 2) is None
+    y_np, s_np = SkipLayerNorm(a, b, g, beta, epsilon=1e-5, n_outputs=2)
+    np.testing.assert_array_equal(s_jit, s_np)
+    absb = 0 if beta is None else np.abs(beta).max()
+    tol = (768 + 4) * EPS32 * math.sqrt(768) * np.abs(g).max() + EPS32 * absb
+    np.testing.assert_allclose(y_jit, y_np, rtol=0, atol=2 * tol)
+    w = s_np.astype(np.float64)
+    ref = (w - w.mean(-1, keepdims=True)) / np.sqrt(w.var(-1, keepdims=True) + 1e-5) * g
+    np.testing.assert_allclose(y_jit, ref + (0 if beta is None else beta), rtol=0, atol=tol)
+
+
 def test_jit_layer_norm_matches_numpy_path(jit, monkeypatch):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((300, 768)) * 3 + 5).astype(np.float32)

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..backends import xp_of
 from ..errors import ExecutionError
+from . import _jit
 from .activation import softmax_last_axis
 from .matmul import MatMul
 from .norm import layer_norm_last_axes
@@ -72,6 +73,9 @@ def LayerNorm(x, gamma, beta=None, /, *, epsilon=1e-5):
 def SkipLayerNorm(a, b, gamma, beta=None, /, *, axis=-1, epsilon=1e-5, n_outputs=1):
     """LayerNormalization(a + b) over axes [axis, rank); a second output, if declared, is a + b
     (the residual stream, which the next block adds to again)."""
+    fused = _skip_layer_norm_jit(a, b, gamma, beta, axis, float(epsilon), n_outputs)
+    if fused is not None:
+        return fused
     xp = np if type(a) is np.ndarray else xp_of(a)
     s = xp.add(a, b)
     if s.dtype != a.dtype:
@@ -87,6 +91,40 @@ def SkipLayerNorm(a, b, gamma, beta=None, /, *, axis=-1, epsilon=1e-5, n_outputs
         )
     inplace = n_outputs < 2  # the sum is a fresh buffer nobody else sees: normalise it in place
     y = layer_norm_last_axes(s, gamma, beta, s.ndim - rank_axis, float(epsilon), inplace=inplace)
+    return (y, s) if n_outputs >= 2 else (y,)
+
+
+def _skip_layer_norm_jit(a, b, gamma, beta, axis, eps, n_outputs):
+    """The add and the normalisation in one numba row loop (``_jit.skip_layer_norm``) for
+    same-shape float32 numpy inputs over the last axes; None where it does not apply (the caller
+    then adds and normalises with numpy, same results within float32 rounding).
+
+    Measured on BERT-base's 128 x 768 (2 cores, between bf16 GEMMs as in the model): 159 us for
+    the add into a fresh temporary plus the LayerNorm, against ~60 us fused."""
+    f32 = np.float32
+    if type(a) is not np.ndarray or type(b) is not np.ndarray or a.dtype != f32 or b.dtype != f32:
+        return None
+    if a.shape != b.shape or a.ndim == 0 or not -a.ndim <= axis < a.ndim:
+        return None
+    cols = math.prod(a.shape[axis % a.ndim :])
+    if type(gamma) is not np.ndarray or gamma.dtype != f32 or gamma.size != cols or cols == 0:
+        return None
+    if beta is not None and (
+        type(beta) is not np.ndarray or beta.dtype != f32 or beta.size != cols
+    ):
+        return None
+    jit = _jit.kernels(a.size)
+    if jit is None:
+        return None
+    a2 = np.ascontiguousarray(a).reshape(-1, cols)
+    b2 = np.ascontiguousarray(b).reshape(-1, cols)
+    bias = np.zeros(cols, f32) if beta is None else np.ascontiguousarray(beta).reshape(-1)
+    y = np.empty(a.shape, f32)
+    s = np.empty(a.shape, f32) if n_outputs >= 2 else y
+    jit.skip_layer_norm(
+        a2, b2, np.ascontiguousarray(gamma).reshape(-1), bias, f32(eps),
+        y.reshape(-1, cols), s.reshape(-1, cols),
+    )  # fmt: skip
     return (y, s) if n_outputs >= 2 else (y,)
 
 

@@ -109,6 +109,33 @@ def test_softmax_block_max_path_matches_float64_reference(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_in_place_equals_the_out_of_place_result(dtype):
+    """FusedAttention's in-place softmax: the same values bit-for-bit, low rows included (their
+    inputs are kept before being overwritten), whether a row's edge elements are low or not."""
+    from ziggurat.ops.activation import softmax_last_axis
+
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((64, 12, 128)) * 4).astype(dtype)
+    x[0, 0] += 500  # every other row is low against the block maximum
+    x[1, :3] -= 300
+    x[2, 5, 7:] = -np.inf
+    x[4, 1, [0, -1]] = -1e4  # edges low, maximum not: a candidate row that is not low
+    x[5, 2, 1:-1] = -1e4  # edges high, the rest masked
+    want = softmax_last_axis(x)
+    buf = x.copy()
+    got = softmax_last_axis(buf, inplace=True)
+    assert np.shares_memory(got, buf)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(want, Softmax(x)[0])
+    nan_x = x.copy()
+    nan_x[3, 3] = -np.inf
+    np.testing.assert_array_equal(
+        softmax_last_axis(nan_x.copy(), nan_to_zero=True, inplace=True),
+        softmax_last_axis(nan_x, nan_to_zero=True),
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
     "shape,axis", [((1, 10), -1), ((10,), 0), ((1, 1, 7), 2), ((6, 1), 0), ((1, 5, 1), 1)]
 )

@@ -152,7 +152,8 @@ def FusedAttention(q, k_t, v, mask=None, /, *, scale=1.0, nan_to_zero=0):
             scores = scores + mask
     if scores.dtype != v.dtype:
         raise ExecutionError(f"FusedAttention: scores {scores.dtype} but values {v.dtype}")
-    p = softmax_last_axis(np.ascontiguousarray(scores), nan_to_zero=bool(nan_to_zero))
+    # The scores are MatMul's (or the mask add's) fresh buffer: the softmax overwrites them.
+    p = softmax_last_axis(np.ascontiguousarray(scores), nan_to_zero=bool(nan_to_zero), inplace=True)
     return MatMul(p, v)
 
 

@@ -113,6 +113,24 @@ def test_matmul_strided_and_batched_operands():
     assert gemm.matmul(q[:, :2, :2], kt[:, :2, :2]) is None  # too small: numpy's job
 
 
+@needs_dnnl
+@pytest.mark.parametrize("scale", [0.125, 0.1, -3.0])
+def test_matmul_scale_applies_to_the_product(scale):
+    """scale * (q @ k_t) through the source-scale attribute, on attention's strided per-head
+    views: the product within gamma_k of its magnitude, times |scale|, plus one rounding."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 96, 2, 3, 64), dtype=np.float32)
+    q, kt = x[:, :, 0].transpose(0, 2, 1, 3), x[:, :, 1].transpose(0, 2, 3, 1)
+    y = gemm.matmul(q, kt, scale)
+    ref = float(np.float32(scale)) * (q.astype(np.float64) @ kt.astype(np.float64))
+    mag = np.abs(q).astype(np.float64) @ np.abs(kt).astype(np.float64)
+    assert y is not None and y.shape == (2, 3, 96, 96)
+    assert np.all(np.abs(y - ref) <= abs(scale) * gamma(64) * mag * (1 + U32) + U32 * np.abs(ref))
+    if scale == 0.125:  # a power of two: exactly the unscaled product, scaled
+        assert np.array_equal(y, gemm.matmul(q, kt) * np.float32(scale))
+    assert gemm.matmul(q[:, :2, :2], kt[:, :2, :2], 2.0) is None  # too small: numpy's job
+
+
 @needs_bf16
 def test_bf16_packing_rounds_to_nearest_even():
     _, w, _ = _data()

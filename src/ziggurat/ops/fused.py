@@ -78,7 +78,7 @@ def _gemm():
 
 
 _gemm_mod = None
-_NATIVE_MIN_MACS = 1 << 18  # backends.cpu.gemm.MIN_MACS_GELU, without importing it at startup
+_NATIVE_MIN_MACS = 1 << 18  # backends.cpu.gemm.MIN_MACS, without importing it at startup
 
 
 @kernel("Dense", domain=DOMAIN)
@@ -93,7 +93,7 @@ def Dense(x, w, b=None, /, *, activation=""):
         if type(w) is not np.ndarray or (
             x.size * w.shape[-1] >= _NATIVE_MIN_MACS
             and x.dtype == np.float32
-            and _gemm().worth_it(x.size // x.shape[-1], *w.shape, activation)
+            and _gemm().worth_it(x.size // x.shape[-1], *w.shape)
         ):
             y = _gemm().dense(x, w, b, activation)
             if y is not None:

@@ -39,13 +39,8 @@ import numpy as np
 from ...errors import ConfigError
 from . import dnnl
 
-# Below this many multiply-adds, numpy (gemv/OpenBLAS) wins: see the table above. Measured (dense
-# with bias, medians, load ~5): 32x128x128 (0.5 M) oneDNN 20.6 us vs numpy 8.1; 1x768x768 92 vs 31;
-# 8x256x256 40 vs 15; 64x128x128 (1 M) 44 vs 29; 2x768x768 (1.2 M) 62 vs 112; 128x128x128 about
-# even (36 vs 35-50). With an erf-GELU epilogue numpy's GELU pass costs more than oneDNN's call:
-# 16x128x128 37 vs 71 us, so GELU products go to oneDNN from MIN_MACS_GELU.
-MIN_MACS = 1 << 20
-MIN_MACS_GELU = 1 << 18
+# Below this many multiply-adds, numpy (gemv/OpenBLAS) wins: see the table above.
+MIN_MACS = 1 << 18
 _ACTIVATIONS = {"relu": dnnl.ELTWISE_RELU, "gelu": dnnl.ELTWISE_GELU_ERF, "clip": dnnl.ELTWISE_CLIP}
 _F32 = np.dtype(np.float32)
 _lock = threading.Lock()
@@ -276,11 +271,9 @@ def dense(x: np.ndarray, w: np.ndarray, b=None, activation: str = "", bounds=(No
     return y.reshape(*x.shape[:-1], n)
 
 
-def worth_it(m: int, k: int, n: int, activation: str = "") -> bool:
-    """Whether an (m, k) @ (k, n) float32 product with this fused ``activation`` should go to
-    oneDNN (see MIN_MACS)."""
-    least = MIN_MACS_GELU if activation == "gelu" else MIN_MACS
-    return m * k * n >= least and dnnl.available()
+def worth_it(m: int, k: int, n: int) -> bool:
+    """Whether an (m, k) @ (k, n) float32 product should go to oneDNN (see MIN_MACS)."""
+    return m * k * n >= MIN_MACS and dnnl.available()
 
 
 _mm_plans: dict[tuple, _Plan] = {}

@@ -1,5 +1,5 @@
 """The optional numba kernels (ops/_jit.py) agree with the portable numpy paths and with float64
-references; without numba (or with ZIGGURAT_JIT=0) the numpy paths run."""
+references; without numba (or without ZIGGURAT_JIT=1, the default) the numpy paths run."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ EPS32 = float(np.finfo(np.float32).eps)
 
 
 @pytest.fixture
-def jit():
+def jit(monkeypatch):
+    monkeypatch.setenv("ZIGGURAT_JIT", "1")  # opt-in
     ns = _jit.kernels(_jit.MIN_ELEMENTS)
     assert ns is not None
     return ns

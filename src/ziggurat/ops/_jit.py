@@ -10,7 +10,10 @@ slower than numpy's SIMD loops.
 numba is imported on first use by a large enough input (never at ``import ziggurat`` nor at
 session creation; loading numba and its on-disk cache costs about 0.5-1 s once per process, paid by
 that first run), and everything works without it: callers fall back to their numpy path, which gives the same results within float32 rounding.
-``ZIGGURAT_JIT=0`` turns it off. The loops use fast-math reassociation and contraction (so sums
+Opt-in: ``ZIGGURAT_JIT=1`` (and numba installed, ``pip install 'ziggurat[jit]'``) turns it on.
+Off by default because numba and llvmlite add ~118 MiB of RSS for a 2-7 % gain on BERT-base and
+GPT-2 (measured 2026-12-06: 86 vs 88 ms, 127 vs 137 ms; bert-tiny unchanged), which would break the
+serving-memory goal of model size + 150 MB. The loops use fast-math reassociation and contraction (so sums
 may be vectorized) but keep IEEE NaN/inf semantics (no ``nnan``/``ninf`` flags).
 """
 
@@ -36,7 +39,7 @@ def kernels(size: int) -> SimpleNamespace | None:
     ns = _state.get("ns")
     if ns is not None or "failed" in _state:
         return ns  # type: ignore[return-value]
-    if size < MIN_ELEMENTS or os.environ.get("ZIGGURAT_JIT", "1") == "0":
+    if size < MIN_ELEMENTS or os.environ.get("ZIGGURAT_JIT", "0") != "1":
         return None
     with _lock:
         if "ns" not in _state and "failed" not in _state:

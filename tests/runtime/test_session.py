@@ -41,6 +41,17 @@ def test_run_all_and_named_outputs(sess):
     np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
     (again,) = sess.run(["probs"], {"x": x})
     np.testing.assert_array_equal(probs, again)
+    (empty,) = sess.run([], {"x": x})  # onnxruntime: an empty list asks for every output
+    np.testing.assert_array_equal(probs, empty)
+
+
+def test_misspelt_session_option_raises():
+    so = zg.SessionOptions()
+    so.intra_op_num_threads = 1
+    with pytest.raises(AttributeError):
+        so.precison = "bf16"  # a typo must not be silently ignored (onnxruntime raises too)
+    with pytest.raises(AttributeError):
+        so.intra_op_threads = 2
 
 
 def test_path_and_pathlike(tmp_path, mlp_bytes):

@@ -25,9 +25,12 @@ class ExecutionMode(enum.IntEnum):
     ORT_PARALLEL = 1
 
 
-@dataclass
+@dataclass(slots=True)
 class SessionOptions:
-    """Per-session settings; the same fields are reachable from ``ziggurat.Config``."""
+    """Per-session settings; the same fields are reachable from ``ziggurat.Config``.
+
+    Slotted, as onnxruntime's is: assigning a misspelt field (``so.precison = "bf16"``) raises
+    AttributeError instead of being silently ignored."""
 
     graph_optimization_level: GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL
     intra_op_num_threads: int = 0  # 0: all cores

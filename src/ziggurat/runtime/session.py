@@ -174,11 +174,12 @@ class InferenceSession:
         input_feed: Mapping[str, Any],
         run_options: Any = None,
     ) -> list[Any]:
-        """Run the model; returns the requested outputs (all when None) in the order asked."""
+        """Run the model; returns the requested outputs in the order asked (all of them, in graph
+        order, when ``output_names`` is None or empty, as onnxruntime does)."""
         inputs = self._prepare(input_feed)
         outs = self._compiled.run(inputs)
         self.run_count += 1  # a racy counter is fine: it is statistics only
-        if output_names is None:
+        if not output_names:
             return outs
         picked = []
         for name in output_names:

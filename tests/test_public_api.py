@@ -21,7 +21,11 @@ PUBLIC = [
     "UnsupportedOpError",
     "ZigguratError",
     "__version__",
+    "get_all_providers",
     "get_available_providers",
+    "get_build_info",
+    "get_device",
+    "get_version_string",
 ]
 
 
@@ -53,3 +57,7 @@ def test_onnxruntime_names_match():
                   "execution_mode", "enable_profiling"):  # fmt: skip
         assert hasattr(opts, field)
     assert ziggurat.get_available_providers() == ["CPUExecutionProvider"]
+    assert ziggurat.get_all_providers() == ["CPUExecutionProvider"]
+    assert ziggurat.get_device() == "CPU"
+    assert ziggurat.get_version_string() == ziggurat.__version__
+    assert ziggurat.__version__ in ziggurat.get_build_info()

@@ -33,6 +33,31 @@ def get_available_providers() -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def get_all_providers() -> list[str]:
+    """Execution providers this build of Ziggurat has (onnxruntime's function of the same name).
+    GPU providers are not in this build yet, so only the CPU one is listed."""
+    return ["CPUExecutionProvider"]
+
+
+def get_device() -> str:
+    """The device this build runs on, as onnxruntime spells it ("CPU" for a CPU build)."""
+    return "CPU"
+
+
+def get_version_string() -> str:
+    """The package version (onnxruntime's function of the same name)."""
+    return __version__
+
+
+def get_build_info() -> str:
+    """A one-line build description (onnxruntime's function of the same name)."""
+    import platform
+
+    return (
+        f"ziggurat {__version__}, Python {platform.python_version()}, CPU provider (numpy, oneDNN)"
+    )
+
+
 __all__ = [
     "ConfigError",
     "ExecutionError",
@@ -50,5 +75,9 @@ __all__ = [
     "UnsupportedOpError",
     "ZigguratError",
     "__version__",
+    "get_all_providers",
     "get_available_providers",
+    "get_build_info",
+    "get_device",
+    "get_version_string",
 ]

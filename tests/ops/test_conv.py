@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto
 
+from tests.ops._ort import ort_outputs
 from ziggurat.ops.conv import Conv, ConvInteger
 from ziggurat.ops.convtranspose import ConvTranspose, DeformConv
 
@@ -21,22 +21,7 @@ def run_ort(op, inputs, opset=17, n_outputs=1, **attrs):
 
     Returns the first output, or a list of ``n_outputs`` outputs when more than one is asked for.
     """
-    names = [f"i{k}" if a is not None else "" for k, a in enumerate(inputs)]
-    feeds = {n: a for n, a in zip(names, inputs) if a is not None}
-    vis = [
-        helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-        for n, a in feeds.items()
-    ]
-    outs = [f"y{k}" for k in range(n_outputs)]
-    node = helper.make_node(op, names, outs, **attrs)
-    graph = helper.make_graph(
-        [node], "g", vis, [helper.make_empty_tensor_value_info(o) for o in outs]
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    res = sess.run(None, feeds)
+    res = ort_outputs(op, inputs, n_outputs, opset, **attrs)
     return res[0] if n_outputs == 1 else res
 
 

@@ -4,10 +4,10 @@ their mutants caught only by the conformance suite)."""
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
+from tests.ops._ort import ort_outputs
 from ziggurat.ops.cast import Cast, CastLike
 from ziggurat.ops.loss import NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss
 from ziggurat.ops.pad import CenterCropPad, Pad, ReverseSequence
@@ -15,25 +15,7 @@ from ziggurat.ops.pad import CenterCropPad, Pad, ReverseSequence
 
 def run_ort(op, inputs, n_outputs=1, opset=21, **attrs):
     """Outputs of one ``op`` node run by onnxruntime (None in ``inputs`` = omitted input)."""
-    names = [f"i{k}" if a is not None else "" for k, a in enumerate(inputs)]
-    while names and names[-1] == "":
-        names.pop()
-    feeds = {n: a for n, a in zip(names, inputs) if n}
-    vis = [
-        helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-        for n, a in feeds.items()
-    ]
-    outs = [f"y{k}" for k in range(n_outputs)]
-    node = helper.make_node(op, names, outs, **attrs)
-    graph = helper.make_graph(
-        [node], "g", vis, [helper.make_empty_tensor_value_info(o) for o in outs]
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 10
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)
+    return ort_outputs(op, inputs, n_outputs, opset, ir_version=10, **attrs)
 
 
 def _same(got, expected, rtol=0.0, atol=0.0):

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
-from onnx import helper
 
+from tests.ops._ort import ort_outputs
 from ziggurat.errors import ExecutionError
 from ziggurat.ops.signal import (
     DFT,
@@ -20,20 +19,7 @@ from ziggurat.ops.signal import (
 
 
 def run_ort(op, inputs, opset=20, **attrs):
-    names = [f"i{k}" if a is not None else "" for k, a in enumerate(inputs)]
-    while names and names[-1] == "":
-        names.pop()
-    feeds = {n: a for n, a in zip(names, inputs) if n}
-    vis = [
-        helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-        for n, a in feeds.items()
-    ]
-    node = helper.make_node(op, names, ["y"], **attrs)
-    graph = helper.make_graph([node], "g", vis, [helper.make_empty_tensor_value_info("y")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 9
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)[0]
+    return ort_outputs(op, inputs, opset=opset, ir_version=9, **attrs)[0]
 
 
 RNG = np.random.default_rng(0)

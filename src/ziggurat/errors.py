@@ -10,7 +10,9 @@
     ├── GraphError                the graph itself is malformed (cycles, undefined values, ...)
     ├── InputError                a feed is missing, unknown, or of the wrong dtype/shape
     ├── ExecutionError            a kernel failed while running (names the node and op)
-    └── ConfigError               a setting has an invalid value
+    ├── ConfigError               a setting has an invalid value
+    └── DeviceError               a device is missing, or failed
+        └── DeviceMemoryError     a device memory pool is over its limit (gpu_memory_mb)
 
 The HTTP status each maps to lives in ``ziggurat.server``.
 """
@@ -56,3 +58,11 @@ class ExecutionError(ZigguratError):
 
 class ConfigError(ZigguratError):
     """A configuration value is invalid."""
+
+
+class DeviceError(ZigguratError):
+    """A device could not be opened or failed while running."""
+
+
+class DeviceMemoryError(DeviceError):
+    """A device memory pool cannot allocate within its limit."""

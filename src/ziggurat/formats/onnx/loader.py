@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ExternalDataError, ModelLoadError
+from ...errors import ExternalDataError, ModelLoadError, ModelNotFoundError
 from ...ir import Model
 from .messages import read_model
 from .wire import WireError
@@ -297,7 +297,7 @@ def _map_model(path: str, ctx: Context) -> Any:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise ModelLoadError(f"model file not found: {path}") from None
+        raise ModelNotFoundError(f"model file not found: {path}") from None
     except OSError as e:
         raise ModelLoadError(f"cannot access model file {path}: {e.strerror or e}") from None
     if stat.S_ISDIR(st.st_mode):

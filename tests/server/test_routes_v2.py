@@ -3,6 +3,8 @@ repository extension."""
 
 from __future__ import annotations
 
+import os
+import socket
 import struct
 
 import numpy as np
@@ -17,9 +19,13 @@ pytestmark = pytest.mark.anyio
 
 async def test_health_and_server_metadata(repo_dir):
     async with AppClient(make_config(repo_dir)) as c:
-        assert (await c.get("/v2/health/live")).status_code == 200
-        assert (await c.get("/v2/health/ready")).status_code == 200
+        # Open Inference Protocol bodies (KServe's client parses them) with Triton's codes.
+        r = await c.get("/v2/health/live")
+        assert (r.status_code, r.json()) == (200, {"live": True})
+        r = await c.get("/v2/health/ready")
+        assert (r.status_code, r.json()) == (200, {"ready": True})
         h = (await c.get("/api/v1/health")).json()
+        assert h["replica"] == f"{socket.gethostname()}:{os.getpid()}"
         assert h["ready"] and h["live"] and h["status"] == "degraded"  # corrupt.onnx failed
         assert any("corrupt" in e for e in h["errors"])
         meta = (await c.get("/v2")).json()
@@ -32,7 +38,8 @@ async def test_v2_model_metadata_config_ready(repo_dir):
         assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
         assert [o["name"] for o in meta["outputs"]] == ["y", "label"]
         assert (await c.get("/v2/models/versioned/versions/1")).json()["versions"] == ["1"]
-        assert (await c.get("/v2/models/linear/ready")).status_code == 200
+        r = await c.get("/v2/models/linear/ready")
+        assert (r.status_code, r.json()) == (200, {"name": "linear", "ready": True})
         assert (await c.get("/v2/models/linear/versions/1/ready")).status_code == 200
         cfg = (await c.get("/v2/models/batched/config")).json()
         assert cfg["max_batch_size"] == 8 and cfg["input"][0]["dims"] == [4]
@@ -153,7 +160,8 @@ async def test_repository_load_unload_index(repo_dir):
         index = (await c.post("/v2/repository/index")).json()
         assert {"name": "linear", "version": "1", "state": "READY", "reason": ""} in index
         assert (await c.post("/v2/repository/models/linear/unload")).status_code == 200
-        assert (await c.get("/v2/models/linear/ready")).status_code == 400
+        r = await c.get("/v2/models/linear/ready")
+        assert r.status_code == 400 and r.json()["ready"] is False
         r = await c.post("/v2/models/linear/infer", json={"inputs": [tensor("x", X)]})
         assert r.status_code == 503 and "unloaded" in r.json()["error"]
         ready_only = (await c.post("/v2/repository/index", json={"ready": True})).json()

@@ -104,6 +104,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             typ = int if kind.startswith("int") else float if kind.startswith("float") else str
             metavar = {int: "N", float: "X"}.get(typ, "VALUE")
             p.add_argument(flag, dest=dest, type=typ, default=None, help=help_, metavar=metavar)
+    from ziggurat.integrations import ray_serve  # its flags; Ray itself loads only when used
+
+    ray_serve.add_arguments(p)
     p.set_defaults(func=serve)
     return p
 
@@ -132,6 +135,10 @@ def serve(args: argparse.Namespace) -> int:
             )
             return 2
         cfg = cfg.with_(models=(str(demo),))
+    from ziggurat.integrations import ray_serve
+
+    if ray_serve.wanted(args):
+        return ray_serve.serve_cluster(cfg, ray_serve.scale_from_args(args), args.ray_address)
     return run(cfg)
 
 

@@ -235,16 +235,16 @@ def spec() -> dict[str, Any]:
         "/docs": {"get": _op("Swagger UI", ok={"type": "string"}, ok_media="text/html")},
         **_dashboard_paths(),
         "/v2": {"get": _op("V2 server metadata", ok=_OBJ)},
-        "/v2/health/live": {"get": _op("V2 liveness (no auth)", public=True)},
-        "/v2/health/ready": {"get": _op("V2 readiness (no auth)", public=True)},
+        "/v2/health/live": {"get": _op("V2 liveness (no auth)", ok=_OBJ, public=True)},
+        "/v2/health/ready": {"get": _op("V2 readiness (no auth)", ok=_OBJ, public=True)},
         "/v2/models/stats": {"get": _op("V2 statistics of every model", ok=_OBJ)},
         "/v2/models/{model}": {"get": _op("V2 model metadata", ok=_OBJ, params=m)},
         "/v2/models/{model}/versions/{version}": {
             "get": _op("V2 model metadata of a version", ok=_OBJ, params=mv)
         },
-        "/v2/models/{model}/ready": {"get": _op("V2 model readiness", params=m)},
+        "/v2/models/{model}/ready": {"get": _op("V2 model readiness", ok=_OBJ, params=m)},
         "/v2/models/{model}/versions/{version}/ready": {
-            "get": _op("V2 model readiness of a version", params=mv)
+            "get": _op("V2 model readiness of a version", ok=_OBJ, params=mv)
         },
         "/v2/models/{model}/config": {
             "get": _op("Triton-style model configuration", ok=_OBJ, params=m)

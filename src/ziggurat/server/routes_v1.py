@@ -10,6 +10,8 @@ stacked through the model's scheduler where shapes allow.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -149,6 +151,8 @@ async def health(app: ZigguratApp, req: Request) -> Response:
         "live": True,
         "ready": ready,
         "version": ziggurat.__version__,
+        # Which process answered, behind a load balancer or Ray Serve (stats are per process).
+        "replica": f"{socket.gethostname()}:{os.getpid()}",
         "uptime_s": round(time.time() - app.started, 3),
         "models_ready": len(loaded),
         "models": {e.name: e.state for e in app.repo.entries.values()},

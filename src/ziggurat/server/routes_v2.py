@@ -34,14 +34,17 @@ async def server_metadata(app: ZigguratApp, req: Request) -> Response:
     )
 
 
+# Health answers carry the Open Inference Protocol's JSON bodies (KServe's client parses them);
+# the status codes are what Triton's client checks.
 async def live(app: ZigguratApp, req: Request) -> Response:
-    return Response(b"", 200, "text/plain")
+    return json_response({"live": True})
 
 
 async def ready(app: ZigguratApp, req: Request) -> Response:
     if app.is_ready():
-        return Response(b"", 200, "text/plain")
-    return json_response({"error": "server is not ready: models are loading or failed"}, 503)
+        return json_response({"ready": True})
+    error = "server is not ready: models are loading or failed"
+    return json_response({"ready": False, "error": error}, 503)
 
 
 async def _model(app: ZigguratApp, req: Request, name: str, version: str | None) -> LoadedModel:
@@ -66,9 +69,10 @@ async def model_config(app: ZigguratApp, req: Request, model: str, version: str 
 async def model_ready(app: ZigguratApp, req: Request, model: str, version: str | None = None):
     req.model = model
     if app.repo.ready(model, version):
-        return Response(b"", 200, "text/plain")
+        return json_response({"name": model, "ready": True})
     app.repo.sources(model)  # 404 for unknown names
-    return json_response({"error": f"model {model!r} is not ready (not loaded)"}, 400)
+    error = f"model {model!r} is not ready (not loaded)"
+    return json_response({"name": model, "ready": False, "error": error}, 400)
 
 
 async def infer(app: ZigguratApp, req: Request, model: str, version: str | None = None):

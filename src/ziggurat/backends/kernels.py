@@ -21,6 +21,7 @@ CPU and reports the reason.
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -110,9 +111,38 @@ class Backend(abc.ABC):
     def release(self, tensor: Any) -> None:
         """Give the tensor's memory back to the pool (the plan's last use of it)."""
 
+    def owner_scope(self, owner: Any) -> Any:
+        """``with backend.owner_scope(session):`` — allocations made by kernels on this thread
+        inside the block belong to ``owner`` (kernels get no owner argument; the executor sets
+        it around each run so ``MemoryPool.release_owner`` finds a closing session's blocks)."""
+        return _OwnerScope(self, owner)
+
+    def current_owner(self) -> Any:
+        """The owner set by the innermost ``owner_scope`` on this thread, or None."""
+        return getattr(_owners, str(id(self)), None)
+
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op where every call is synchronous)."""
         return None
 
     def kernel(self, op_type: str, domain: str, opset: int) -> KernelEntry | None:
         return self.table.lookup(op_type, domain, opset)
+
+
+_owners = threading.local()  # per thread: str(id(backend)) -> current owner
+
+
+class _OwnerScope:
+    __slots__ = ("_backend", "_owner", "_saved")
+
+    def __init__(self, backend: Backend, owner: Any):
+        self._backend, self._owner = backend, owner
+
+    def __enter__(self) -> Any:
+        key = str(id(self._backend))
+        self._saved = getattr(_owners, key, None)
+        setattr(_owners, key, self._owner)
+        return self._owner
+
+    def __exit__(self, *exc: object) -> None:
+        setattr(_owners, str(id(self._backend)), self._saved)

@@ -25,6 +25,9 @@ class Profiler:
         self.provider = provider
         self.start_ns = time.perf_counter_ns()
         self.events: list[tuple[str, str, int, int, int]] = []  # node, op, start, duration, thread
+        # node -> provider for nodes run elsewhere than ``provider`` (a device session's placed
+        # nodes; its CPU fallbacks keep the default), as onnxruntime's trace tells them apart.
+        self.providers: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def record(self, node: str, op: str, start_ns: int) -> None:
@@ -55,7 +58,7 @@ class Profiler:
             {
                 "name": node, "cat": "Node", "ph": "X", "pid": os.getpid(),
                 "tid": tids.setdefault(tid, len(tids)),
-                "ts": (start - self.start_ns) / 1e3, "dur": dur / 1e3, "args": {"op_name": op, "provider": self.provider},
+                "ts": (start - self.start_ns) / 1e3, "dur": dur / 1e3, "args": {"op_name": op, "provider": self.providers.get(node, self.provider)},
             }
             for node, op, start, dur, tid in self.events
         ]  # fmt: skip

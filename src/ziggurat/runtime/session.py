@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import os
 import threading
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,11 +80,11 @@ class InferenceSession:
         max_size_bytes: int | None = None,
     ):
         self._options = sess_options or SessionOptions()
-        precision = check_precision(self._options.precision)  # bf16 on a CPU without it: refused
+        self._providers = self._pick_providers(providers)  # sets self._device_kind
+        precision = self._session_precision()  # bf16 on a CPU without it: refused
         cpu.tune_allocator()
         cpu.set_blas_threads(self._options.intra_op_num_threads)
         parallel.set_threads(self._options.intra_op_num_threads)
-        self._providers = self._pick_providers(providers)
         if isinstance(path_or_bytes, ir.Model):
             model = copy.deepcopy(path_or_bytes)
         else:
@@ -116,16 +115,19 @@ class InferenceSession:
             int(self._options.graph_optimization_level),
             fusion=self._options.enable_fusion,
             quantize=self._options.enable_quantization,
-            precision=precision,
+            precision=precision if self._device_kind is None else "fp32",
         )
         graph.lint()
         from ..passes import pack_weights  # bf16: every GEMM weight; fp32: the slow-layout ones
 
-        pack_weights.run(graph, model.opsets, precision)
+        if self._device_kind is None:  # packed weights are oneDNN's (CPU) layout
+            pack_weights.run(graph, model.opsets, precision)
         self._profiler = None
         if self._options.enable_profiling:
             self._profiler = Profiler(self._options.profile_file_prefix)
-        if self._options.execution_mode == ExecutionMode.ORT_PARALLEL:
+        if self._device_kind is not None:
+            self._compiled = self._place_on_device(graph, model.opsets, name, precision)
+        elif self._options.execution_mode == ExecutionMode.ORT_PARALLEL:
             from .scheduler import ParallelGraph  # on demand: keeps it out of cold start
 
             self._compiled = ParallelGraph(
@@ -236,14 +238,61 @@ class InferenceSession:
         return values
 
     def _pick_providers(self, providers: Sequence[Any] | None) -> list[str]:
-        names = [p[0] if isinstance(p, tuple) else p for p in (providers or _PROVIDERS)]
-        picked = [p for p in names if p in _PROVIDERS]
-        for p in names:
-            if p not in _PROVIDERS:
-                warnings.warn(
-                    f"execution provider {p!r} is not available here; falling back to "
-                    "CPUExecutionProvider",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-        return picked or ["CPUExecutionProvider"]
+        from .placement import resolve_providers  # runtime/placement.py: order, warnings
+
+        picked, self._device_kind = resolve_providers(providers or _PROVIDERS)
+        return picked
+
+    # -- device placement (runtime/placement.py, runtime/device_run.py) ----------------------
+    def _session_precision(self) -> str:
+        """check_precision for the CPU; on a device: 'fp32', or 'fp16' where it supports it."""
+        if self._device_kind is None:
+            return check_precision(self._options.precision)
+        from .placement import device_precision
+
+        return device_precision(self._device_kind, self._options.precision)
+
+    def _place_on_device(self, graph: ir.Graph, opsets: dict, name: str, precision: str) -> Any:
+        from ..backends import device
+        from .device_run import DeviceGraph
+
+        backend = device.select(self._device_kind)
+        if self._profiler is not None:
+            self._profiler.provider = "CPUExecutionProvider"  # placed nodes name their own
+        return DeviceGraph(
+            graph, opsets, backend, model_name=name, precision=precision, profiler=self._profiler
+        )
+
+    def placement(self, input_feed: Mapping[str, Any] | None = None) -> Any:
+        """Where each node runs (``runtime.placement.Placement``: ``report()``, ``text()``):
+        for ``input_feed``'s signature (run once if new), else the last run's; None on the CPU
+        provider (every node runs there)."""
+        compiled = self._compiled
+        if not hasattr(compiled, "placement_for"):
+            return None
+        if input_feed is not None:
+            return compiled.placement_for(self._prepare(input_feed))
+        return compiled.placement
+
+    def device_memory(self) -> dict[str, Any] | None:
+        """This session's device pool statistics plus its own outstanding bytes (None: CPU)."""
+        compiled = self._compiled
+        if not hasattr(compiled, "backend"):
+            return None
+        stats = compiled.backend.pool.stats()
+        mine = compiled.backend.pool.outstanding(compiled.owner)
+        stats["session_bytes"] = sum(b.nbytes for b in mine)
+        return stats
+
+    def close(self) -> None:
+        """Release the session's device memory (a no-op on the CPU); the session cannot run
+        afterwards. Called by ``__del__`` too."""
+        compiled = getattr(self, "_compiled", None)
+        if compiled is not None and hasattr(compiled, "close") and not compiled.closed:
+            compiled.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the pool may be gone already
+            pass

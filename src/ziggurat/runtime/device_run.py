@@ -1,0 +1,349 @@
+"""Runs a ``Plan`` placed on a device backend (``placement.py``), with CPU fallback.
+
+``DeviceGraph`` has ``CompiledGraph``'s surface (``run(inputs) -> outputs``, ``output_names``,
+``plan``). Per run it walks the plan's steps: device steps call the backend's kernels on device
+tensors, host/CPU steps call the plan's own kernels on numpy arrays. A value lives where it was
+made; it is copied only when a step of the other side reads it (a graph input read by a device
+step, a device value read by a CPU fallback, a graph output), and each copy is kept for the
+value's other readers. At a value's last use (``Plan.last_use``) its device tensor goes back to
+the pool, so one run holds only the live values, and the pool's cached blocks serve the next.
+
+Constants are uploaded once, on first device use (converted to float16 with ``precision="fp16"``)
+and kept until ``close``. Every block belongs to the session's owner token: ``close`` releases
+what is left, and ``pool.outstanding(owner)`` is then empty.
+
+``precision="fp16"``: float32 values entering the device (inputs, constants, CPU results) become
+float16, ``Cast`` to float becomes a cast to float16, and float16 graph outputs come back as
+float32; the kernels keep float32 statistics (LayerNorm, softmax) and products accumulate in
+float32 where the backend's GEMM does (cuBLAS).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from .. import ir
+from ..backends.kernels import HOST_INPUTS
+from ..errors import ExecutionError, ZigguratError
+from .placement import CPU, DEVICE, HOST, Placement, decide, host_steps
+from .plan import Plan
+
+_FLOAT = 1  # ONNX TensorProto.FLOAT
+_FLOAT16 = 10
+
+
+class DeviceOwner:
+    """The owner token of a session's device blocks (not the session: blocks must not keep it
+    alive)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"DeviceOwner({self.name!r})"
+
+
+class DeviceGraph:
+    """A graph placed on ``backend``; see the module docstring."""
+
+    def __init__(
+        self,
+        graph: ir.Graph,
+        opsets: dict[str, int],
+        backend: Any,
+        *,
+        model_name: str = "model",
+        precision: str = "fp32",
+        profiler: Any = None,
+    ):
+        self.backend = backend
+        self.model_name = model_name
+        self.precision = precision
+        self.profiler = profiler
+        self.owner = DeviceOwner(model_name)
+        self.plan = Plan.build(graph, opsets, model_name=model_name, device=str(backend.device))
+        self.output_names = list(self.plan.outputs)
+        self._host_steps = host_steps(self.plan)
+        self._host_reads = self._host_input_positions()
+        self._device_consts: dict[str, Any] = {}
+        self._placements: dict[tuple, Placement] = {}
+        self._last: Placement | None = None
+        self._lock = threading.Lock()
+        self._subgraphs: dict[tuple[int, str], list[Any]] = {}
+        self._attrs = [self._step_attrs(s) for s in self.plan.steps]
+        # float16 outputs come back as float32 where the model declares float32 (or nothing)
+        self._f32_outputs = {
+            v.name for v in graph.outputs if v.type is None or v.type.dtype in (None, np.float32)
+        }
+        self.closed = False
+
+    # -- setup -------------------------------------------------------------------------------------
+    def _host_input_positions(self) -> list[frozenset[int]]:
+        return [
+            frozenset(HOST_INPUTS.get(s.node.op_type, ()) if not s.node.domain else ())
+            for s in self.plan.steps
+        ]
+
+    def _step_attrs(self, step: Any) -> dict[str, Any]:
+        attrs = dict(step.kwargs)
+        if self.precision == "fp16" and step.node.op_type == "Cast" and attrs.get("to") == _FLOAT:
+            attrs["to"] = _FLOAT16  # float32 stays float16 on an fp16 device
+        return attrs
+
+    def _subgraph_fns(self, step: Any) -> dict[str, Any]:
+        """Bound subgraph callables for a CPU step with If/Loop/Scan bodies."""
+        from .executor import CompiledGraph
+
+        visible = self.plan.graph.defined_names() | set(self.plan.outer)
+        out = {}
+        for key, value in step.graphs.items():
+            subs = value if isinstance(value, list) else [value]
+            compiled = self._subgraphs.get((step.index, key))
+            if compiled is None:
+                compiled = [
+                    CompiledGraph(s, self.plan.opsets, outer=visible, model_name=self.model_name)
+                    for s in subs
+                ]
+                self._subgraphs[(step.index, key)] = compiled
+            out[key] = (compiled, [sorted(s.free_names()) for s in subs], isinstance(value, list))
+        return out
+
+    # -- placement ---------------------------------------------------------------------------------
+    @property
+    def placement(self) -> Placement | None:
+        """The placement of the most recent signature (None before the first run)."""
+        return self._last
+
+    def placement_for(self, inputs: list[Any]) -> Placement:
+        """The placement of ``inputs``' signature (runs them once if it is new)."""
+        sig = _signature(inputs)
+        if sig not in self._placements:
+            self.run(inputs)
+        return self._placements[sig]
+
+    # -- execution ---------------------------------------------------------------------------------
+    def run(self, inputs: list[Any], outer: dict[str, Any] | None = None) -> list[Any]:
+        """Run on host inputs (graph input order); returns host outputs in order."""
+        if self.closed:
+            raise ExecutionError(f"model '{self.model_name}': the session was closed")
+        sig = _signature(inputs)
+        placement = self._placements.get(sig)
+        run = _Run(self, inputs, placement)
+        with self.backend.owner_scope(self.owner):
+            try:
+                outs = run.execute()
+            finally:
+                run.release_all()
+        if placement is None:
+            with self._lock:
+                self._placements.setdefault(sig, run.placement)
+        self._last = self._placements[sig]
+        return outs
+
+    def device_constant(self, name: str) -> Any:
+        t = self._device_consts.get(name)
+        if t is None:
+            with self._lock:
+                t = self._device_consts.get(name)
+                if t is None:
+                    host = self.to_device_dtype(np.asarray(self.plan.constants[name]))
+                    t = self.backend.to_device(host, owner=self.owner)
+                    self._device_consts[name] = t
+        return t
+
+    def to_device_dtype(self, a: np.ndarray) -> np.ndarray:
+        if self.precision == "fp16" and a.dtype == np.float32:
+            return a.astype(np.float16)
+        return a
+
+    def close(self) -> int:
+        """Release every device block this graph still holds; returns the bytes freed."""
+        self.closed = True
+        self._device_consts.clear()
+        return self.backend.pool.release_owner(self.owner)
+
+
+def _signature(inputs: list[Any]) -> tuple:
+    return tuple(
+        (getattr(x, "shape", None), str(getattr(x, "dtype", type(x).__name__))) for x in inputs
+    )
+
+
+def _meta(v: Any) -> Any:
+    shape, dtype = getattr(v, "shape", None), getattr(v, "dtype", None)
+    if shape is None or dtype is None or isinstance(v, list):
+        return None
+    return (tuple(shape), np.dtype(dtype))
+
+
+class _Run:
+    """The state of one run: where each value currently is (host, device or both)."""
+
+    def __init__(self, graph: DeviceGraph, inputs: list[Any], placement: Placement | None):
+        self.g = graph
+        self.backend = graph.backend
+        self.host: dict[str, Any] = dict(zip(graph.plan.inputs, inputs, strict=True))
+        self.dev: dict[str, Any] = {}
+        self.fixed = placement
+        self.placement = placement or Placement(graph.backend.provider)
+        self.copies = [0, 0]  # uploads, downloads
+
+    # value access, copying across on first need
+    def on_host(self, name: str) -> Any:
+        if name in self.host:
+            return self.host[name]
+        if name in self.g.plan.constants:
+            return self.g.plan.constants[name]
+        t = self.dev[name]
+        a = self.backend.to_host(t)
+        self.copies[1] += 1
+        self.host[name] = a
+        return a
+
+    def on_device(self, name: str) -> Any:
+        t = self.dev.get(name)
+        if t is not None:
+            return t
+        if name in self.g.plan.constants and name not in self.host:
+            return self.g.device_constant(name)
+        host = self.host[name]
+        t = self.backend.to_device(self.g.to_device_dtype(np.asarray(host)))
+        self.copies[0] += 1
+        self.dev[name] = t
+        return t
+
+    def shape_of(self, name: str) -> Any:
+        """A zero-byte host stand-in with a device value's shape and dtype (Shape/Size)."""
+        if name in self.host or name in self.g.plan.constants:
+            return self.on_host(name)
+        t = self.dev[name]
+        return np.broadcast_to(np.zeros((), dtype=t.dtype), t.shape)
+
+    def meta(self, name: str) -> Any:
+        if not name:
+            return None
+        v = self.dev.get(name)
+        if v is None:
+            v = self.host[name] if name in self.host else self.g.plan.constants.get(name)
+        m = _meta(v)
+        if m is not None and self.g.precision == "fp16" and m[1] == np.float32:
+            m = (m[0], np.dtype(np.float16))  # what it will be once uploaded
+        return m
+
+    # the steps
+    def execute(self) -> list[Any]:
+        g = self.g
+        prof = g.profiler
+        for step in g.plan.steps:
+            attrs = g._attrs[step.index]
+            if self.fixed is not None:
+                place = self.fixed.steps[step.index]
+            else:
+                metas = [self.meta(n) for n in step.node.inputs]
+                place = decide(step, self.backend, metas, step.index in g._host_steps, attrs)
+                self.placement.steps.append(place)
+            start = time.perf_counter_ns() if prof is not None else 0
+            try:
+                if place.where == DEVICE:
+                    self._device_step(step, place, attrs)
+                else:
+                    self._cpu_step(step, place, attrs)
+            except ZigguratError:
+                raise
+            except Exception as exc:
+                node = step.node
+                raise ExecutionError(
+                    f"model '{g.model_name}': node '{node.label}' ({node.op_type}, opset "
+                    f"{step.opset}) failed on {'the device' if place.where == DEVICE else 'the CPU'}"
+                    f": {type(exc).__name__}: {exc}"
+                ) from exc
+            if prof is not None:
+                prof.record(step.node.label, step.node.op_type, start)
+                if place.where == DEVICE:
+                    prof.providers[step.node.label] = self.placement.provider
+            self._free_after(step)
+        outs = [self._output(n) for n in g.plan.outputs]
+        if self.fixed is None:
+            self.placement.uploads, self.placement.downloads = self.copies
+        return outs
+
+    def _device_step(self, step: Any, place: Any, attrs: dict[str, Any]) -> None:
+        host_pos = self.g._host_reads[step.index]
+        args = [
+            None if not n else (self.on_host(n) if i in host_pos else self.on_device(n))
+            for i, n in enumerate(step.node.inputs)
+        ]
+        results = place.entry.fn(self.backend, args, attrs)
+        self._store(step, results, self.dev)
+
+    def _cpu_step(self, step: Any, place: Any, attrs: dict[str, Any]) -> None:
+        shape_only = place.where == HOST and step.node.op_type in ("Shape", "Size")
+        args = [
+            None if not n else (self.shape_of(n) if shape_only else self.on_host(n))
+            for n in step.node.inputs
+        ]
+        while args and args[-1] is None:  # trailing omitted optionals: the kernel's defaults
+            args.pop()
+        kwargs = dict(attrs)
+        for key, (compiled, free, is_list) in self.g._subgraph_fns(step).items():
+            from .executor import BoundGraph
+
+            bound = [
+                BoundGraph(c, {n: self.on_host(n) for n in names})
+                for c, names in zip(compiled, free, strict=True)
+            ]
+            kwargs[key] = bound if is_list else bound[0]
+        results = step.kdef.fn(*args, **kwargs)
+        self._store(step, results, self.host)
+
+    def _store(self, step: Any, results: Any, where: dict[str, Any]) -> None:
+        results = list(results)
+        names = step.node.outputs
+        if len(results) < len([n for n in names if n]):
+            raise ExecutionError(
+                f"model '{self.g.model_name}': node '{step.node.label}' ({step.op}) gave "
+                f"{len(results)} outputs, the graph expects {len(names)}"
+            )
+        for name, value in zip(names, results, strict=False):
+            if name:
+                where[name] = value
+            elif where is self.dev and value is not None:
+                self.backend.release(value)  # an output nobody reads (e.g. LayerNorm's Mean)
+
+    def _free_after(self, step: Any) -> None:
+        plan = self.g.plan
+        outputs = plan.outputs
+        for name in step.reads:
+            if plan.last_use.get(name) == step.index and name not in outputs:
+                self._drop(name)
+        for name in step.outputs:  # never read and not a graph output
+            if name not in plan.last_use and name not in outputs:
+                self._drop(name)
+
+    def _drop(self, name: str) -> None:
+        t = self.dev.pop(name, None)
+        if t is not None:
+            self.backend.release(t)
+        self.host.pop(name, None)
+
+    def _output(self, name: str) -> Any:
+        a = self.on_host(name)
+        f16 = getattr(a, "dtype", None) == np.float16
+        if self.g.precision == "fp16" and f16 and name in self.g._f32_outputs:
+            a = a.astype(np.float32)  # fp16 is the device's working precision, not the model's
+        elif isinstance(a, np.ndarray) and name in self.g.plan.constants:
+            a = a.copy()
+        return a
+
+    def release_all(self) -> None:
+        for name in list(self.dev):
+            self._drop(name)
+
+
+__all__ = ["CPU", "DEVICE", "HOST", "DeviceGraph", "DeviceOwner"]

@@ -68,6 +68,7 @@ UNIT_TESTS = {
     "logical": ["tests/ops/test_differential.py"],
     "indexing": ["tests/ops/test_differential.py", "tests/ops/test_tensor.py"],
     "pad": ["tests/ops/test_pad_cast_loss.py"],
+    "sort": ["tests/ops/test_tensor.py"],
     "resize": ["tests/ops/test_image.py"],
     "detection": ["tests/ops/test_image.py"],
     "random": ["tests/conformance/test_random_cases.py"],
@@ -79,10 +80,11 @@ UNIT_TESTS = {
         "tests/passes/test_fusions.py",
         "tests/models/test_models_vs_onnxruntime.py",
     ],
-    "ml_forest": ["tests/ops/test_ml.py", "tests/models/test_sklearn_models.py"],
-    "ml_linear": ["tests/ops/test_ml.py", "tests/models/test_sklearn_models.py"],
-    "ml_svm": ["tests/ops/test_ml.py", "tests/models/test_sklearn_models.py"],
-    "ml_trees": ["tests/ops/test_ml.py", "tests/models/test_sklearn_models.py"],
+    "ml.preprocess": ["tests/ops/test_ml.py", "tests/models/test_sklearn_models.py"],
+    "ml.forest": ["tests/ops/test_ml.py", "tests/models/test_sklearn_models.py"],
+    "ml.linear": ["tests/ops/test_ml.py", "tests/models/test_sklearn_models.py"],
+    "ml.svm": ["tests/ops/test_ml.py", "tests/models/test_sklearn_models.py"],
+    "ml.trees": ["tests/ops/test_ml.py", "tests/models/test_sklearn_models.py"],
 }
 
 

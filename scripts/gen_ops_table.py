@@ -66,6 +66,7 @@ class OpRow:
     deprecated: bool
     schema: object  # the latest onnx.defs.OpSchema
     kernel_versions: list[int] = field(default_factory=list)
+    kernel_where: str = ""  # "ops file:function" of each kernel version, see kernel_places
     probe: dict[str, str] | None = None  # dtype -> "ok" | "unverified" | "fail"
     conformance: tuple[int, int, list[str]] = (0, 0, [])  # passed, total, dtypes of passing cases
 
@@ -92,6 +93,23 @@ def spec_ops() -> dict[tuple[str, str], OpRow]:
             row.spec_versions.append(s.since_version)
             row.schema, row.deprecated = s, s.deprecated
     return rows
+
+
+def _where(k) -> str:
+    """Where a kernel is written: its file under src/ziggurat/ops and its function name."""
+    path = k.fn.__module__.removeprefix("ziggurat.ops.").replace(".", "/")
+    return f"{path}.py:{k.fn.__name__}"
+
+
+def kernel_places() -> dict[tuple[str, str], str]:
+    """The *Kernel* cell per (domain, op): each version's file:function, in version order."""
+    from ziggurat.ops.registry import all_kernels
+
+    out: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for k in all_kernels():
+        if not k.domain.startswith("test."):
+            out[(_domain(k.domain), k.op_type)].append(f"`{_where(k)}`")
+    return {key: ", ".join(v) for key, v in out.items()}
 
 
 def kernel_ops() -> dict[tuple[str, str], list[int]]:
@@ -194,6 +212,7 @@ def _row_line(row: OpRow) -> str:
         row.name + (" (deprecated)" if row.deprecated else ""),
         ", ".join(map(str, row.spec_versions)),
         ", ".join(map(str, row.kernel_versions)) or NO_KERNEL,
+        row.kernel_where,
         ", ".join(map(str, row.covered)) or NO_KERNEL,
         "yes" if row.spec_versions[-1] in row.covered else "no",
         dtypes,
@@ -204,7 +223,8 @@ def _row_line(row: OpRow) -> str:
 
 
 LEGEND = """\
-Columns: *Kernels (since)* are the registered kernel versions; a kernel `since=N` serves every
+Columns: *Kernels (since)* are the registered kernel versions and *Kernel* the file (under
+`src/ziggurat/ops/`) and function of each; a kernel `since=N` serves every
 spec version from N up to the next kernel, so *Versions served* lists the spec versions that have
 one, and *Latest* says whether the op's newest version is among them. *Dtypes run* lists the
 element types (of the op's first input; `Where`: of X) for which a generated single-node probe
@@ -216,7 +236,11 @@ node conformance cases pass (with the element types those cases feed) and "not c
 otherwise. *Conformance* is passed/total of the op's node conformance cases (not `_expanded`)."""
 
 
-def render(rows: dict[tuple[str, str], OpRow], extra: dict[tuple[str, str], list[int]]) -> str:
+def render(
+    rows: dict[tuple[str, str], OpRow],
+    extra: dict[tuple[str, str], list[int]],
+    places: dict[tuple[str, str], str],
+) -> str:
     import onnx
     import onnxruntime
 
@@ -256,53 +280,70 @@ def render(rows: dict[tuple[str, str], OpRow], extra: dict[tuple[str, str], list
         "",
         "## Table",
         "",
-        "| Domain | Op | Spec versions | Kernels (since) | Versions served | Latest | Dtypes run "
-        "| Notes | Conformance |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Domain | Op | Spec versions | Kernels (since) | Kernel | Versions served | Latest "
+        "| Dtypes run | Notes | Conformance |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *(_row_line(r) for r in ordered),
     ]
     if extra:
         lines += ["", "## Kernels for ops outside these domains", ""]
-        lines += ["| Domain | Op | Kernels (since) |", "|---|---|---|"]
+        lines += ["| Domain | Op | Kernels (since) | Kernel |", "|---|---|---|---|"]
         lines += [
-            f"| {d} | {op} | {', '.join(map(str, v))} |" for (d, op), v in sorted(extra.items())
+            f"| {d} | {op} | {', '.join(map(str, v))} | {places[(d, op)]} |"
+            for (d, op), v in sorted(extra.items())
         ]
     return "\n".join(lines) + "\n"
 
 
 def build(verbose: bool = False) -> str:
     """The full text of docs/operators.md (runs the probes and the conformance cases)."""
-    rows, kernels = spec_ops(), kernel_ops()
+    rows, kernels, places = spec_ops(), kernel_ops(), kernel_places()
     for key, versions in kernels.items():
         if key in rows:
             rows[key].kernel_versions = versions
+            rows[key].kernel_where = places[key]
     for row in rows.values():
         row.probe = _ops_probe.probe(row, verbose)
     conformance(rows, verbose)
-    return render(rows, {k: v for k, v in kernels.items() if k not in rows})
+    return render(rows, {k: v for k, v in kernels.items() if k not in rows}, places)
+
+
+def kernels_in_doc(text: str) -> dict[tuple[str, str], str]:
+    """(domain, op) -> *Kernel* cell of every table row of a generated doc that has a kernel."""
+    found = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("| ") or len(cells) < 4 or cells[0] == "Domain":
+            continue
+        versions, where = (cells[2], cells[3]) if len(cells) == 4 else (cells[3], cells[4])
+        if versions != NO_KERNEL:
+            found[(cells[0], cells[1].removesuffix(" (deprecated)"))] = where
+    return found
 
 
 def ops_with_kernels_in_doc(text: str) -> set[tuple[str, str]]:
     """(domain, op) of every table row of a generated doc whose kernel column is not empty."""
-    found = set()
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if not line.startswith("| ") or len(cells) < 3 or cells[0] == "Domain":
-            continue
-        if cells[2 if len(cells) == 3 else 3] != NO_KERNEL:
-            found.add((cells[0], cells[1].removesuffix(" (deprecated)")))
-    return found
+    return set(kernels_in_doc(text))
 
 
 def check_ops_only(path: Path) -> list[str]:
     """Problems (empty if none) between the doc's set of ops with kernels and the registry's."""
     if not path.exists():
         return [f"{path} does not exist"]
-    in_doc, actual = ops_with_kernels_in_doc(path.read_text()), set(kernel_ops())
-    return [f"kernel for {d}::{op} is not in {path.name}" for d, op in sorted(actual - in_doc)] + [
-        f"{path.name} lists a kernel for {d}::{op} that is not registered"
-        for d, op in sorted(in_doc - actual)
-    ]
+    doc, places = kernels_in_doc(path.read_text()), kernel_places()
+    in_doc, actual = set(doc), set(places)
+    return (
+        [f"kernel for {d}::{op} is not in {path.name}" for d, op in sorted(actual - in_doc)]
+        + [
+            f"{path.name} lists a kernel for {d}::{op} that is not registered"
+            for d, op in sorted(in_doc - actual)
+        ]
+        + [
+            f"{path.name} says {d}::{op} is written in {doc[(d, op)]}, the registry: {places[(d, op)]}"
+            for d, op in sorted(in_doc & actual)
+            if doc[(d, op)] != places[(d, op)]
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--ops-only",
         action="store_true",
-        help="with --check: compare only the set of ops with kernels (fast)",
+        help="with --check: compare only the ops with kernels and where each is written (fast)",
     )
     ap.add_argument("--output", type=Path, default=DOC, help="file to write or check")
     ap.add_argument("-v", "--verbose", action="store_true", help="print probe and case failures")

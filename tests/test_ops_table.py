@@ -35,7 +35,7 @@ def test_ops_only_check_notices_a_missing_and_an_extra_op(gen, tmp_path):
     assert ("ai.onnx", "Add") in listed
     # Drop Add's row and add a kernel-less op as if it had one: both are reported.
     lines = [ln for ln in text.splitlines() if not ln.startswith("| ai.onnx | Add |")]
-    lines.append("| ai.onnx | NoSuchOp | 1 | 1 | 1 | yes | float |  |  |")
+    lines.append("| ai.onnx | NoSuchOp | 1 | 1 | `x.py:NoSuchOp` | 1 | yes | float |  |  |")
     doc = tmp_path / "operators.md"
     doc.write_text("\n".join(lines) + "\n")
     problems = gen.check_ops_only(doc)
@@ -47,3 +47,12 @@ def test_a_kernel_serves_every_spec_version_from_its_since_up(gen):
     row = gen.OpRow("ai.onnx", "X", [1, 6, 7, 13, 14], False, None, kernel_versions=[7, 13])
     assert row.covered == [7, 13, 14]
     assert gen.OpRow("ai.onnx", "X", [1, 6], False, None).covered == []
+
+
+def test_ops_only_check_notices_a_kernel_written_elsewhere(gen, tmp_path):
+    text = (ROOT / "docs" / "operators.md").read_text()
+    assert gen.kernels_in_doc(text)[("ai.onnx", "TopK")] == "`sort.py:TopK_1`, `sort.py:TopK`"
+    doc = tmp_path / "operators.md"
+    doc.write_text(text.replace("`sort.py:TopK_1`, `sort.py:TopK`", "`tensor.py:TopK`"))
+    problems = gen.check_ops_only(doc)
+    assert any("ai.onnx::TopK" in p and "tensor.py:TopK" in p for p in problems), problems

@@ -11,8 +11,9 @@ import pytest
 
 from tests.ops._ort import ort_outputs
 from ziggurat.errors import ExecutionError
+from ziggurat.ops.conv import Col2Im
 from ziggurat.ops.detection import NonMaxSuppression, RoiAlign
-from ziggurat.ops.image import AffineGrid, Col2Im, GridSample, ImageDecoder
+from ziggurat.ops.image import AffineGrid, GridSample, ImageDecoder
 from ziggurat.ops.resize import Resize, Resize_10, Upsample, Upsample_7
 
 

@@ -14,7 +14,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from ziggurat.errors import ExecutionError
-from ziggurat.ops import ml, ml_forest, ml_linear, ml_svm, ml_trees
+from ziggurat.ops.ml import forest as ml_forest
+from ziggurat.ops.ml import linear as ml_linear
+from ziggurat.ops.ml import preprocess as ml
+from ziggurat.ops.ml import svm as ml_svm
+from ziggurat.ops.ml import trees as ml_trees
 
 FLOAT, INT64, STRING = TensorProto.FLOAT, TensorProto.INT64, TensorProto.STRING
 

@@ -9,8 +9,9 @@ from onnx import TensorProto, helper
 
 from tests.ops._ort import ort_outputs
 from ziggurat.ops.cast import Cast, CastLike
+from ziggurat.ops.indexing import ReverseSequence
 from ziggurat.ops.loss import NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss
-from ziggurat.ops.pad import CenterCropPad, Pad, ReverseSequence
+from ziggurat.ops.pad import CenterCropPad, Pad
 
 
 def run_ort(op, inputs, n_outputs=1, opset=21, **attrs):

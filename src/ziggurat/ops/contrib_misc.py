@@ -14,12 +14,12 @@ from ..backends import xp_of
 from ..errors import ExecutionError
 from .image import GridSample as _onnx_grid_sample
 from .matmul import MatMul
+from .matmul import Trilu as _onnx_trilu
 from .pad import Pad as _onnx_pad
 from .registry import kernel
 from .shape import Unsqueeze
+from .sort import Unique as _onnx_unique
 from .tensor import Range as _onnx_range
-from .tensor import Trilu as _onnx_trilu
-from .tensor import Unique as _onnx_unique
 
 MS = "com.microsoft"
 _GRID_MODES = {"bilinear": "linear", "nearest": "nearest", "bicubic": "cubic"}

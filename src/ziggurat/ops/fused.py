@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends import xp_of
+from ..errors import ExecutionError
 from ._ewmath import erf, gelu_erf, gelu_erf_fast
 from .activation import relu_inplace
 from .conv import Conv, native_conv
@@ -26,7 +27,7 @@ def _epilogue(y, bias, activation: str, bounds=(None, None), residual=None) -> N
     calls and BLAS's idle threads still occupy the other core right after the GEMM.
     """
     if activation not in ("", "relu", "gelu", "clip"):
-        raise ValueError(
+        raise ExecutionError(
             f"unknown fused activation {activation!r}; expected '', 'relu', 'gelu' or 'clip'"
         )
     if residual is not None:

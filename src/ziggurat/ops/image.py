@@ -1,4 +1,5 @@
-"""Image and geometry: GridSample, AffineGrid, Col2Im, ImageDecoder.
+"""Image and geometry: GridSample, AffineGrid, ImageDecoder (Col2Im, the inverse of a convolution's
+im2col, lives in ``conv.py``).
 
 Resize and Upsample live in ``resize.py``; RoiAlign and NonMaxSuppression in ``detection.py``.
 """
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import math
 
 import numpy as np
 
@@ -178,51 +178,6 @@ def AffineGrid(theta, size, /, *, align_corners=0):
     pts = xp.asarray(pts.astype(theta.dtype))
     grid = xp.einsum("pk,nik->npi", pts, theta)
     return (grid.reshape(theta.shape[0], *spatial, r).astype(theta.dtype, copy=False),)
-
-
-# ---------------------------------------------------------------------------------------------
-# Col2Im
-
-
-@kernel("Col2Im", since=18)
-def Col2Im(x, image_shape, block_shape, /, *, dilations=None, pads=None, strides=None):
-    """Fold column blocks (N, C*prod(block), L) back into an image (N, C, *image_shape)."""
-    xp = xp_of(x)
-    img = [int(v) for v in np.asarray(image_shape).reshape(-1)]
-    blk = [int(v) for v in np.asarray(block_shape).reshape(-1)]
-    r = len(img)
-    dil = list(dilations) if dilations else [1] * r
-    st = list(strides) if strides else [1] * r
-    pd = list(pads) if pads else [0] * (2 * r)
-    if len(blk) != r or len(dil) != r or len(st) != r or len(pd) != 2 * r:
-        raise ExecutionError(
-            f"Col2Im: image_shape {img}, block_shape {blk}, dilations {dil}, strides {st} and pads "
-            f"{pd} disagree on the number of spatial dimensions"
-        )
-    n, ck, l_total = x.shape
-    kprod = math.prod(blk)
-    if ck % kprod:
-        raise ExecutionError(
-            f"Col2Im: input dim 1 ({ck}) must be a multiple of prod(block_shape) = {kprod}"
-        )
-    c = ck // kprod
-    padded = [img[i] + pd[i] + pd[r + i] for i in range(r)]
-    nblocks = [(padded[i] - (dil[i] * (blk[i] - 1) + 1)) // st[i] + 1 for i in range(r)]
-    if math.prod(nblocks) != l_total:
-        raise ExecutionError(
-            f"Col2Im: input has {l_total} blocks but image_shape/pads/strides/dilations give "
-            f"{nblocks} = {math.prod(nblocks)}"
-        )
-    cols = x.reshape(n, c, *blk, *nblocks)
-    out = xp.zeros((n, c, *padded), dtype=x.dtype)
-    for k in itertools.product(*(range(b) for b in blk)):  # one strided add per kernel offset
-        sl = tuple(
-            slice(k[i] * dil[i], k[i] * dil[i] + st[i] * (nblocks[i] - 1) + 1, st[i])
-            for i in range(r)
-        )
-        out[(slice(None), slice(None), *sl)] += cols[(slice(None), slice(None), *k)]
-    crop = tuple(slice(pd[i], pd[i] + img[i]) for i in range(r))
-    return (out[(slice(None), slice(None), *crop)],)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""MatMul, Gemm, Einsum, MatMulInteger, Det and other linear algebra."""
+"""MatMul, Gemm, Einsum, MatMulInteger, Det, Trilu and other linear algebra."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import numpy as np
 from ..backends import xp_of
 from ..errors import ExecutionError
 from .registry import kernel
+from .shape import host_scalar
 
 # Dtypes numpy's matmul runs through BLAS. Others (float16, bfloat16) are computed in float32 and cast
 # back: numpy's float16 matmul is a naive loop ~100x slower, and float32 accumulation is also what
@@ -157,3 +158,13 @@ def Det(x, /):
     xc = x if dt in _BLAS_DTYPES else x.astype(np.float32)
     y = xp.linalg.det(xc)
     return (xp.asarray(y).astype(dt, copy=False),)
+
+
+@kernel("Trilu", since=14)
+def Trilu(x, k=None, /, *, upper=1):
+    """Keep the upper (or lower) triangle of the last two dims from diagonal ``k``; zero the rest."""
+    if x.ndim < 2:
+        raise ExecutionError(f"Trilu: input must have rank >= 2, got shape {list(x.shape)}")
+    diag = 0 if k is None else int(host_scalar(k))
+    xp = xp_of(x)
+    return ((xp.triu if upper else xp.tril)(x, diag),)

@@ -1,12 +1,11 @@
-"""Padding and cropping: Pad (constant, reflect, edge, wrap), CenterCropPad, and ReverseSequence."""
+"""Padding and cropping: Pad (constant, reflect, edge, wrap), CenterCropPad."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..backends import xp_of
+from ..errors import ExecutionError
 from .registry import kernel
-from .shape import host_ints, host_scalar, norm_axes, norm_axis
+from .shape import host_ints, host_scalar, norm_axes
 
 _NUMPY_MODES = {"reflect": "reflect", "edge": "edge", "wrap": "wrap"}
 
@@ -16,7 +15,7 @@ def _pad(data, pads: list[int], mode: str, value, axes: list[int] | None):
     rank = data.ndim
     axes = list(range(rank)) if axes is None else norm_axes(axes, rank)
     if len(pads) != 2 * len(axes):
-        raise ValueError(
+        raise ExecutionError(
             f"Pad: pads has {len(pads)} values but {len(axes)} axes are padded; expected "
             f"2 * {len(axes)} = {2 * len(axes)} (all begins, then all ends)"
         )
@@ -43,9 +42,11 @@ def _pad(data, pads: list[int], mode: str, value, axes: list[int] | None):
         out[tuple(slice(b, b + d) for b, d in zip(before, data.shape))] = data
         return out
     if mode not in _NUMPY_MODES:
-        raise ValueError(f"Pad: mode must be one of constant, reflect, edge, wrap; got {mode!r}")
+        raise ExecutionError(
+            f"Pad: mode must be one of constant, reflect, edge, wrap; got {mode!r}"
+        )
     if data.size == 0:
-        raise ValueError(
+        raise ExecutionError(
             f"Pad: mode {mode!r} cannot pad an empty tensor (shape {list(data.shape)})"
         )
     return xp.pad(data, list(zip(before, after)), mode=_NUMPY_MODES[mode])
@@ -78,7 +79,7 @@ def CenterCropPad(data, shape, /, *, axes=None):
     target = host_ints(shape)
     axes = list(range(data.ndim)) if axes is None else norm_axes(axes, data.ndim)
     if len(target) != len(axes):
-        raise ValueError(
+        raise ExecutionError(
             f"CenterCropPad: shape has {len(target)} values for {len(axes)} axes; give one size per axis"
         )
     out_shape = list(data.shape)
@@ -99,31 +100,3 @@ def CenterCropPad(data, shape, /, *, axes=None):
     out = xp.zeros(out_shape, dtype=data.dtype)
     out[tuple(dst)] = data[tuple(src)]
     return (out,)
-
-
-@kernel("ReverseSequence", since=10)
-def ReverseSequence(data, sequence_lens, /, *, batch_axis=1, time_axis=0):
-    """Reverse the first ``sequence_lens[b]`` steps along ``time_axis`` of each batch item ``b``."""
-    rank = data.ndim
-    batch_axis = norm_axis(batch_axis, rank, "batch_axis")
-    time_axis = norm_axis(time_axis, rank, "time_axis")
-    if batch_axis == time_axis:
-        raise ValueError(
-            f"ReverseSequence: batch_axis and time_axis are both {batch_axis}; they must differ"
-        )
-    xp = xp_of(data)
-    steps, batch = data.shape[time_axis], data.shape[batch_axis]
-    lens = xp.asarray(sequence_lens, dtype=np.int64).reshape(-1)
-    if lens.shape[0] != batch:
-        raise ValueError(
-            f"ReverseSequence: sequence_lens has {lens.shape[0]} entries for a batch of {batch}"
-        )
-    t_shape = [1] * rank
-    t_shape[time_axis] = steps
-    b_shape = [1] * rank
-    b_shape[batch_axis] = batch
-    t = xp.arange(steps, dtype=np.int64).reshape(t_shape)
-    n = lens.reshape(b_shape)
-    # Source time index per (time, batch): reversed inside the sequence, unchanged past its end.
-    src = xp.where(t < n, n - 1 - t, t)
-    return (xp.take_along_axis(data, src, axis=time_axis),)

@@ -1,4 +1,5 @@
-"""Random generators: RandomNormal/Uniform(+Like), Bernoulli, Multinomial.
+"""Random generators: RandomNormal/Uniform(+Like), Bernoulli, Multinomial, and Dropout (a
+random mask in training mode, the identity at inference).
 
 A ``seed`` attribute makes a node deterministic: every run of it draws the same numbers (the seed
 float's bit pattern seeds a fresh numpy Generator). Without a seed, draws come from one shared
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backends import xp_of
 from ..errors import ExecutionError
 from ..ir import dtypes
 from .registry import kernel
+from .shape import host_scalar
 
 _SHARED_RNG = np.random.default_rng()
 
@@ -97,3 +100,40 @@ def Multinomial(x, /, *, dtype=6, sample_size=1, seed=None):
     for b in range(batch):  # one searchsorted per batch row
         out[b] = np.minimum(np.searchsorted(cdf[b], u[b], side="right"), classes - 1)
     return (out,)
+
+
+# -- Dropout ---------------------------------------------------------------------------------------
+
+
+def _all_true(x, dtype):
+    return xp_of(x).ones(x.shape, dtype=dtype)
+
+
+@kernel("Dropout", since=12)
+def Dropout(data, ratio=None, training_mode=None, /, *, seed=None, n_outputs=1):
+    """Identity at inference; with ``training_mode`` true, zero elements with probability ``ratio``
+    and scale the rest by 1/(1-ratio). The mask comes from numpy's MT19937 seeded with ``seed``."""
+    r = 0.5 if ratio is None else float(host_scalar(ratio))
+    training = training_mode is not None and bool(host_scalar(training_mode))
+    if not training or r == 0.0:
+        if n_outputs < 2:  # no mask wanted: skip allocating one
+            return (data,)
+        return data, _all_true(data, np.bool_)
+    if not 0.0 <= r < 1.0:
+        raise ExecutionError(f"Dropout: ratio must be in [0, 1) in training mode, got {r}")
+    if seed is None:
+        draw = np.random.default_rng().random(data.shape)
+    else:
+        draw = np.random.RandomState(int(seed)).uniform(0.0, 1.0, data.shape)
+    xp = xp_of(data)
+    mask = xp.asarray(draw >= r)
+    return (data * mask) * (1.0 / (1.0 - r)), mask
+
+
+@kernel("Dropout", since=1)
+def Dropout_1(data, /, *, ratio=0.5, is_test=0, opset=1, n_outputs=1):
+    """Dropout-1..10: inference only, so the output is the input and the mask all ones (of the
+    input's dtype before opset 10, bool from 10)."""
+    if n_outputs < 2:
+        return (data,)
+    return data, _all_true(data, np.bool_ if opset >= 10 else data.dtype)

@@ -1,4 +1,4 @@
-"""Reductions: Reduce*, ArgMax, ArgMin.
+"""Reductions: Reduce*, ArgMax, ArgMin; cumulative scans: CumSum, CumProd.
 
 Every Reduce* op takes its axes as an attribute in older opsets and as an optional second input
 later (ReduceSum from 13, the others from 18), so one kernel per op serves every version: the
@@ -16,6 +16,7 @@ import numpy as np
 from ..backends import xp_of
 from ..errors import ExecutionError
 from .registry import kernel
+from .shape import host_scalar, norm_axis
 
 
 def _axes(x, axes_in, axes, noop_with_empty_axes: int) -> tuple[int, ...]:
@@ -264,3 +265,38 @@ def ArgMax(data, /, *, axis=0, keepdims=1, select_last_index=0):
 def ArgMin(data, /, *, axis=0, keepdims=1, select_last_index=0):
     """Index (int64) of the smallest element along ``axis``; ties go to the first unless select_last_index."""
     return _arg(data, axis, keepdims, select_last_index, False, "ArgMin")
+
+
+# -- CumSum, CumProd -----------------------------------------------------------------------------
+
+
+def _cumulative(op: str, x, axis, exclusive: int, reverse: int):
+    ax = norm_axis(int(host_scalar(axis)), x.ndim)
+    xp = xp_of(x)
+    if x.shape[ax] == 0:
+        return x.copy()
+    y = xp.flip(x, ax) if reverse else x
+    if exclusive:
+        # Shift by one along the axis, filling with the identity, so the scan skips each element.
+        first = [slice(None)] * x.ndim
+        first[ax] = slice(0, 1)
+        head = xp.zeros_like(y[tuple(first)]) if op == "sum" else xp.ones_like(y[tuple(first)])
+        rest = [slice(None)] * x.ndim
+        rest[ax] = slice(0, -1)
+        y = xp.concatenate([head, y[tuple(rest)]], axis=ax)
+    # dtype= keeps int32 from widening to the platform integer.
+    out = (xp.cumsum if op == "sum" else xp.cumprod)(y, axis=ax, dtype=x.dtype)
+    return xp.flip(out, ax) if reverse else out
+
+
+@kernel("CumSum", since=11)
+def CumSum(x, axis, /, *, exclusive=0, reverse=0):
+    """Running sum along ``axis``; ``exclusive`` leaves out the current element, ``reverse`` runs
+    from the end."""
+    return (_cumulative("sum", x, axis, exclusive, reverse),)
+
+
+@kernel("CumProd", since=26)
+def CumProd(x, axis, /, *, exclusive=0, reverse=0):
+    """Running product along ``axis``; same options as CumSum."""
+    return (_cumulative("prod", x, axis, exclusive, reverse),)

@@ -1,7 +1,8 @@
 """Shape manipulation: Reshape, Transpose, Squeeze, Unsqueeze, Flatten, Concat, Split, Slice, Tile,
-Expand, Shape, Size, DepthToSpace, SpaceToDepth, Identity, Dropout.
+Expand, Shape, Size, DepthToSpace, SpaceToDepth, Identity.
 
-Padding (Pad, CenterCropPad) and ReverseSequence live in ``ops/pad.py``.
+Padding (Pad, CenterCropPad) lives in ``pad.py``, ReverseSequence in ``indexing.py``, Dropout in
+``random.py``.
 
 Shape-like inputs (Reshape's ``shape``, Slice's ``starts`` ...) are read on the host with
 ``host_ints``; the data itself stays in its array namespace, so these kernels serve numpy and CuPy.
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..backends import xp_of
+from ..errors import ExecutionError
 from .registry import kernel
 
 
@@ -35,14 +37,14 @@ def host_scalar(a):
         a = a.get()
     a = np.asarray(a)
     if a.size != 1:
-        raise ValueError(f"expected a scalar or one-element tensor, got shape {list(a.shape)}")
+        raise ExecutionError(f"expected a scalar or one-element tensor, got shape {list(a.shape)}")
     return a.reshape(-1)[0]
 
 
 def norm_axis(axis: int, rank: int, what: str = "axis") -> int:
-    """``axis`` in [-rank, rank-1] made non-negative, or a ValueError naming the valid range."""
+    """``axis`` in [-rank, rank-1] made non-negative, or an ExecutionError naming the valid range."""
     if not -rank <= axis < rank:
-        raise ValueError(
+        raise ExecutionError(
             f"{what} {axis} is out of range for a tensor of rank {rank}; expected a value in [{-rank}, {rank - 1}]"
         )
     return axis + rank if axis < 0 else axis
@@ -52,7 +54,7 @@ def norm_axes(axes: Sequence[int], rank: int, what: str = "axes") -> list[int]:
     """Each of ``axes`` made non-negative; duplicates are an error."""
     out = [norm_axis(int(a), rank, what) for a in axes]
     if len(set(out)) != len(out):
-        raise ValueError(f"{what} {list(axes)} repeats an axis; each axis may appear once")
+        raise ExecutionError(f"{what} {list(axes)} repeats an axis; each axis may appear once")
     return out
 
 
@@ -64,13 +66,13 @@ def _reshape(data, shape: list[int], allowzero: int):
         # 0 copies the input's dimension at the same index (ONNX, unlike numpy).
         shape = [data.shape[i] if s == 0 and i < data.ndim else s for i, s in enumerate(shape)]
     if shape.count(-1) > 1:
-        raise ValueError(
+        raise ExecutionError(
             f"Reshape: shape {shape} has more than one -1; at most one dimension can be inferred"
         )
     try:
         return xp_of(data).reshape(data, shape)
     except ValueError:
-        raise ValueError(
+        raise ExecutionError(
             f"Reshape: cannot reshape a tensor of shape {list(data.shape)} ({data.size} elements) "
             f"to {shape}; the target must hold the same number of elements"
         ) from None
@@ -92,7 +94,9 @@ def Reshape_1(data, /, *, shape):
 def Transpose(data, /, *, perm=None):
     """Permute the axes; without ``perm`` the axes are reversed."""
     if perm is not None and sorted(perm) != list(range(data.ndim)):
-        raise ValueError(f"Transpose: perm {list(perm)} is not a permutation of range({data.ndim})")
+        raise ExecutionError(
+            f"Transpose: perm {list(perm)} is not a permutation of range({data.ndim})"
+        )
     return (xp_of(data).transpose(data, perm),)
 
 
@@ -102,7 +106,7 @@ def _squeeze(data, axes):
     axes = norm_axes(axes, data.ndim)
     bad = [a for a in axes if data.shape[a] != 1]
     if bad:
-        raise ValueError(
+        raise ExecutionError(
             f"Squeeze: axes {bad} of shape {list(data.shape)} are not of size 1; only size-1 axes can be squeezed"
         )
     return xp_of(data).reshape(data, [d for i, d in enumerate(data.shape) if i not in axes])
@@ -145,7 +149,7 @@ def Flatten(data, /, *, axis=1):
     """Flatten to 2-D: dimensions before ``axis`` form the rows, the rest the columns."""
     rank = data.ndim
     if not -rank <= axis <= rank:
-        raise ValueError(
+        raise ExecutionError(
             f"Flatten: axis {axis} is out of range for rank {rank}; expected [{-rank}, {rank}]"
         )
     if axis < 0:
@@ -161,7 +165,7 @@ def Flatten(data, /, *, axis=1):
 def Concat(*inputs, axis=1):
     """Join the inputs along ``axis`` (Concat-1 defaulted axis to 1; later versions require it)."""
     if not inputs:
-        raise ValueError("Concat needs at least one input")
+        raise ExecutionError("Concat needs at least one input")
     axis = norm_axis(axis, inputs[0].ndim)
     if len(inputs) == 1:
         return (inputs[0],)
@@ -171,7 +175,7 @@ def Concat(*inputs, axis=1):
 def _split(data, axis: int, sizes: list[int]):
     axis = norm_axis(axis, data.ndim)
     if any(s < 0 for s in sizes) or sum(sizes) != data.shape[axis]:
-        raise ValueError(
+        raise ExecutionError(
             f"Split: sizes {sizes} must be non-negative and add up to the split axis' length "
             f"{data.shape[axis]} (axis {axis} of shape {list(data.shape)})"
         )
@@ -186,11 +190,11 @@ def _split(data, axis: int, sizes: list[int]):
 
 def _equal_sizes(length: int, parts: int, uneven: bool) -> list[int]:
     if parts <= 0:
-        raise ValueError(f"Split: cannot split into {parts} outputs")
+        raise ExecutionError(f"Split: cannot split into {parts} outputs")
     if length % parts == 0:
         return [length // parts] * parts
     if not uneven:
-        raise ValueError(
+        raise ExecutionError(
             f"Split: axis length {length} does not divide into {parts} equal outputs; "
             "pass 'split' sizes explicitly"
         )
@@ -234,7 +238,7 @@ def _slice(
     if steps is None:
         steps = [1] * len(starts)
     if not len(starts) == len(ends) == len(axes) == len(steps):
-        raise ValueError(
+        raise ExecutionError(
             f"Slice: starts ({len(starts)}), ends ({len(ends)}), axes ({len(axes)}) and steps "
             f"({len(steps)}) must all have the same length"
         )
@@ -242,7 +246,7 @@ def _slice(
     index = [slice(None)] * data.ndim
     for a, s, e, st in zip(axes, starts, ends, steps):
         if st == 0:
-            raise ValueError(f"Slice: step for axis {a} is 0; steps must be non-zero")
+            raise ExecutionError(f"Slice: step for axis {a} is 0; steps must be non-zero")
         index[a] = _effective_slice(s, e, st, data.shape[a])
     return data[tuple(index)]
 
@@ -296,11 +300,11 @@ def Tile(data, repeats, /):
     """Repeat the whole tensor ``repeats[i]`` times along each axis i."""
     reps = host_ints(repeats)
     if len(reps) != data.ndim:
-        raise ValueError(
+        raise ExecutionError(
             f"Tile: repeats has {len(reps)} values but the input has rank {data.ndim}; give one per axis"
         )
     if any(r < 0 for r in reps):  # checked first: numpy would tile the other axes, then fail
-        raise ValueError(f"Tile: repeats must be >= 0, got {reps}")
+        raise ExecutionError(f"Tile: repeats must be >= 0, got {reps}")
     if 0 in reps or data.size == 0:  # empty result: numpy's tile would still build every axis
         shape = tuple(d * r for d, r in zip(data.shape, reps, strict=True))  # (hangs on 2^62)
         return (xp_of(data).empty(shape, dtype=data.dtype),)
@@ -322,7 +326,7 @@ def Expand(data, shape, /):
     try:
         out_shape = np.broadcast_shapes(data.shape, tuple(target))
     except ValueError:
-        raise ValueError(
+        raise ExecutionError(
             f"Expand: input shape {list(data.shape)} cannot broadcast with shape {target}"
         ) from None
     xp = xp_of(data)
@@ -357,9 +361,9 @@ def Identity(x, /):
 
 def _check_4d(op: str, x, blocksize: int) -> tuple[int, int, int, int]:
     if x.ndim != 4:
-        raise ValueError(f"{op}: expected a 4-D NCHW input, got shape {list(x.shape)}")
+        raise ExecutionError(f"{op}: expected a 4-D NCHW input, got shape {list(x.shape)}")
     if blocksize < 1:
-        raise ValueError(f"{op}: blocksize must be >= 1, got {blocksize}")
+        raise ExecutionError(f"{op}: blocksize must be >= 1, got {blocksize}")
     return x.shape
 
 
@@ -369,14 +373,16 @@ def DepthToSpace(x, /, *, blocksize, mode="DCR"):
     n, c, h, w = _check_4d("DepthToSpace", x, blocksize)
     b = blocksize
     if c % (b * b):
-        raise ValueError(f"DepthToSpace: channels {c} are not divisible by blocksize^2 = {b * b}")
+        raise ExecutionError(
+            f"DepthToSpace: channels {c} are not divisible by blocksize^2 = {b * b}"
+        )
     xp = xp_of(x)
     if mode == "DCR":
         tmp = xp.reshape(x, (n, b, b, c // (b * b), h, w)).transpose(0, 3, 4, 1, 5, 2)
     elif mode == "CRD":
         tmp = xp.reshape(x, (n, c // (b * b), b, b, h, w)).transpose(0, 1, 4, 2, 5, 3)
     else:
-        raise ValueError(f"DepthToSpace: mode must be 'DCR' or 'CRD', got {mode!r}")
+        raise ExecutionError(f"DepthToSpace: mode must be 'DCR' or 'CRD', got {mode!r}")
     return (xp.reshape(tmp, (n, c // (b * b), h * b, w * b)),)
 
 
@@ -386,7 +392,9 @@ def SpaceToDepth(x, /, *, blocksize, mode="DCR"):
     n, c, h, w = _check_4d("SpaceToDepth", x, blocksize)
     b = blocksize
     if h % b or w % b:
-        raise ValueError(f"SpaceToDepth: spatial dims {h}x{w} are not divisible by blocksize {b}")
+        raise ExecutionError(
+            f"SpaceToDepth: spatial dims {h}x{w} are not divisible by blocksize {b}"
+        )
     xp = xp_of(x)
     tmp = xp.reshape(x, (n, c, h // b, b, w // b, b))
     if mode == "DCR":  # output channel = (row in block, column in block, input channel)
@@ -394,42 +402,5 @@ def SpaceToDepth(x, /, *, blocksize, mode="DCR"):
     elif mode == "CRD":  # output channel = (input channel, row in block, column in block)
         tmp = tmp.transpose(0, 1, 3, 5, 2, 4)
     else:
-        raise ValueError(f"SpaceToDepth: mode must be 'DCR' or 'CRD', got {mode!r}")
+        raise ExecutionError(f"SpaceToDepth: mode must be 'DCR' or 'CRD', got {mode!r}")
     return (xp.reshape(tmp, (n, c * b * b, h // b, w // b)),)
-
-
-# -- Dropout ---------------------------------------------------------------------------------------
-
-
-def _all_true(x, dtype):
-    return xp_of(x).ones(x.shape, dtype=dtype)
-
-
-@kernel("Dropout", since=12)
-def Dropout(data, ratio=None, training_mode=None, /, *, seed=None, n_outputs=1):
-    """Identity at inference; with ``training_mode`` true, zero elements with probability ``ratio``
-    and scale the rest by 1/(1-ratio). The mask comes from numpy's MT19937 seeded with ``seed``."""
-    r = 0.5 if ratio is None else float(host_scalar(ratio))
-    training = training_mode is not None and bool(host_scalar(training_mode))
-    if not training or r == 0.0:
-        if n_outputs < 2:  # no mask wanted: skip allocating one
-            return (data,)
-        return data, _all_true(data, np.bool_)
-    if not 0.0 <= r < 1.0:
-        raise ValueError(f"Dropout: ratio must be in [0, 1) in training mode, got {r}")
-    if seed is None:
-        draw = np.random.default_rng().random(data.shape)
-    else:
-        draw = np.random.RandomState(int(seed)).uniform(0.0, 1.0, data.shape)
-    xp = xp_of(data)
-    mask = xp.asarray(draw >= r)
-    return (data * mask) * (1.0 / (1.0 - r)), mask
-
-
-@kernel("Dropout", since=1)
-def Dropout_1(data, /, *, ratio=0.5, is_test=0, opset=1, n_outputs=1):
-    """Dropout-1..10: inference only, so the output is the input and the mask all ones (of the
-    input's dtype before opset 10, bool from 10)."""
-    if n_outputs < 2:
-        return (data,)
-    return data, _all_true(data, np.bool_ if opset >= 10 else data.dtype)

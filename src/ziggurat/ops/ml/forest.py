@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ExecutionError
-from .ml import ML
-from .ml import post_transform as apply_post
-from .registry import kernel
+from ...errors import ExecutionError
+from ..registry import kernel
+from .common import ML
+from .common import post_transform as apply_post
 
 LEQ, LT, GTE, GT, EQ, NEQ, MEMBER, LEAF = range(8)
 MODE_NAMES = {

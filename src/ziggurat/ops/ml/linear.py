@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ExecutionError
-from .ml import ML, as_2d_float, binary_scores, class_labels, post_transform_f32
-from .registry import kernel
+from ...errors import ExecutionError
+from ..registry import kernel
+from .common import ML, as_2d_float, binary_scores, class_labels, post_transform_f32
 
 
 @kernel("LinearRegressor", since=1, domain=ML)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ExecutionError
-from .ml import ML, as_2d_float, binary_scores, class_labels
-from .ml import post_transform as apply_post
-from .registry import kernel
+from ...errors import ExecutionError
+from ..registry import kernel
+from .common import ML, as_2d_float, binary_scores, class_labels
+from .common import post_transform as apply_post
 
 
 def _kernel_matrix(x, sv, kernel_type, kernel_params):

@@ -1,17 +1,17 @@
 """ai.onnx.ml TreeEnsembleRegressor and TreeEnsembleClassifier (opsets 1 and 3).
 
-Their (tree id, node id) encoding is converted to the flat tables of ``ml_forest.Forest``.
+Their (tree id, node id) encoding is converted to the flat tables of ``forest.Forest``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ExecutionError
-from .ml import ML, _strs, binary_scores, class_labels
-from .ml import post_transform as apply_post
-from .ml_forest import LEAF, MEMBER, MODE_NAMES, Forest, agg_code, cached, features, pick
-from .registry import kernel
+from ...errors import ExecutionError
+from ..registry import kernel
+from .common import ML, _strs, binary_scores, class_labels
+from .common import post_transform as apply_post
+from .forest import LEAF, MEMBER, MODE_NAMES, Forest, agg_code, cached, features, pick
 
 # ---------------------------------------------------------------------------------------------
 # Legacy encoding: (tree id, node id) pairs, votes attached to leaf (tree id, node id)

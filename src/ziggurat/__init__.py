@@ -24,6 +24,17 @@ from .runtime import (
     NodeArg,
     SessionOptions,
 )
+from .runtime.allocators import (
+    OrtAllocatorType,
+    OrtArenaCfg,
+    OrtMemoryInfo,
+    OrtMemType,
+    create_and_register_allocator,
+    create_and_register_allocator_v2,
+)
+from .runtime.ortvalue import OrtDevice, OrtValue
+from .runtime.run_options import RunOptions
+from .runtime.sparse import OrtSparseFormat, SparseTensor
 
 __version__ = "0.1.0"
 
@@ -50,12 +61,22 @@ def get_version_string() -> str:
 
 
 def get_build_info() -> str:
-    """A one-line build description (onnxruntime's function of the same name)."""
+    """A one-line build description (onnxruntime's function of the same name, same lead-in)."""
     import platform
 
     return (
-        f"ziggurat {__version__}, Python {platform.python_version()}, CPU provider (numpy, oneDNN)"
+        f"Ziggurat Build Info: version={__version__}, python={platform.python_version()}, "
+        "providers=CPU (numpy, oneDNN)"
     )
+
+
+def enable_telemetry_events() -> None:
+    """onnxruntime's switch for its usage telemetry. Ziggurat collects and sends none, so there
+    is nothing to enable: a no-op kept so that code calling it runs unchanged."""
+
+
+def disable_telemetry_events() -> None:
+    """onnxruntime's switch for its usage telemetry; a no-op here (Ziggurat sends none)."""
 
 
 __all__ = [
@@ -70,11 +91,24 @@ __all__ = [
     "ModelLoadError",
     "ModelMetadata",
     "NodeArg",
+    "OrtAllocatorType",
+    "OrtArenaCfg",
+    "OrtDevice",
+    "OrtMemType",
+    "OrtMemoryInfo",
+    "OrtSparseFormat",
+    "OrtValue",
+    "RunOptions",
     "SessionOptions",
+    "SparseTensor",
     "UnsupportedModelError",
     "UnsupportedOpError",
     "ZigguratError",
     "__version__",
+    "create_and_register_allocator",
+    "create_and_register_allocator_v2",
+    "disable_telemetry_events",
+    "enable_telemetry_events",
     "get_all_providers",
     "get_available_providers",
     "get_build_info",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -44,6 +45,94 @@ class SessionOptions:
     enable_quantization: bool = False
     # "fp32" (default) or "bf16" (passes/pack_weights.py; refused on CPUs without bf16 support).
     precision: str = "fp32"
+    # onnxruntime's: a name for this session's log lines, and the verbosity of level-0 logging.
+    logid: str = ""
+    log_verbosity_level: int = 0
+    # Where to write the optimized graph as ONNX ("" = don't); see add_session_config_entry for
+    # the external-initializer file keys (runtime/save_optimized.py).
+    optimized_model_filepath: str = ""
+    # Set through the methods below, as in onnxruntime.
+    _config: dict[str, str] = field(default_factory=dict, repr=False)
+    _initializers: dict[str, Any] = field(default_factory=dict, repr=False)
+    _external_initializers: dict[str, Any] = field(default_factory=dict, repr=False)
+    _dims_by_name: dict[str, int] = field(default_factory=dict, repr=False)
+    _dims_by_denotation: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def add_session_config_entry(self, key: str, value: str) -> None:
+        """Set a session configuration entry (onnxruntime's string key/value pairs). Keys Ziggurat
+        acts on: ``session.optimized_model_external_initializers_file_name`` and
+        ``session.optimized_model_external_initializers_min_size_in_bytes`` (with
+        ``optimized_model_filepath``: initializers of at least that size go to that file, next to
+        the model), ``session.use_env_allocators`` (recorded: Ziggurat sessions allocate from
+        numpy and the plan's buffers either way). Other keys are kept and returned by
+        ``get_session_config_entry`` but change nothing."""
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ConfigError(
+                f"add_session_config_entry takes two strings; got {type(key).__name__} and "
+                f"{type(value).__name__}"
+            )
+        if key == "session.optimized_model_external_initializers_min_size_in_bytes":
+            _check_int(key, value)
+        self._config[key] = value
+
+    def get_session_config_entry(self, key: str) -> str:
+        """The value set by ``add_session_config_entry``; RuntimeError (ConfigError) if unset."""
+        try:
+            return self._config[key]
+        except KeyError:
+            raise ConfigError(
+                f"SessionOptions does not have configuration with key: {key}"
+            ) from None
+
+    def add_initializer(self, name: str, value: Any) -> None:
+        """Use ``value`` (an OrtValue or ndarray) for the model's initializer ``name`` instead of
+        the one stored in the model. The array is used as given (not copied): keep it unchanged
+        while sessions built from these options exist, as onnxruntime asks."""
+        self._initializers[name] = _as_array(name, value)
+
+    def add_external_initializers(self, names: list[str], values: list[Any]) -> None:
+        """Provide the data of initializers that the model keeps in external files, by name: the
+        model's reference to the file is not followed for these (the file need not exist)."""
+        if len(names) != len(values):
+            raise ConfigError(
+                f"add_external_initializers: {len(names)} names but {len(values)} values"
+            )
+        for name, value in zip(names, values):
+            self._external_initializers[name] = _as_array(name, value)
+
+    def add_free_dimension_override_by_name(self, dim_name: str, dim_value: int) -> None:
+        """Fix the symbolic input dimension ``dim_name`` (a dim_param) to ``dim_value``."""
+        self._dims_by_name[dim_name] = _check_dim(dim_name, dim_value)
+
+    def add_free_dimension_override_by_denotation(
+        self, dim_denotation: str, dim_value: int
+    ) -> None:
+        """Fix every input dimension with this denotation (e.g. "DATA_BATCH") to ``dim_value``."""
+        self._dims_by_denotation[dim_denotation] = _check_dim(dim_denotation, dim_value)
+
+
+def _check_int(key: str, value: str) -> None:
+    try:
+        int(value)
+    except ValueError:
+        raise ConfigError(f"session config entry {key} must be an integer; got {value!r}") from None
+
+
+def _check_dim(what: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"free dimension override {what!r} must be an int >= 0; got {value!r}")
+    return value
+
+
+def _as_array(name: str, value: Any) -> Any:
+    import numpy as np
+
+    arr = value.numpy() if hasattr(value, "_get_c_value") else value
+    if not isinstance(arr, np.ndarray):
+        raise ConfigError(
+            f"initializer {name!r} must be an OrtValue or a numpy array; got {type(value).__name__}"
+        )
+    return arr
 
 
 def check_precision(value: str) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import os
 import threading
+import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,11 +19,13 @@ import numpy as np
 
 from .. import ir
 from ..backends import cpu, parallel
-from ..errors import InputError
+from ..errors import ExecutionError, InputError
 from ..passes import optimize
 from .executor import CompiledGraph
 from .options import ExecutionMode, SessionOptions, check_precision
+from .ort_session import OrtSessionMixin
 from .profiler import Profiler
+from .session_setup import apply_free_dims, apply_initializers, options_from_model, save_optimized
 from .validate import InputSpec, check_feeds
 
 _PROVIDERS = ("CPUExecutionProvider",)
@@ -60,6 +64,17 @@ def type_string(t: ir.Type | None) -> str:
     return str(t)
 
 
+def _requested(providers: Any, provider_options: Any) -> tuple[list[str], list[dict]] | None:
+    """The providers asked for with their options as strings (for get_provider_options)."""
+    if providers is None:
+        return None
+    from .ort_session import check_and_normalize_provider_args
+
+    with warnings.catch_warnings():  # availability is warned about when providers are picked
+        warnings.simplefilter("ignore")
+        return check_and_normalize_provider_args(providers, provider_options, ())
+
+
 def _node_arg(v: ir.ValueInfo) -> NodeArg:
     shape = None
     if v.type is not None and v.type.kind == "tensor" and v.type.shape is not None:
@@ -67,8 +82,11 @@ def _node_arg(v: ir.ValueInfo) -> NodeArg:
     return NodeArg(v.name, shape, type_string(v.type))
 
 
-class InferenceSession:
-    """Runs one ONNX model. ``path_or_bytes``: a file path, os.PathLike, bytes, or an ``ir.Model``."""
+class InferenceSession(OrtSessionMixin):
+    """Runs one ONNX model. ``path_or_bytes``: a file path, os.PathLike, bytes, or an ``ir.Model``.
+
+    onnxruntime's methods beyond ``run`` (``run_with_ort_values``, ``run_async``,
+    ``set_providers``, ...) are in ``runtime/ort_session.py``."""
 
     def __init__(
         self,
@@ -80,6 +98,8 @@ class InferenceSession:
         max_size_bytes: int | None = None,
     ):
         self._options = sess_options or SessionOptions()
+        self._source, self._max_size_bytes = path_or_bytes, max_size_bytes  # for set_providers
+        self._requested_providers = _requested(providers, provider_options)
         self._providers = self._pick_providers(providers)  # sets self._device_kind
         precision = self._session_precision()  # bf16 on a CPU without it: refused
         cpu.tune_allocator()
@@ -90,8 +110,19 @@ class InferenceSession:
         else:
             from ..formats.onnx import load_model
 
-            model = load_model(path_or_bytes, max_size_bytes=max_size_bytes)
+            model = load_model(
+                path_or_bytes,
+                max_size_bytes=max_size_bytes,
+                external_initializers=self._options._external_initializers,
+            )
         self._model = model
+        opts = options_from_model(model, self._options)  # ORT_LOAD_CONFIG_FROM_MODEL=1
+        if opts is not self._options:
+            self._options = opts
+            cpu.set_blas_threads(opts.intra_op_num_threads)
+            parallel.set_threads(opts.intra_op_num_threads)
+        apply_initializers(model, self._options)
+        apply_free_dims(model, self._options, path_or_bytes)
         name = model.graph.name or "model"
         if model.path:
             name = os.path.splitext(os.path.basename(model.path))[0]
@@ -118,13 +149,17 @@ class InferenceSession:
             precision=precision if self._device_kind is None else "fp32",
         )
         graph.lint()
+        if self._options.optimized_model_filepath:
+            save_optimized(model, graph, self._options)  # before weights take packed layouts
         from ..passes import pack_weights  # bf16: every GEMM weight; fp32: the slow-layout ones
 
         if self._device_kind is None:  # packed weights are oneDNN's (CPU) layout
             pack_weights.run(graph, model.opsets, precision)
         self._profiler = None
+        self._profiling_start_ns = 0
         if self._options.enable_profiling:
             self._profiler = Profiler(self._options.profile_file_prefix)
+            self._profiling_start_ns = time.time_ns()
         if self._device_kind is not None:
             self._compiled = self._place_on_device(graph, model.opsets, name, precision)
         elif self._options.execution_mode == ExecutionMode.ORT_PARALLEL:
@@ -177,7 +212,13 @@ class InferenceSession:
         run_options: Any = None,
     ) -> list[Any]:
         """Run the model; returns the requested outputs in the order asked (all of them, in graph
-        order, when ``output_names`` is None or empty, as onnxruntime does)."""
+        order, when ``output_names`` is None or empty, as onnxruntime does). ``run_options``: a
+        ``RunOptions``; one with ``terminate`` set refuses to run (ExecutionError)."""
+        if run_options is not None and run_options.terminate:
+            raise ExecutionError(
+                f"model '{self.model_name}': Exiting due to terminate flag being set to true "
+                "(RunOptions.terminate); clear it to run"
+            )
         inputs = self._prepare(input_feed)
         outs = self._compiled.run(inputs)
         self.run_count += 1  # a racy counter is fine: it is statistics only
@@ -219,7 +260,7 @@ class InferenceSession:
             if values is not None:
                 return values
         # The one validation the server shares (runtime/validate.py): same checks, same words.
-        return check_feeds(self.model_name, self._input_specs, feed)
+        return check_feeds(self.model_name, self._input_specs, self._normalize_feed(feed))
 
     @staticmethod
     def _fast_values(feed: dict, fast: list) -> list[Any] | None:

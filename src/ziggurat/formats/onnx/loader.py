@@ -108,6 +108,7 @@ class Context:
         self._pending: list[Future] = []
         self.overloads: dict[int, Any] = {}  # id(node) -> (node, overload) when set
         self.in_function = False  # reading a FunctionProto body (ref_attr_name allowed)
+        self.provided: dict[str, Any] = {}  # external tensors' data given by the caller, by name
         # How many raw tensors were viewed in place vs copied (misaligned); see BENCHMARKS.md.
         self.viewed = self.copied = self.viewed_bytes = self.copied_bytes = 0
 
@@ -256,7 +257,10 @@ class Context:
 
 
 def load_model(
-    source: str | os.PathLike | bytes | bytearray | memoryview, *, max_size_bytes: int | None = None
+    source: str | os.PathLike | bytes | bytearray | memoryview,
+    *,
+    max_size_bytes: int | None = None,
+    external_initializers: dict[str, Any] | None = None,
 ) -> Model:
     """Read an ONNX model from a file path or from its serialized bytes.
 
@@ -266,8 +270,10 @@ def load_model(
     reading) plus its external data. Raises ``ModelLoadError`` (``ExternalDataError`` for external
     data problems) with the path and the cause for anything that is not a loadable ONNX model.
     From bytes/bytearray/memoryview, large tensors view the caller's buffer: do not modify it while
-    the model is in use.
+    the model is in use. ``external_initializers`` (name -> array) supplies the data of tensors
+    stored externally: their file references are not followed.
     """
+    provided = dict(external_initializers or {})
     if isinstance(source, (bytes, bytearray, memoryview)):
         buf: Any = source
         if isinstance(source, memoryview):
@@ -276,6 +282,7 @@ def load_model(
             elif source.format != "B" or source.ndim != 1:
                 buf = source.cast("B")
         ctx = Context(buf, None, max_size_bytes)
+        ctx.provided = provided
         where = "<model bytes>"
         if len(buf) == 0:
             raise ModelLoadError("model bytes are empty; expected a serialized ONNX ModelProto")
@@ -287,6 +294,7 @@ def load_model(
         )
     path = os.fsdecode(os.fspath(source))
     ctx = Context(b"", path, max_size_bytes)
+    ctx.provided = provided
     ctx.buf = _map_model(path, ctx)
     model = _decode(ctx, path)
     model.path = path

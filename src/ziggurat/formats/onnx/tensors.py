@@ -134,7 +134,9 @@ def read_tensor(ctx: Context, a: int, b: int, what: str = "tensor") -> tuple[str
     count = math.prod(dims)
     shape = tuple(dims)
 
-    if f.location == S.LOCATION_EXTERNAL:
+    if f.location == S.LOCATION_EXTERNAL and f.name in ctx.provided:
+        arr = _provided(ctx.provided[f.name], dt, shape, label)
+    elif f.location == S.LOCATION_EXTERNAL:
         src, offset, length = ctx.external(label, f.external)
         arr = _from_bytes(ctx, src, offset, length, et, dt, count, label)
     elif f.raw is not None and (f.raw[1] > f.raw[0] or count == 0 or _no_typed(f)):
@@ -147,6 +149,16 @@ def read_tensor(ctx: Context, a: int, b: int, what: str = "tensor") -> tuple[str
     else:
         arr = _from_typed(buf, f, et, dt, count, label)
     return f.name, arr.reshape(shape)
+
+
+def _provided(arr: np.ndarray, dt: np.dtype, shape: tuple[int, ...], label: str) -> np.ndarray:
+    """An externally stored tensor's data given by the caller: same dtype and shape as declared."""
+    if arr.dtype != dt or tuple(arr.shape) != shape:
+        raise ModelLoadError(
+            f"{label}: the data given for it is {arr.dtype} {list(arr.shape)}, the model declares"
+            f" {dt} {list(shape)}"
+        )
+    return arr
 
 
 def _signed(v: int) -> int:

@@ -1,0 +1,88 @@
+"""onnxruntime's engine-level module: its exception types and value/option classes.
+
+The exception types are ``ziggurat.errors``' onnxruntime-named ones, from which Ziggurat's own
+errors derive (``except Fail`` catches a failing kernel's ``ExecutionError``). ``NotImplemented``
+is onnxruntime's NOT_IMPLEMENTED status type, as in onnxruntime (it shadows the builtin constant
+only for code that imports it by name).
+"""
+
+from .. import (
+    disable_telemetry_events,
+    enable_telemetry_events,
+    get_all_providers,
+    get_available_providers,
+    get_build_info,
+    get_device,
+    get_version_string,
+)
+from ..errors import (
+    EngineError,
+    EPFail,
+    Fail,
+    InvalidArgument,
+    InvalidGraph,
+    InvalidProtobuf,
+    ModelLoaded,
+    NoModel,
+    NoSuchFile,
+    RuntimeException,
+)
+from ..errors import NotImplementedOrt as NotImplemented  # noqa: A004
+from ..runtime.allocators import (
+    OrtAllocatorType,
+    OrtArenaCfg,
+    OrtMemoryInfo,
+    OrtMemType,
+    create_and_register_allocator,
+    create_and_register_allocator_v2,
+)
+from ..runtime.options import ExecutionMode, GraphOptimizationLevel, SessionOptions
+from ..runtime.ortvalue import OrtDevice, OrtValue, OrtValueVector
+from ..runtime.run_options import RunOptions
+from ..runtime.session import ModelMetadata, NodeArg
+from ..runtime.sparse import OrtSparseFormat, SparseTensor
+
+
+def get_default_session_options() -> SessionOptions:
+    """A new ``SessionOptions`` with the defaults."""
+    return SessionOptions()
+
+
+__all__ = [
+    "EPFail",
+    "EngineError",
+    "ExecutionMode",
+    "Fail",
+    "GraphOptimizationLevel",
+    "InvalidArgument",
+    "InvalidGraph",
+    "InvalidProtobuf",
+    "ModelLoaded",
+    "ModelMetadata",
+    "NoModel",
+    "NoSuchFile",
+    "NodeArg",
+    "NotImplemented",
+    "OrtAllocatorType",
+    "OrtArenaCfg",
+    "OrtDevice",
+    "OrtMemType",
+    "OrtMemoryInfo",
+    "OrtSparseFormat",
+    "OrtValue",
+    "OrtValueVector",
+    "RunOptions",
+    "RuntimeException",
+    "SessionOptions",
+    "SparseTensor",
+    "create_and_register_allocator",
+    "create_and_register_allocator_v2",
+    "disable_telemetry_events",
+    "enable_telemetry_events",
+    "get_all_providers",
+    "get_available_providers",
+    "get_build_info",
+    "get_default_session_options",
+    "get_device",
+    "get_version_string",
+]

@@ -1,0 +1,191 @@
+"""The rest of onnxruntime's ``InferenceSession`` surface, beside ``run``: OrtValue runs,
+asynchronous runs, provider (re)selection and options, profiling start time, the C-level
+session object (``sess._sess``), and feed conversions onnxruntime accepts (OrtValues, ``np.void``
+strings). ``InferenceSession`` (session.py) inherits it; nothing here is on ``run``'s fast path.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from .ortvalue import OrtValue, OrtValueVector, unwrap
+from .validate import check_names
+
+# onnxruntime's provider names (its get_all_providers): a name outside these and Ziggurat's own
+# is an unknown provider type, which set_providers refuses as onnxruntime does.
+ORT_PROVIDER_NAMES = (
+    "TensorrtExecutionProvider", "CUDAExecutionProvider", "MIGraphXExecutionProvider",
+    "OpenVINOExecutionProvider", "DnnlExecutionProvider", "VitisAIExecutionProvider",
+    "QNNExecutionProvider", "NnapiExecutionProvider", "VSINPUExecutionProvider",
+    "JsExecutionProvider", "CoreMLExecutionProvider", "DmlExecutionProvider",
+    "RknpuExecutionProvider", "WebNNExecutionProvider", "WebGpuExecutionProvider",
+    "XnnpackExecutionProvider", "CANNExecutionProvider", "AzureExecutionProvider",
+    "ROCMExecutionProvider", "CPUExecutionProvider",
+)  # fmt: skip
+
+
+def check_and_normalize_provider_args(
+    providers: Sequence[Any] | None,
+    provider_options: Sequence[dict] | None,
+    available_provider_names: Iterable[str],
+) -> tuple[list[str], list[dict[str, str]]]:
+    """onnxruntime's normalization of ``providers`` (names or (name, options) pairs) and
+    ``provider_options`` (one dict per provider) into (names, options with str keys and values).
+    ValueError for malformed arguments; a UserWarning for a repeated provider (the first wins)
+    and for one not in ``available_provider_names``."""
+    if providers is None:
+        return [], []
+    if not isinstance(providers, Sequence) or isinstance(providers, str):
+        raise ValueError(f"providers must be a sequence of names; got {type(providers).__name__}")
+    available = set(available_provider_names)
+    pairs: list[tuple[str, dict]] = []
+    has_tuples = any(isinstance(p, tuple) for p in providers)
+    if provider_options is not None:
+        if has_tuples:
+            raise ValueError("give provider options either as (name, options) pairs or as "
+                             "provider_options, not both")  # fmt: skip
+        if not isinstance(provider_options, Sequence) or len(provider_options) != len(providers):
+            raise ValueError("provider_options must be a sequence as long as providers")
+        if not all(isinstance(o, dict) for o in provider_options):
+            raise ValueError("each provider_options entry must be a dict")
+        pairs = [(p, o) for p, o in zip(providers, provider_options)]
+    else:
+        for p in providers:
+            if isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], dict):
+                pairs.append(p)
+            else:
+                pairs.append((p, {}))
+    names: list[str] = []
+    options: list[dict[str, str]] = []
+    for name, opts in pairs:
+        if not isinstance(name, str):
+            raise ValueError(f"a provider must be a name or a (name, options dict) pair: {name!r}")
+        if name in names:
+            warnings.warn(f"duplicate provider {name!r}: the first one is kept", UserWarning, 2)
+            continue
+        if name not in available:
+            warnings.warn(
+                f"specified provider {name!r} is not in available provider names: "
+                f"{', '.join(sorted(available))}", UserWarning, 2,
+            )  # fmt: skip
+        names.append(name)
+        options.append({str(k): str(v) for k, v in opts.items()})
+    return names, options
+
+
+class _CSession:
+    """What onnxruntime's ``InferenceSession._sess`` is: the engine-level session, whose
+    ``run_with_ort_values`` takes (feeds of OrtValues, output names, RunOptions)."""
+
+    def __init__(self, session: Any):
+        self._session = session
+
+    def run_with_ort_values(
+        self, feeds: Mapping[str, OrtValue], output_names: Sequence[str], run_options: Any = None
+    ) -> OrtValueVector:
+        return OrtValueVector(self._session.run_with_ort_values(output_names, feeds, run_options))
+
+
+class OrtSessionMixin:
+    """onnxruntime methods of ``InferenceSession`` beyond ``run``."""
+
+    def get_provider_options(self) -> dict[str, dict[str, str]]:
+        """Each provider in use with its options as strings (the CPU provider has none)."""
+        given = dict(zip(*self._requested_providers)) if self._requested_providers else {}
+        return {p: ({} if p == "CPUExecutionProvider" else dict(given.get(p, {})))
+                for p in self._providers}  # fmt: skip
+
+    def set_providers(
+        self, providers: Sequence[Any] | None = None, provider_options: Sequence[dict] | None = None
+    ) -> None:
+        """Rebuild the session for ``providers`` (onnxruntime re-creates its session the same
+        way). A name that is no execution provider at all raises RuntimeError (ConfigError)."""
+        from ..backends import device
+
+        names, opts = check_and_normalize_provider_args(
+            providers, provider_options, self._known_providers()
+        )
+        for name in names:
+            if name not in ORT_PROVIDER_NAMES and name not in device.PROVIDERS:
+                raise ConfigError(
+                    f"Unknown Provider Type: {name}; known: {', '.join(self._known_providers())}"
+                )
+        self.__init__(  # type: ignore[misc]
+            self._source, self._options, list(zip(names, opts)) or None,
+            max_size_bytes=self._max_size_bytes,
+        )  # fmt: skip
+
+    @staticmethod
+    def _known_providers() -> list[str]:
+        from .. import get_available_providers
+
+        return get_available_providers()
+
+    def get_profiling_start_time_ns(self) -> int:
+        """When profiling started, in nanoseconds since the epoch (0 without profiling)."""
+        return self._profiling_start_ns
+
+    @property
+    def _sess(self) -> _CSession:
+        return _CSession(self)
+
+    def run_with_ort_values(
+        self,
+        output_names: Sequence[str] | None,
+        input_dict_ort_values: Mapping[str, OrtValue],
+        run_options: Any = None,
+    ) -> list[OrtValue]:
+        """``run`` with OrtValue feeds; returns OrtValues."""
+        outs = self.run(output_names, input_dict_ort_values, run_options)
+        return [o if isinstance(o, OrtValue) else OrtValue(o) for o in outs]
+
+    def run_async(
+        self,
+        output_names: Sequence[str] | None,
+        input_feed: Mapping[str, Any],
+        callback: Any,
+        user_data: Any,
+        run_options: Any = None,
+    ) -> None:
+        """Run on another thread and call ``callback(results, user_data, error)`` when done:
+        ``results`` the outputs and ``error`` "" on success; ``[]`` and the error text if the
+        run raised."""
+
+        def work() -> None:
+            try:
+                outs = self.run(output_names, input_feed, run_options)
+            except Exception as e:  # the callback gets the error, as onnxruntime's does
+                callback([], user_data, str(e))
+                return
+            callback(outs, user_data, "")
+
+        threading.Thread(target=work, name="ziggurat-run-async", daemon=True).start()
+
+    # -- feeds onnxruntime accepts beyond arrays of the declared type ---------------------------
+    def _normalize_feed(self, feed: Mapping[str, Any]) -> Mapping[str, Any]:
+        """OrtValues unwrapped; ``np.void`` arrays for string inputs decoded to str (onnxruntime
+        reads each element's bytes as UTF-8); a missing input named as onnxruntime names it."""
+        if not isinstance(feed, Mapping):
+            return feed
+        out = dict(feed)
+        for k, v in out.items():
+            if isinstance(v, OrtValue):
+                out[k] = v = unwrap(v)
+            if isinstance(v, np.ndarray) and v.dtype.kind == "V":
+                flat = [bytes(x).rstrip(b"\0").decode("utf-8") for x in v.reshape(-1)]
+                out[k] = np.array(flat, dtype=object).reshape(v.shape)
+        missing = [s.name for s in self._input_specs if s.name not in out and not s.optional]
+        if missing:  # onnxruntime's words first, then the shared check's (dtype, shape)
+            try:
+                check_names(self.model_name, self._input_specs, out)
+            except InputError as e:
+                raise InputError(
+                    f"Required inputs ({missing}) are missing from input feed ({list(out)}): {e}"
+                ) from None
+        return out

@@ -350,6 +350,23 @@ def _reduce(name: str) -> Callable:
     return fn
 
 
+def _arg(name: str) -> Callable:
+    def fn(ns: ArrayNS, a: Arrays, attrs: dict[str, Any]) -> Arrays:
+        x = a[0]
+        axis = attrs.get("axis", 0)
+        axis = axis + x.ndim if axis < 0 else axis
+        y = getattr(ns.xp, name)(x, axis=axis).astype(np.int64)
+        return [ns.xp.expand_dims(y, axis) if attrs.get("keepdims", 1) else y]
+
+    return fn
+
+
+def _arg_supports(inputs: Meta, attrs: dict[str, Any]) -> str | None:
+    if attrs.get("select_last_index", 0):
+        return "select_last_index=1"
+    return numeric(inputs, attrs)
+
+
 KernelSpec = tuple[str, str, int, Callable, Callable | None]  # op, domain, since, fn, supports
 _EW = {
     "Add": "add", "Sub": "subtract", "Mul": "multiply", "Equal": "equal", "Less": "less",
@@ -405,6 +422,8 @@ ARRAY_KERNELS: list[KernelSpec] = [
     ("ReduceMean", "", 1, _reduce("mean"), floats_only),
     ("ReduceSum", "", 1, _reduce("sum"), numeric),
     ("ReduceMax", "", 1, _reduce("max"), numeric),
+    ("ArgMax", "", 1, _arg("argmax"), _arg_supports),
+    ("ArgMin", "", 1, _arg("argmin"), _arg_supports),
     *SPATIAL_KERNELS,
 ]  # fmt: skip
 

@@ -140,6 +140,7 @@ class VulkanBackend(Backend):
         self._encoder = None
         self._recorded = 0
         self._dummy = device.create_buffer(size=256, usage=self._usage)
+        self._dummies: list[Any] = []
 
     # -- memory ----------------------------------------------------------------------------------
     def _raw_alloc(self, nbytes: int) -> Any:
@@ -215,15 +216,16 @@ class VulkanBackend(Backend):
     def synchronize(self) -> None:
         with self._lock:
             self.flush()
-            self.gpu.queue.on_submitted_work_done_sync()
+            # reading back a word waits for everything submitted before it (wgpu 0.32's
+            # on_submitted_work_done_sync fails on its own callback signature)
+            self.gpu.queue.read_buffer(self._dummy, 0, 4)
 
     def flush(self) -> None:
         """Submit the recorded kernels."""
         with self._lock:
-            if self._encoder is not None:
-                self.gpu.queue.submit([self._encoder.finish()])
-                self._encoder = None
-                self._recorded = 0
+            encoder, self._encoder, self._recorded = self._encoder, None, 0
+            if encoder is not None:
+                self.gpu.queue.submit([encoder.finish()])
 
     # -- kernels -----------------------------------------------------------------------------------
     def pipeline(self, shader: str, subs: dict[str, str] | None = None) -> Any:
@@ -293,7 +295,7 @@ class VulkanBackend(Backend):
             pipe = self.pipeline(shader, subs)
             entries = [_entry(0, self.meta_buffer(meta))]
             for i, t in enumerate(buffers, 1):
-                entries.append(_entry(i, self._dummy if t is None else t.buffer))
+                entries.append(_entry(i, self._absent(i) if t is None else t.buffer))
             bind = self.gpu.create_bind_group(layout=pipe.get_bind_group_layout(0), entries=entries)
             if self._encoder is None:
                 self._encoder = self.gpu.create_command_encoder()
@@ -305,6 +307,13 @@ class VulkanBackend(Backend):
             self._recorded += 1
             if self._recorded >= _FLUSH_EVERY:
                 self.flush()
+
+    def _absent(self, binding: int) -> Any:
+        """A small buffer bound where an optional input or output is absent: one per binding
+        index, since one buffer may not be bound both read-only and writable in a dispatch."""
+        while len(self._dummies) <= binding:
+            self._dummies.append(self.gpu.create_buffer(size=256, usage=self._usage))
+        return self._dummies[binding]
 
     def close(self) -> None:
         """Submit pending work and return cached pool blocks to the driver."""

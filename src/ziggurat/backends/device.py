@@ -109,10 +109,12 @@ def why_unavailable(kind: str) -> str:
         return "CuPy finds no CUDA GPU (cupy.cuda.is_available() is False)"
     if kind == "vulkan":
         try:
-            import wgpu  # noqa: F401
+            from . import vulkan
+
+            reason = getattr(vulkan, "unavailable_reason", lambda: None)()
         except ImportError:
-            return "wgpu is not installed (pip install 'ziggurat[vulkan]')"
-        return "wgpu finds no Vulkan adapter (install a Vulkan driver, e.g. mesa-vulkan-drivers)"
+            reason = None
+        return reason or "wgpu finds no Vulkan adapter (apt-get install mesa-vulkan-drivers)"
     return f"no {kind!r} device is available"
 
 

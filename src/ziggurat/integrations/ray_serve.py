@@ -291,7 +291,13 @@ def _start_ray(scale: ScaleOptions, address: str | None) -> str | None:
             cores,
         )
     parent = os.environ.get(TEMP_DIR_ENV) or tempfile.gettempdir()
-    # Short: Ray puts Unix sockets under it and their paths are limited to ~107 bytes.
+    # Ray puts Unix sockets ~64 bytes below it (session_<date>_<pid>/sockets/plasma_store), and
+    # their paths are limited to 107 bytes.
+    if len(os.path.abspath(parent)) > 107 - 64 - len("/zgray-12345678"):
+        raise ConfigError(
+            f"{TEMP_DIR_ENV} / the temp folder {parent!r} is too long for Ray's Unix sockets "
+            f"(107-byte paths); set {TEMP_DIR_ENV} to a short folder such as /tmp"
+        )
     temp_dir = tempfile.mkdtemp(prefix="zgray-", dir=parent)
     ray.init(
         address="local",  # never attach to a cluster found on the machine by surprise

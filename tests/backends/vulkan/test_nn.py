@@ -79,3 +79,14 @@ def test_global_pools(be):
         (got,) = dev(be, op, [x])
         (want,) = cpu(op, [x])
         assert_within(got, want, 32 * EPS * np.abs(x).max() + 2 * ulp(want), op)
+
+
+@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
+@pytest.mark.parametrize("axis,keep,last", [(1, 1, 0), (0, 0, 0), (-1, 1, 1), (1, 0, 1)])
+def test_arg_reductions_with_ties(be, op, axis, keep, last):
+    x = RNG.integers(-3, 4, (4, 70, 3)).astype(np.float32)  # many ties
+    attrs = {"axis": axis, "keepdims": keep, "select_last_index": last}
+    (got,) = dev(be, op, [x], attrs, opset=13)
+    (want,) = cpu(op, [x], attrs, opset=13)
+    assert got.dtype == want.dtype == np.int64
+    np.testing.assert_array_equal(got, want)

@@ -163,6 +163,8 @@ class VulkanBackend(Backend):
                 f"vulkan: a {dtype}{list(shape)} tensor needs {nbytes} bytes, over the device's "
                 f"max_storage_buffer_binding_size ({self.max_binding}); keep it on the CPU"
             )
+        if owner is None:
+            owner = self.current_owner()  # the session running (DeviceGraph's owner_scope)
         return VkTensor(shape, dtype, _Storage(self.pool.allocate(nbytes, owner)))
 
     def release(self, tensor: VkTensor) -> None:

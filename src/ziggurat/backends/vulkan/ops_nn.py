@@ -213,3 +213,42 @@ def _global_pool(op: str):
 
 TABLE.kernel("GlobalAveragePool", since=1, supports=_reduce_supports)(_global_pool("Mean"))
 TABLE.kernel("GlobalMaxPool", since=1, supports=_reduce_supports)(_global_pool("Max"))
+
+
+# -- arg reductions ------------------------------------------------------------------------------
+def _arg(is_min: bool):
+    def fn(be, inputs, attrs):
+        x = inputs[0]
+        axis = attrs.get("axis", 0)
+        axis = axis + x.ndim if axis < 0 else axis
+        keep = bool(attrs.get("keepdims", 1))
+        perm = [d for d in range(x.ndim) if d != axis] + [axis]
+        src = x if axis == x.ndim - 1 else contiguous(be, x, perm)
+        shape = (
+            tuple(1 if d == axis else n for d, n in enumerate(x.shape))
+            if keep
+            else tuple(n for d, n in enumerate(x.shape) if d != axis)
+        )
+        out = be.empty(shape, np.int64)
+        rows = out.size
+        meta = [rows, x.shape[axis], int(is_min), int(attrs.get("select_last_index", 0))]
+        try:
+            _rows_dispatch(be, "argmax", meta, [src, out], rows)
+        finally:
+            if src is not x:
+                be.release(src)
+        return [out]
+
+    return fn
+
+
+def _arg_supports(inputs, attrs):
+    x = inputs[0][0]
+    axis = attrs.get("axis", 0)
+    if not x or x[axis] == 0:
+        return "ArgMax/ArgMin over an empty axis"
+    return check(inputs, FLOAT, math.prod(x))
+
+
+TABLE.kernel("ArgMax", since=1, supports=_arg_supports)(_arg(False))
+TABLE.kernel("ArgMin", since=1, supports=_arg_supports)(_arg(True))

@@ -3,7 +3,8 @@
 - always: Gradient nodes (ai.onnx.preview.training) expanded into their backward graph.
 - basic (1): constant folding, dead code elimination.
 - extended (2) and all (99): also fusions (GELU, MatMul+bias+activation, BatchNorm into Conv,
-  Conv+residual+ReLU, zero Pad into Conv, Add+LayerNorm and decomposed LayerNorm, attention)
+  Conv+residual+ReLU, zero Pad into Conv, Add+LayerNorm and decomposed LayerNorm, attention,
+  Dense nodes sharing an input merged into one GEMM)
   unless ``fusion`` is off; with ``quantize``, int8
   weight-only quantization of MatMul/Gemm weights (``enable_quantization``).
 """
@@ -21,6 +22,7 @@ from . import (
     fuse_gelu,
     fuse_layernorm,
     fuse_pad,
+    fuse_qkv,
     quantize_weights,
 )
 from ._match import FUSED_DOMAIN
@@ -54,6 +56,7 @@ def optimize(
         fuse_gelu.run(graph)
         dce.run(graph)
         fuse_dense.run(graph)
+        fuse_qkv.run(graph, opsets)
         fuse_conv.run(graph, precision)
         fuse_layernorm.run(graph)
         fuse_attention.run(graph, opsets)

@@ -79,7 +79,7 @@ def _raw(arr: np.ndarray, et: int) -> bytes | memoryview:
     a = np.ascontiguousarray(arr)
     if a.dtype.byteorder == ">":
         a = a.astype(a.dtype.newbyteorder("<"))
-    return memoryview(a).cast("B")
+    return memoryview(a.reshape(-1).view(np.uint8))  # bytes of any dtype (ml_dtypes' too)
 
 
 def tensor_proto(name: str, arr: Any, ext: _External | None = None) -> bytes:

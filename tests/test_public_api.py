@@ -5,6 +5,7 @@ from __future__ import annotations
 import ziggurat
 
 PUBLIC = [
+    "AdapterFormat",
     "ConfigError",
     "ExecutionError",
     "ExecutionMode",
@@ -13,6 +14,7 @@ PUBLIC = [
     "GraphOptimizationLevel",
     "InferenceSession",
     "InputError",
+    "LoraAdapter",
     "ModelLoadError",
     "ModelMetadata",
     "NodeArg",

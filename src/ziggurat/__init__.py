@@ -32,6 +32,7 @@ from .runtime.allocators import (
     create_and_register_allocator,
     create_and_register_allocator_v2,
 )
+from .runtime.lora import AdapterFormat, LoraAdapter
 from .runtime.ortvalue import OrtDevice, OrtValue
 from .runtime.run_options import RunOptions
 from .runtime.sparse import OrtSparseFormat, SparseTensor
@@ -80,6 +81,7 @@ def disable_telemetry_events() -> None:
 
 
 __all__ = [
+    "AdapterFormat",
     "ConfigError",
     "ExecutionError",
     "ExecutionMode",
@@ -88,6 +90,7 @@ __all__ = [
     "GraphOptimizationLevel",
     "InferenceSession",
     "InputError",
+    "LoraAdapter",
     "ModelLoadError",
     "ModelMetadata",
     "NodeArg",

@@ -36,6 +36,7 @@ from ..runtime.allocators import (
     create_and_register_allocator,
     create_and_register_allocator_v2,
 )
+from ..runtime.lora import AdapterFormat, LoraAdapter
 from ..runtime.options import ExecutionMode, GraphOptimizationLevel, SessionOptions
 from ..runtime.ortvalue import OrtDevice, OrtValue, OrtValueVector
 from ..runtime.run_options import RunOptions
@@ -49,6 +50,7 @@ def get_default_session_options() -> SessionOptions:
 
 
 __all__ = [
+    "AdapterFormat",
     "EPFail",
     "EngineError",
     "ExecutionMode",
@@ -57,6 +59,7 @@ __all__ = [
     "InvalidArgument",
     "InvalidGraph",
     "InvalidProtobuf",
+    "LoraAdapter",
     "ModelLoaded",
     "ModelMetadata",
     "NoModel",

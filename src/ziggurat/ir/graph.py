@@ -198,6 +198,10 @@ class Model:
     doc: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     path: str | None = None  # file it came from, if any
+    # Main-graph inputs that also have an initializer, in a model of IR version >= 4: onnxruntime's
+    # "overridable initializers" (the initializer is the default; a feed may replace it). They are
+    # not in ``graph.inputs``: the graph treats them as constants.
+    initializer_inputs: list[ValueInfo] = field(default_factory=list)
 
     def opset(self, domain: str = "") -> int:
         """The opset version imported for ``domain`` ("" is ai.onnx); 0 if not imported."""

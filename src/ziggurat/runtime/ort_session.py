@@ -79,6 +79,15 @@ def check_and_normalize_provider_args(
     return names, options
 
 
+class Overridden(Exception):
+    """Raised by feed preparation when a feed names an overridable initializer (caught by
+    ``run``, which then runs the session variant that takes those as inputs)."""
+
+    def __init__(self, feed: dict):
+        super().__init__("a feed overrides an initializer")
+        self.feed = feed
+
+
 class _CSession:
     """What onnxruntime's ``InferenceSession._sess`` is: the engine-level session, whose
     ``run_with_ort_values`` takes (feeds of OrtValues, output names, RunOptions)."""
@@ -180,6 +189,9 @@ class OrtSessionMixin:
             if isinstance(v, np.ndarray) and v.dtype.kind == "V":
                 flat = [bytes(x).rstrip(b"\0").decode("utf-8") for x in v.reshape(-1)]
                 out[k] = np.array(flat, dtype=object).reshape(v.shape)
+        over = self._model.initializer_inputs
+        if over and any(v.name in out for v in over):
+            raise Overridden(out)
         missing = [s.name for s in self._input_specs if s.name not in out and not s.optional]
         if missing:  # onnxruntime's words first, then the shared check's (dtype, shape)
             try:
@@ -189,3 +201,59 @@ class OrtSessionMixin:
                     f"Required inputs ({missing}) are missing from input feed ({list(out)}): {e}"
                 ) from None
         return out
+
+    # -- overridable initializers and LoRA adapters -------------------------------------------
+    @staticmethod
+    def _with_adapters(feed: Mapping[str, Any], adapters: list) -> dict:
+        out = dict(feed)
+        for adapter in adapters:
+            for name, value in adapter.parameters.items():
+                if name in out:
+                    raise InputError(
+                        f"LoRA adapter {adapter.path!r} sets {name!r}, which the feed or another "
+                        "active adapter already gives; activate one source per parameter"
+                    )
+                out[name] = value
+        return out
+
+    def _run_overridden(self, output_names: Any, feed: dict, run_options: Any) -> list[Any]:
+        """Run with some overridable initializers fed: on a variant of this session compiled with
+        them as inputs (built on first use, so that plain runs keep them constant-folded and
+        fused); the others get their initializer values."""
+        with self._variant_lock:
+            if self._variant is None:
+                self._variant = self._build_variant()
+        session, defaults = self._variant
+        full = dict(defaults)
+        full.update(feed)
+        return session.run(output_names, full)
+
+    def _build_variant(self) -> tuple[Any, dict]:
+        import copy
+        import dataclasses
+
+        from .. import ir
+        from ..formats.onnx import load_model
+        from .session_setup import apply_free_dims
+
+        opts = self._options
+        if isinstance(self._source, ir.Model):
+            model = copy.deepcopy(self._source)
+        else:
+            model = load_model(
+                self._source, max_size_bytes=self._max_size_bytes,
+                external_initializers=opts._external_initializers,
+            )  # fmt: skip
+        apply_free_dims(model, opts, self._source)
+        defaults = {}
+        for v in model.initializer_inputs:
+            given = model.graph.initializers.pop(v.name)
+            defaults[v.name] = opts._initializers.get(v.name, given)
+            model.graph.inputs.append(v)
+        model.initializer_inputs = []
+        variant_opts = dataclasses.replace(
+            opts, optimized_model_filepath="", enable_profiling=False,
+            _initializers={k: a for k, a in opts._initializers.items() if k not in defaults},
+            _dims_by_name={}, _dims_by_denotation={},
+        )  # fmt: skip
+        return type(self)(model, variant_opts, self._providers), defaults

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -25,6 +26,7 @@ class RunOptions:
     terminate: bool = False
     only_execute_path_to_fetches: bool = False
     _config: dict[str, str] = field(default_factory=dict, repr=False)
+    _adapters: list[Any] = field(default_factory=list, repr=False)
 
     def add_run_config_entry(self, key: str, value: str) -> None:
         """Set a run configuration entry (string key and value)."""
@@ -41,3 +43,14 @@ class RunOptions:
             return self._config[key]
         except KeyError:
             raise ConfigError(f"RunOptions does not have configuration with key: {key}") from None
+
+    def add_active_adapter(self, adapter: Any) -> None:
+        """Activate a loaded ``LoraAdapter`` for runs with these options: its parameters are fed
+        to the model's same-named inputs or overridable initializers."""
+        from .lora import LoraAdapter
+
+        if not isinstance(adapter, LoraAdapter):
+            raise ConfigError(
+                f"add_active_adapter takes a LoraAdapter; got {type(adapter).__name__}"
+            )
+        self._adapters.append(adapter)

@@ -23,7 +23,7 @@ from ..errors import ExecutionError, InputError
 from ..passes import optimize
 from .executor import CompiledGraph
 from .options import ExecutionMode, SessionOptions, check_precision
-from .ort_session import OrtSessionMixin
+from .ort_session import OrtSessionMixin, Overridden
 from .profiler import Profiler
 from .session_setup import apply_free_dims, apply_initializers, options_from_model, save_optimized
 from .validate import InputSpec, check_feeds
@@ -175,6 +175,8 @@ class InferenceSession(OrtSessionMixin):
             )
         self._output_index = {n: i for i, n in enumerate(self._compiled.output_names)}
         self._lock = threading.Lock()
+        self._variant: Any = None  # overridable initializers fed: see ort_session.py
+        self._variant_lock = threading.Lock()
         self.run_count = 0
 
     # -- onnxruntime-compatible surface ------------------------------------------------------
@@ -185,7 +187,8 @@ class InferenceSession(OrtSessionMixin):
         return list(self._outputs)
 
     def get_overridable_initializers(self) -> list[NodeArg]:
-        return []
+        """Initializers a feed may replace (graph inputs with an initializer, IR version >= 4)."""
+        return [_node_arg(v) for v in self._model.initializer_inputs]
 
     def get_providers(self) -> list[str]:
         return list(self._providers)
@@ -214,12 +217,18 @@ class InferenceSession(OrtSessionMixin):
         """Run the model; returns the requested outputs in the order asked (all of them, in graph
         order, when ``output_names`` is None or empty, as onnxruntime does). ``run_options``: a
         ``RunOptions``; one with ``terminate`` set refuses to run (ExecutionError)."""
-        if run_options is not None and run_options.terminate:
-            raise ExecutionError(
-                f"model '{self.model_name}': Exiting due to terminate flag being set to true "
-                "(RunOptions.terminate); clear it to run"
-            )
-        inputs = self._prepare(input_feed)
+        if run_options is not None:
+            if run_options.terminate:
+                raise ExecutionError(
+                    f"model '{self.model_name}': Exiting due to terminate flag being set to true "
+                    "(RunOptions.terminate); clear it to run"
+                )
+            if run_options._adapters:  # LoRA parameters become feeds
+                input_feed = self._with_adapters(input_feed, run_options._adapters)
+        try:
+            inputs = self._prepare(input_feed)
+        except Overridden as o:  # a feed replaces an initializer: the variant session runs it
+            return self._run_overridden(output_names, o.feed, run_options)
         outs = self._compiled.run(inputs)
         self.run_count += 1  # a racy counter is fine: it is statistics only
         if not output_names:

@@ -109,6 +109,7 @@ class Context:
         self.overloads: dict[int, Any] = {}  # id(node) -> (node, overload) when set
         self.in_function = False  # reading a FunctionProto body (ref_attr_name allowed)
         self.provided: dict[str, Any] = {}  # external tensors' data given by the caller, by name
+        self.initializer_inputs: list[Any] = []  # main-graph inputs with an initializer
         # How many raw tensors were viewed in place vs copied (misaligned); see BENCHMARKS.md.
         self.viewed = self.copied = self.viewed_bytes = self.copied_bytes = 0
 

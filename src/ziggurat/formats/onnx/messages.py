@@ -70,6 +70,8 @@ def read_model(ctx: Context) -> Model:
         )
     m.opsets = opsets
     m.graph = read_graph(ctx, *graph_range, depth=0)
+    if m.ir_version >= 4:
+        m.initializer_inputs = ctx.initializer_inputs
     if functions:
         from .functions import inline_functions
 
@@ -133,6 +135,8 @@ def read_graph(ctx: Context, a: int, b: int, depth: int) -> Graph:
         g.name = name
     # Old IR versions list every initializer as a graph input too; those are constants, not feeds.
     g.inputs = [v for v in inputs if v.name not in inits] if inits else inputs
+    if depth == 0 and inits:  # from IR 4 on, onnxruntime lets a feed override them
+        ctx.initializer_inputs = [v for v in inputs if v.name in inits]
     return g
 
 

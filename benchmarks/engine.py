@@ -5,6 +5,7 @@
     python benchmarks/engine.py reference                 # vs onnx.reference.ReferenceEvaluator
     python benchmarks/engine.py load     [--models DIR]   # model load time, BERT-base
     python benchmarks/engine.py rss      [--models DIR]   # peak RSS loading + running BERT-base
+    python benchmarks/engine.py rss --models /work/qmodels --only bert-base-int8 --engines ziggurat,onnxruntime
 
 Models under DIR come from ../shared/models/make_models.sh (see `make check-models`); the tiny
 MLP and the small CNN are built in-process. Latency: each engine in its own fresh process,
@@ -48,6 +49,22 @@ CASES = {
     "bert-tiny": ("bert-tiny b1 seq128", "bert-tiny.onnx", 1, 128, 200),
     "gpt2": ("GPT-2 b1 seq128", "gpt2.onnx", 1, 128, 10),
     "vit-base": ("ViT-base b1 224²", "vit-base.onnx", 1, 0, 10),
+    # onnxruntime's quantization tools applied to bert-base.onnx (not committed; BENCHMARKS.md
+    # has the commands): quantize_dynamic and MatMulNBitsQuantizer(block_size=32).
+    "bert-base-int8": (
+        "BERT-base int8 (quantize_dynamic) b1 seq128",
+        "bert-base-int8.onnx",
+        1,
+        128,
+        15,
+    ),
+    "bert-base-nbits4": (
+        "BERT-base 4-bit (MatMulNBits) b1 seq128",
+        "bert-base-nbits4.onnx",
+        1,
+        128,
+        10,
+    ),
 }
 
 
@@ -177,12 +194,17 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def rss(models: str) -> None:
-    path = os.path.join(models, "bert-base.onnx")
+def rss(models: str, engines=None, only=None) -> None:
+    """Peak RSS of each engine on BERT-base (or on ``only``'s single CASES key, e.g. the int8
+    file), each in its own process."""
+    name_ = next(iter(only)) if only else "bert-base"
+    path = os.path.join(models, CASES[name_][1])
     bench = os.path.dirname(os.path.abspath(__file__))
-    engines = ("ziggurat", "ziggurat-bf16", "onnxruntime", "openvino")
+    engines = engines or ("ziggurat", "ziggurat-bf16", "onnxruntime", "openvino")
     size = os.path.getsize(path) / 2**20
-    print(f"BERT-base ({size:.0f} MiB file), peak RSS after load + 5 runs at b1 seq128")
+    print(
+        f"{os.path.basename(path)} ({size:.0f} MiB file), peak RSS after load + 5 runs at b1 seq128"
+    )
     print("| engine | peak RSS | minus model size |")
     print("|---|---|---|")
     for name in engines:
@@ -214,6 +236,8 @@ def main() -> None:
         print(f"\n## {what}\n")
         if what == "reference":
             reference()
+        elif what == "rss" and (args.only or args.engines != "ziggurat,onnxruntime"):
+            rss(args.models, args.engines.split(","), set(args.only.split(",")) - {""})
         elif what == "latency":
             only = set(args.only.split(",")) - {""}
             latency(args.models, args.engines.split(","), only, args.rounds)

@@ -1,8 +1,13 @@
 """GEMM micro-benchmark behind backends/cpu/gemm.py's choices: numpy (OpenBLAS) vs oneDNN's matmul
 (fp32 in place, fp32 packed, bf16 packed) on BERT-base and tiny-MLP shapes, dense = GEMM + bias
-(+ erf-GELU where marked). Run each variant in its own process (their thread pools interfere):
+(+ erf-GELU where marked), and the int8 candidates behind backends/cpu/int8.py (uint8 activations
+x int8 weights, per-column scales, float32 out): ``u8s8-gemm`` (dnnl_gemm_u8s8s32 to int32, then
+numpy's scale/bias/activation), ``u8s8-plain`` and ``u8s8-packed`` (the matmul primitive on plain
+or blocked int8 weights, scales/zero point/bias/GELU fused). Run each variant in its own process
+(their thread pools interfere):
 
-    for v in numpy plain packed bf16; do python benchmarks/gemm.py $v; done
+    for v in numpy plain packed bf16 u8s8-gemm u8s8-plain u8s8-packed; do
+        python benchmarks/gemm.py $v; done
 
 Prints best / p25 / median milliseconds over --repeats runs, 2 threads unless --threads.
 """
@@ -47,14 +52,40 @@ def _variant(name: str, x, w, b, act: str):
         return f
     if name == "plain":
         return lambda: gemm.dense(x, w, b, act)
+    if name.startswith("u8s8"):
+        return _int8_variant(name, x, w, b, act)
     dtype = np.float32 if name == "packed" else gemm._bf16_dtype()
     pw = gemm.pack_weight(w, dtype)
     return lambda: gemm.dense(x, pw, b, act)
 
 
+def _int8_variant(name: str, x, w, b, act: str):
+    from ziggurat.backends.cpu import int8
+    from ziggurat.ops.fused import _epilogue
+
+    qa = np.clip(np.rint(x * 20) + 128, 0, 255).astype(np.uint8)
+    ws = np.abs(w).max(axis=0) / 127
+    wq = np.rint(w / ws).astype(np.int8)
+    ws = ws.astype(np.float32)
+    scale = ws * np.float32(0.05)
+    if name == "u8s8-gemm":
+
+        def f():
+            y = int8.gemm_u8s8s32(qa, 128, wq).astype(np.float32)
+            y *= scale
+            _epilogue(y, b, act)
+
+        return f
+    wp = int8.pack(wq) if name == "u8s8-packed" else wq
+    return lambda: int8.matmul_u8s8(qa, 128, 0.05, wp, ws, b, act)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("variant", choices=["numpy", "plain", "packed", "bf16"])
+    p.add_argument(
+        "variant",
+        choices=["numpy", "plain", "packed", "bf16", "u8s8-gemm", "u8s8-plain", "u8s8-packed"],
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=60)
     args = p.parse_args()

@@ -2,6 +2,7 @@
 returns ``(run, feeds)``, where ``run()`` runs the model once on ``feeds``.
 
 Engines: ``ziggurat`` (fp32), ``ziggurat-bf16`` (``SessionOptions.precision = "bf16"``),
+``ziggurat-int8`` (``SessionOptions.enable_quantization = True``),
 ``onnxruntime`` (CPU, fp32), ``openvino`` (its default precision on this CPU: bf16 where the CPU
 has AVX512-BF16/AMX) and ``openvino-fp32`` (``INFERENCE_PRECISION_HINT=f32``). Each is imported
 only when asked for, so a benchmark child process holds one engine only.
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from common import make_feeds
 
-ENGINES = ("ziggurat", "ziggurat-bf16", "onnxruntime", "openvino", "openvino-fp32")
+ENGINES = ("ziggurat", "ziggurat-bf16", "ziggurat-int8", "onnxruntime", "openvino", "openvino-fp32")
 
 
 @dataclass
@@ -32,6 +33,8 @@ def open_session(engine: str, src: str | bytes, batch: int, seq: int):
         so = zg.SessionOptions()
         if engine == "ziggurat-bf16":
             so.precision = "bf16"
+        elif engine == "ziggurat-int8":  # dynamic int8 quantization of MatMul/Gemm weights at load
+            so.enable_quantization = True
         sess = zg.InferenceSession(src, so)
     elif engine == "onnxruntime":
         import onnxruntime as ort

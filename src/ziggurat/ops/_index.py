@@ -222,6 +222,7 @@ INDEX: dict[str, tuple[str, ...]] = {
     "Pow": ("elementwise",),
     "PowGrad": ("autodiff",),
     "QAttention": ("contrib_attention",),
+    "QDense": ("quant",),
     "QGemm": ("contrib_quant",),
     "QLinearAdd": ("contrib_quant",),
     "QLinearAveragePool": ("contrib_quant",),

@@ -19,7 +19,7 @@ from .activation import LeakyRelu, Sigmoid, Softmax
 from .matmul import MatMul, MatMulInteger
 from .pool import AveragePool, GlobalAveragePool
 from .quant import DequantizeLinear as _dq
-from .quant import DynamicQuantizeLinear
+from .quant import DynamicQuantizeLinear, int8_matmul_to_float
 from .quant import QuantizeLinear as _q
 from .registry import kernel
 
@@ -127,11 +127,8 @@ def MatMulBnb4(a, b, absmax, /, *, K, N, block_size, quant_type, training_mode=0
     return (y.reshape(a.shape[:-1] + (N,)).astype(a.dtype, copy=False),)
 
 
-def _scaled_int_matmul(a, b, a_zp, b_zp, scale, bias, out_dt):
-    (acc,) = MatMulInteger(a, b, a_zp, b_zp)
-    y = acc.astype(np.float32) * scale
-    if bias is not None:
-        y = y + bias.astype(np.float32)
+def _scaled_int_matmul(a, b, a_zp, b_zp, a_scale, b_scale, bias, out_dt):
+    y = int8_matmul_to_float(a, b, a_scale, b_scale, a_zp, b_zp, bias)
     return (y.astype(out_dt, copy=False),)
 
 
@@ -139,9 +136,11 @@ def _scaled_int_matmul(a, b, a_zp, b_zp, scale, bias, out_dt):
 def MatMulIntegerToFloat(
     a, b, a_scale, b_scale, a_zero_point=None, b_zero_point=None, bias=None, /
 ):
-    """``(A - a_zp) @ (B - b_zp) * a_scale * b_scale + bias`` in float (b_scale/b_zp per column)."""
-    scale = a_scale.astype(np.float32) * b_scale.astype(np.float32)
-    return _scaled_int_matmul(a, b, a_zero_point, b_zero_point, scale, bias, a_scale.dtype)
+    """``(A - a_zp) @ (B - b_zp) * a_scale * b_scale + bias`` in float (b_scale/b_zp per column);
+    uint8 x int8 runs on oneDNN's integer GEMM where the CPU has VNNI/AMX (``quant.py``)."""
+    return _scaled_int_matmul(
+        a, b, a_zero_point, b_zero_point, a_scale, b_scale, bias, a_scale.dtype
+    )
 
 
 @kernel("DynamicQuantizeMatMul", domain=MS, since=1)
@@ -149,8 +148,7 @@ def DynamicQuantizeMatMul(a, b, b_scale, b_zero_point=None, bias=None, /):
     """A float quantized to uint8 from its own range (DynamicQuantizeLinear), then the integer
     product with the int8/uint8 B and its scales (per tensor or per column) back in float."""
     qa, a_scale, a_zp = DynamicQuantizeLinear(a)
-    scale = a_scale.astype(np.float32) * b_scale.astype(np.float32)
-    return _scaled_int_matmul(qa, b, a_zp, b_zero_point, scale, bias, a.dtype)
+    return _scaled_int_matmul(qa, b, a_zp, b_zero_point, a_scale, b_scale, bias, a.dtype)
 
 
 def _deq(x, scale, zp):

@@ -165,6 +165,8 @@ def DequantizeLinear(x, x_scale, x_zero_point=None, /, *, axis=1, block_size=0, 
 @kernel("DynamicQuantizeLinear", since=11)
 def DynamicQuantizeLinear(x, /):
     """uint8 quantization with scale and zero point computed from x's range (widened to include 0)."""
+    if type(x) is np.ndarray and x.dtype == np.float32 and x.size:
+        return dynamic_quantize_u8(x)
     xp = xp_of(x)
     xf = x.astype(np.float32)
     lo = xp.minimum(xf.min(), 0) if xf.size else np.float32(0)
@@ -175,6 +177,47 @@ def DynamicQuantizeLinear(x, /):
     zp = xp.clip(xp.rint(-lo / scale), 0, 255)
     y = xp.clip(xp.rint(xf / scale) + zp, 0, 255).astype(np.uint8)
     return y, xp.asarray(scale, np.float32), xp.asarray(zp).astype(np.uint8)
+
+
+_F32_255 = np.float32(255)
+
+
+def dynamic_quantize_u8(x: np.ndarray):
+    """DynamicQuantizeLinear of a non-empty float32 numpy array: (uint8 y, float32 scale, uint8
+    zero point), the same values as the generic path (and onnxruntime's MLAS: ``x / scale``
+    rounded half to even, plus the zero point, saturated), in fewer passes over x.
+
+    The quantizing pass runs as one oneDNN primitive where oneDNN is loaded
+    (``backends/cpu/int8.quantize_u8``), else as numpy's divide, rint, add, clip and cast. NaN
+    inputs are unspecified here as in onnxruntime."""
+    lo = min(x.min(), np.float32(0))
+    hi = max(x.max(), np.float32(0))
+    scale = np.float32((np.float32(hi) - np.float32(lo)) / _F32_255)
+    if scale == 0:  # all zeros: any scale works; use 1 like onnxruntime instead of 0/0
+        return np.zeros(x.shape, np.uint8), np.asarray(1, np.float32), np.asarray(0, np.uint8)
+    zp = np.float32(min(max(np.rint(-np.float32(lo) / scale), 0), 255))
+    y = _int8().quantize_u8(x, scale, zp)
+    if y is None:
+        t = np.divide(x, scale, dtype=np.float32)
+        np.rint(t, out=t)
+        t += zp  # t holds integers: adding the integer zero point is exact
+        np.clip(t, 0, 255, out=t)
+        y = t.astype(np.uint8)
+    return y, np.asarray(scale, np.float32), np.asarray(zp, np.uint8)
+
+
+def _int8():
+    """backends.cpu.int8 (oneDNN's integer GEMMs), imported on first use (``import ziggurat``
+    stays light)."""
+    global _int8_mod
+    if _int8_mod is None:
+        from ..backends.cpu import int8
+
+        _int8_mod = int8
+    return _int8_mod
+
+
+_int8_mod = None
 
 
 def _requantize(xp, acc, multiplier, y_zero_point, out_dt: np.dtype):
@@ -249,3 +292,56 @@ def QLinearConv(
     multiplier = _f32(x_scale) * _f32(w_scale, channel) / _f32(y_scale)
     out_dt = y_zero_point.dtype if y_zero_point is not None else x.dtype
     return (_requantize(xp, acc, multiplier, y_zero_point, out_dt),)
+
+
+def _is_zero(zp) -> bool:
+    return zp is None or not np.any(zp)
+
+
+def int8_matmul_to_float(a, b, a_scale, b_scale, a_zp=None, b_zp=None, bias=None, activation=""):
+    """``activation((a_scale * b_scale) * ((A - a_zp) @ (B - b_zp)) + bias)`` in float32.
+
+    The integer product is exact: on oneDNN (``backends/cpu/int8.py``: uint8 A with one zero
+    point, int8 B with zero point 0, as onnxruntime's ``quantize_dynamic`` writes them) the
+    scales, bias and activation are applied inside the product; elsewhere (other types or zero
+    points, no VNNI/AMX, ``ZIGGURAT_DNNL=0``) the int32 result comes from float64 BLAS and the
+    float epilogue from numpy, in onnxruntime's order (cast, scale, bias)."""
+    if (
+        type(a) is np.ndarray
+        and a.dtype == np.uint8
+        and b.dtype == np.int8
+        and np.size(a_scale) == 1
+        and (a_zp is None or np.size(a_zp) == 1)
+        and a_scale.dtype == np.float32
+        and _is_zero(b_zp)
+    ):
+        y = _int8().matmul_u8s8(
+            a, 0 if a_zp is None else a_zp, a_scale, b, b_scale, bias, activation
+        )
+        if y is not None:
+            return y
+    from .matmul import MatMulInteger  # the exact integer product (float64 BLAS)
+
+    (acc,) = MatMulInteger(a, _int8_plain(b), a_zp, b_zp)
+    y = acc.astype(np.float32)
+    y *= a_scale.astype(np.float32) * b_scale.astype(np.float32)
+    if bias is not None:
+        y += bias.astype(np.float32)
+    if activation:
+        from .fused import _epilogue
+
+        _epilogue(y, None, activation)
+    return y
+
+
+def _int8_plain(b):
+    return _int8().plain(b) if type(b) is not np.ndarray else b
+
+
+@kernel("QDense", domain="ziggurat")
+def QDense(a, b, a_scale, b_scale, a_zp=None, b_zp=None, bias=None, /, *, activation=""):
+    """onnxruntime's MatMulIntegerToFloat with an activation ('', 'relu' or erf 'gelu') applied
+    to its float result: what ``passes/fuse_quant_matmul.py`` makes of ``quantize_dynamic``'s
+    MatMulInteger -> Cast -> Mul [-> Add bias] [-> GELU] chains and ``passes/quantize_weights.py``
+    of float Dense layers (``enable_quantization``). B is int8, possibly packed for oneDNN."""
+    return (int8_matmul_to_float(a, b, a_scale, b_scale, a_zp, b_zp, bias, activation),)

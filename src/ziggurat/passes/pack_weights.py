@@ -37,6 +37,9 @@ MIN_ELEMENTS = 1 << 18
 
 def run(graph: ir.Graph, opsets: dict[str, int], precision: str = "bf16") -> ir.Graph:
     """Pack eligible weights in place for ``precision`` ('fp32' or 'bf16'); return ``graph``."""
+    from . import pack_int8  # int8 QDense weights: oneDNN's blocked layout, whatever precision
+
+    pack_int8.run(graph)
     if precision != "bf16":
         return _pack_aliasing_fp32(graph)
     from ..backends.cpu import gemm

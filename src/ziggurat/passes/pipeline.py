@@ -4,9 +4,9 @@
 - basic (1): constant folding, dead code elimination.
 - extended (2) and all (99): also fusions (GELU, MatMul+bias+activation, BatchNorm into Conv,
   Conv+residual+ReLU, zero Pad into Conv, Add+LayerNorm and decomposed LayerNorm, attention,
-  Dense nodes sharing an input merged into one GEMM)
-  unless ``fusion`` is off; with ``quantize``, int8
-  weight-only quantization of MatMul/Gemm weights (``enable_quantization``).
+  quantize_dynamic's MatMulInteger->Cast->Mul[->Add][->GELU] into one int8 QDense)
+  unless ``fusion`` is off; with ``quantize``, dynamic int8 quantization of MatMul/Gemm
+  weights (per output column, at load) and of their inputs (per call) (``enable_quantization``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from . import (
     fuse_layernorm,
     fuse_pad,
     fuse_qkv,
+    fuse_quant_matmul,
     quantize_weights,
 )
 from ._match import FUSED_DOMAIN
@@ -55,6 +56,7 @@ def optimize(
         fuse_pad.run(graph)
         fuse_gelu.run(graph)
         dce.run(graph)
+        fuse_quant_matmul.run(graph)
         fuse_dense.run(graph)
         fuse_qkv.run(graph, opsets)
         fuse_conv.run(graph, precision)
@@ -65,7 +67,7 @@ def optimize(
         opsets.setdefault(FUSED_DOMAIN, 1)
         if not fusion:
             fuse_dense.run(graph)
-        quantize_weights.run(graph)
+        quantize_weights.run(graph, opsets)
         dce.run(graph)
     return graph
 

@@ -7,6 +7,8 @@
 
 from .errors import (
     ConfigError,
+    DeviceError,
+    DeviceMemoryError,
     ExecutionError,
     ExternalDataError,
     GraphError,
@@ -41,14 +43,18 @@ __version__ = "0.1.0"
 
 
 def get_available_providers() -> list[str]:
-    """Execution providers usable on this machine (onnxruntime's function of the same name)."""
-    return ["CPUExecutionProvider"]
+    """Execution providers this installation can use, best first, the CPU last (onnxruntime's
+    function of the same name): CUDA with CuPy installed (``ziggurat[cuda]``), WebGPU with wgpu
+    (``ziggurat[vulkan]``). Probes no hardware: a session asking for a provider whose device is
+    missing falls back with a warning."""
+    from .backends.device import installed_providers
+
+    return installed_providers()
 
 
 def get_all_providers() -> list[str]:
-    """Execution providers this build of Ziggurat has (onnxruntime's function of the same name).
-    GPU providers are not in this build yet, so only the CPU one is listed."""
-    return ["CPUExecutionProvider"]
+    """Execution providers Ziggurat has (onnxruntime's function of the same name)."""
+    return ["CUDAExecutionProvider", "WebGpuExecutionProvider", "CPUExecutionProvider"]
 
 
 def get_device() -> str:
@@ -67,7 +73,7 @@ def get_build_info() -> str:
 
     return (
         f"Ziggurat Build Info: version={__version__}, python={platform.python_version()}, "
-        "providers=CPU (numpy, oneDNN)"
+        "providers=CPU (numpy, oneDNN), CUDA (CuPy, optional), WebGPU (wgpu, optional)"
     )
 
 
@@ -83,6 +89,8 @@ def disable_telemetry_events() -> None:
 __all__ = [
     "AdapterFormat",
     "ConfigError",
+    "DeviceError",
+    "DeviceMemoryError",
     "ExecutionError",
     "ExecutionMode",
     "ExternalDataError",

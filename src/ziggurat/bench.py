@@ -66,7 +66,10 @@ def bench_main(args: argparse.Namespace) -> int:
         intra_op_num_threads=args.threads, precision=getattr(args, "precision", "fp32")
     )
     t0 = time.perf_counter()
-    sess = InferenceSession(args.model, sess_options=opts)
+    from .cli import DEVICE_PROVIDERS
+
+    providers = DEVICE_PROVIDERS[getattr(args, "device", "cpu")]
+    sess = InferenceSession(args.model, sess_options=opts, providers=providers)
     print(f"ziggurat load+compile: {(time.perf_counter() - t0) * 1e3:.1f} ms")
     feeds = random_feeds(sess.get_inputs(), dims)
     zt = _time(lambda: sess.run(None, feeds), args.warmup, args.runs, "ziggurat")

@@ -45,15 +45,28 @@ def _coerce(sess, feeds: dict) -> dict:
     return out
 
 
-PRECISIONS = ("fp32", "bf16")  # as runtime.options.PRECISIONS (not imported: CLI start-up time)
-PRECISION_HELP = "fp32 (exact) or bf16 (bf16 weights and GEMMs; CPUs with AVX512-BF16/AMX)"
+PRECISIONS = ("fp32", "bf16", "fp16")  # as runtime.options.PRECISIONS (not imported: start-up)
+PRECISION_HELP = (
+    "fp32 (exact), bf16 (bf16 weights and GEMMs; CPUs with AVX512-BF16/AMX) or fp16 (GPU devices)"
+)
+# --device -> onnxruntime provider list (the CPU last: it runs what the device cannot).
+DEVICE_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "vulkan": ["WebGpuExecutionProvider", "CPUExecutionProvider"],
+}
+DEVICE_HELP = "where the model runs: cpu (default), cuda (CuPy) or vulkan (wgpu); CPU fallback"
+
+
+def _device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=sorted(DEVICE_PROVIDERS), default="cpu", help=DEVICE_HELP)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import InferenceSession, SessionOptions
 
     opts = SessionOptions(precision=args.precision)
-    sess = InferenceSession(args.model, sess_options=opts)
+    sess = InferenceSession(args.model, opts, providers=DEVICE_PROVIDERS[args.device])
     feeds = _coerce(sess, dict(_parse_input(s) for s in args.input))
     outs = sess.run(None, feeds)
     out_dir = Path(args.output) if args.output else None
@@ -81,6 +94,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     if args.plan:
         return _print_plan(args)
+    if args.device != "cpu":
+        return _print_placement(args)
     report = inspect_model(args.model)
     print(json.dumps(report, indent=2) if args.json else report["text"])
     return 1 if report["unsupported"] and args.strict else 0
@@ -102,6 +117,33 @@ def _print_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_placement(args: argparse.Namespace) -> int:
+    """``inspect --device X``: where each node runs on X (device, host shape arithmetic, or CPU
+    fallback with the reason), from one run on random inputs of the --dim sizes."""
+    from . import InferenceSession
+    from .bench import random_feeds
+
+    dims = {}
+    for spec in args.dim:
+        name, sep, value = spec.partition("=")
+        if not sep or not value.isdigit():
+            raise ZigguratError(f"--dim expects NAME=N (e.g. batch=1), got {spec!r}")
+        dims[name] = int(value)
+    sess = InferenceSession(args.model, providers=DEVICE_PROVIDERS[args.device])
+    placement = sess.placement(random_feeds(sess.get_inputs(), dims))
+    if placement is None:
+        raise ZigguratError(
+            f"device {args.device!r} is not available here (see the warning above); "
+            "install its extra: pip install 'ziggurat[cuda]' or 'ziggurat[vulkan]'"
+        )
+    if args.json:
+        print(json.dumps({"provider": placement.provider, "nodes": placement.report()}, indent=2))
+    else:
+        print(placement.text())
+    sess.close()
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_main
 
@@ -119,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy|JSON")
     p.add_argument("--output", "-o", metavar="DIR", help="write each output to DIR/NAME.npy")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
+    _device_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("inspect", help="inputs, outputs, opsets, ops, parameters, what won't run")
@@ -132,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dim", action="append", default=[], metavar="NAME=N",
                    help="with --plan: size of a symbolic dimension (default 1)")  # fmt: skip
+    _device_args(p)  # with a device: per-node placement instead of the model report
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("bench", help="latency and throughput, optionally against onnxruntime")
@@ -143,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", choices=["onnxruntime"], help="also time onnxruntime, same inputs")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
+    _device_args(p)
     p.set_defaults(func=cmd_bench)
 
     try:

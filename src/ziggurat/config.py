@@ -25,8 +25,9 @@ from ziggurat.errors import ConfigError
 
 ENV_PREFIX = "ZIGGURAT_"
 OPT_LEVELS = ("disable", "basic", "extended", "all")
-DEVICES = ("auto", "cpu", "gpu")
-PRECISIONS = ("fp32", "bf16")  # runtime.options.PRECISIONS (a test keeps them equal)
+# auto: CUDA when enable_gpu and a CUDA GPU is present; gpu: CUDA, else Vulkan; cuda; vulkan; cpu
+DEVICES = ("auto", "cpu", "gpu", "cuda", "vulkan")
+PRECISIONS = ("fp32", "bf16", "fp16")  # runtime.options.PRECISIONS (a test keeps them equal)
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ class ModelConfig:
         types.pop("extra")
         values = {k: _coerce(k, v, types, str(path)) for k, v in data.items()}
         cfg = cls(**values)
-        if cfg.device not in DEVICES:
+        if cfg.device not in DEVICES and not _test_device(cfg.device):
             raise ConfigError(f"{path}: device must be one of {', '.join(DEVICES)}")
         if cfg.graph_optimization_level not in (None, *OPT_LEVELS):
             raise ConfigError(f"{path}: graph_optimization_level must be one of {OPT_LEVELS}")
@@ -210,6 +211,13 @@ class ModelConfig:
             "precision": pick(self.precision, base.precision),
             "gpu_memory_mb": base.gpu_memory_mb,
         }
+
+
+def _test_device(kind: str) -> bool:
+    """A device kind registered at run time (the fake test device), never a user setting."""
+    from .backends import device
+
+    return kind in device.PROVIDERS.values() and kind not in ("cpu", "cuda", "vulkan")
 
 
 # ----------------------------------------------------------------------------- parsing helpers

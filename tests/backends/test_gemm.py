@@ -212,7 +212,7 @@ def test_bert_like_block_bf16_is_close_to_fp32_and_holds_bf16_weights():
 
 
 def test_precision_values_are_checked():
-    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16; got 'int4'"):
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16, fp16; got 'int4'"):
         zg.InferenceSession(_block(64), sess_options=zg.SessionOptions(precision="int4"))
     with pytest.raises(ConfigError, match="GPU providers only"):
         zg.InferenceSession(_block(64), sess_options=zg.SessionOptions(precision="fp16"))

@@ -150,3 +150,18 @@ def discover(kinds: tuple[str, ...] = ("cuda", "vulkan")) -> list[Device]:
     ``Device`` carries the limits the driver reports), so it costs up to a second per kind."""
     found = [select(k).device for k in kinds if available(k)]
     return [*found, CPU]
+
+
+def installed_providers() -> list[str]:
+    """Providers whose library is installed here, best first, the CPU last (onnxruntime's
+    ``get_available_providers``: what this installation can use, without probing hardware;
+    ``available`` checks for a device). Imports nothing."""
+    from importlib.util import find_spec
+
+    out = []
+    if find_spec("cupy") is not None:
+        out.append("CUDAExecutionProvider")
+    if find_spec("wgpu") is not None:
+        out.append("WebGpuExecutionProvider")
+    out += [p for p, k in PROVIDERS.items() if k in _registered]
+    return [*out, "CPUExecutionProvider"]

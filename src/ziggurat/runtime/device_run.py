@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,8 @@ class DeviceGraph:
             v.name for v in graph.outputs if v.type is None or v.type.dtype in (None, np.float32)
         }
         self.closed = False
+        # A graph dropped without close() (a session garbage-collected) still frees its blocks.
+        weakref.finalize(self, backend.pool.release_owner, self.owner)
 
     # -- setup -------------------------------------------------------------------------------------
     def _host_input_positions(self) -> list[frozenset[int]]:

@@ -205,3 +205,12 @@ def device_precision(kind: str, value: str) -> str:
             "lacks (no 'shader-f16' feature); use precision='fp32'"
         )
     return p
+
+
+def provider_options(providers: Sequence[Any] | None, name: str) -> dict[str, Any]:
+    """The options given with provider ``name`` as a ``(name, options)`` pair (onnxruntime's
+    form; ``gpu_mem_limit`` in bytes sets the device pool's limit), or {}."""
+    for p in providers or ():
+        if isinstance(p, tuple) and len(p) == 2 and p[0] == name and isinstance(p[1], dict):
+            return dict(p[1])
+    return {}

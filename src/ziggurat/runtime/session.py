@@ -114,6 +114,7 @@ class InferenceSession(OrtSessionMixin):
                 path_or_bytes,
                 max_size_bytes=max_size_bytes,
                 external_initializers=self._options._external_initializers,
+                external_files=self._options._external_files,
             )
         self._model = model
         opts = options_from_model(model, self._options)  # ORT_LOAD_CONFIG_FROM_MODEL=1
@@ -290,7 +291,9 @@ class InferenceSession(OrtSessionMixin):
     def _pick_providers(self, providers: Sequence[Any] | None) -> list[str]:
         from .placement import resolve_providers  # runtime/placement.py: order, warnings
 
+        self.close()  # set_providers re-runs __init__: the old placement's memory goes first
         picked, self._device_kind = resolve_providers(providers or _PROVIDERS)
+        self._provider_args = providers  # (name, options) pairs: gpu_mem_limit for the pool
         return picked
 
     # -- device placement (runtime/placement.py, runtime/device_run.py) ----------------------
@@ -305,8 +308,11 @@ class InferenceSession(OrtSessionMixin):
     def _place_on_device(self, graph: ir.Graph, opsets: dict, name: str, precision: str) -> Any:
         from ..backends import device
         from .device_run import DeviceGraph
+        from .placement import provider_options
 
-        backend = device.select(self._device_kind)
+        opts = provider_options(self._provider_args, self._providers[0])
+        limit = int(opts["gpu_mem_limit"]) if opts.get("gpu_mem_limit") else None
+        backend = device.select(self._device_kind, limit_bytes=limit)
         if self._profiler is not None:
             self._profiler.provider = "CPUExecutionProvider"  # placed nodes name their own
         return DeviceGraph(

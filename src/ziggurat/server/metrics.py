@@ -174,6 +174,7 @@ class Metrics:
             "# HELP process_resident_memory_bytes Resident memory of the server process.",
             "# TYPE process_resident_memory_bytes gauge",
             f"process_resident_memory_bytes {rss_bytes()}",
+            *_device_memory_lines(),
             "# HELP process_start_time_seconds Start time of the process (Unix time).",
             "# TYPE process_start_time_seconds gauge",
             f"process_start_time_seconds {self.started}",
@@ -201,6 +202,7 @@ class Metrics:
                     "batch_sizes": {str(k): v[0] for k, v in sorted(s.batches.items())},
                     "pending": m.scheduler.pending,
                     "memory_bytes": m.size_bytes,
+                    **_model_device(m),
                 }
             )
         return {
@@ -209,9 +211,41 @@ class Metrics:
             "errors": errors,
             "in_flight": self.in_flight,
             "rejected": self.rejected,
-            "memory": {"rss_bytes": rss_bytes()},
+            "memory": {"rss_bytes": rss_bytes(), "devices": device_memory()},
             "models": models,
         }
+
+
+def device_memory() -> list[dict]:
+    """Pool statistics of each device backend opened in this process (none: [])."""
+    from ..backends import device
+
+    return [b.pool.stats() for b in device.opened().values()]
+
+
+def _device_memory_lines() -> list[str]:
+    out = [
+        "# HELP ziggurat_device_memory_bytes Device memory pool bytes (in_use, cached, peak, "
+        "limit) per device.",
+        "# TYPE ziggurat_device_memory_bytes gauge",
+    ]
+    for s in device_memory():
+        for state in ("in_use", "cached", "peak", "limit"):
+            value = s[f"{state}_bytes"]
+            if value is not None:
+                out.append(
+                    f'ziggurat_device_memory_bytes{{device="{_escape(s["device"])}",'
+                    f'state="{state}"}} {value}'
+                )
+    return out
+
+
+def _model_device(m: LoadedModel) -> dict:
+    """The provider a model runs on and the device bytes its session holds."""
+    session = getattr(m, "session", None)
+    providers = getattr(session, "get_providers", lambda: ["CPUExecutionProvider"])()
+    mem = getattr(session, "device_memory", lambda: None)()
+    return {"provider": providers[0], "device_bytes": 0 if mem is None else mem["session_bytes"]}
 
 
 def _reason(status: int) -> str:

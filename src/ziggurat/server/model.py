@@ -41,18 +41,35 @@ def ziggurat_session(path: str, settings: dict[str, Any]) -> Any:
     opts.enable_fusion = settings.get("enable_fusion", True)
     opts.enable_quantization = settings.get("enable_quantization", False)
     opts.precision = settings.get("precision", "fp32")
-    providers = ["CPUExecutionProvider"]
-    device = settings.get("device", "auto")
-    available = zg.get_available_providers()
-    wants_gpu = device == "gpu" or (device == "auto" and settings.get("enable_gpu", True))
-    if wants_gpu and "CUDAExecutionProvider" in available:
-        providers.insert(0, "CUDAExecutionProvider")
+    providers = _providers_for(settings)
     return zg.InferenceSession(
         path,
         sess_options=opts,
         providers=providers,
         max_size_bytes=settings.get("max_size_bytes"),
     )
+
+
+def _providers_for(settings: dict[str, Any]) -> list[Any]:
+    """The provider list of a model's ``device`` setting. auto: CUDA when ``enable_gpu`` and a
+    CUDA GPU is present (Vulkan is never picked by itself: on a machine with only Mesa's software
+    driver it would be far slower than the CPU, and probing it costs ~1 s of start-up); gpu: CUDA,
+    else Vulkan; cuda / vulkan: that device, falling back to the CPU with a warning. The device
+    pool's limit is ``gpu_memory_mb``."""
+    from ..backends import device as devices
+    from ..runtime.placement import provider_for
+
+    device = settings.get("device", "auto")
+    limit = {"gpu_mem_limit": int(settings.get("gpu_memory_mb", 2048)) << 20}
+    if device == "cpu" or (device == "auto" and not settings.get("enable_gpu", True)):
+        return ["CPUExecutionProvider"]
+    if device == "auto":
+        kinds = ["cuda"] if devices.available("cuda") else []
+    elif device == "gpu":
+        kinds = ["cuda", "vulkan"]
+    else:
+        kinds = [device]
+    return [(provider_for(k), limit) for k in kinds] + ["CPUExecutionProvider"]
 
 
 @dataclass(frozen=True)
@@ -262,6 +279,9 @@ class LoadedModel:
         """Finish queued and running requests (bounded), then release the threads."""
         await self.scheduler.drain(timeout_s)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        close = getattr(self.session, "close", None)  # device memory back to the pool now
+        if close is not None and self.scheduler.pending == 0:
+            close()
 
     # -- descriptions ------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:

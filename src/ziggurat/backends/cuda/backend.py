@@ -148,8 +148,8 @@ class CupyBackend(Backend):
     # -- kernels ---------------------------------------------------------------------------------
     def _adapt(self, fn: Any) -> Any:
         def device_kernel(backend: CupyBackend, inputs: list, attrs: dict) -> list:
-            arrays = [cupy.asarray(t) if isinstance(t, np.ndarray) else t for t in inputs]
-            return list(fn(backend.ns, arrays, attrs))
+            # CuPy arrays are the device tensors; HOST_INPUTS stay numpy (read on the host)
+            return list(fn(backend.ns, inputs, attrs))
 
         device_kernel.__name__ = f"cuda_{getattr(fn, '__name__', 'kernel')}"
         return device_kernel

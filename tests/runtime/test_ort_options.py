@@ -263,3 +263,32 @@ def test_profiling_start_time_and_module_functions():
         C.get_default_session_options().graph_optimization_level
         == zg.GraphOptimizationLevel.ORT_ENABLE_ALL
     )
+
+
+def test_external_files_given_in_memory(tmp_path):
+    pads = helper.make_tensor("pads", TensorProto.INT64, [4], [0] * 4)
+    pads.ClearField("int64_data")
+    pads.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", "pads.bin"), ("offset", "8"), ("length", "32")):
+        pads.external_data.add(key=k, value=v)
+    m = _model([helper.make_node("Pad", ["X", "pads"], ["Y"], mode="constant")],
+               [_vi("X", 1, [1, 2]), _vi("pads", 7, [4])], [_vi("Y", 1, [1, 4])], [pads])  # fmt: skip
+    path = tmp_path / "m.onnx"
+    onnx.save(m, path)
+    content = b"\xff" * 8 + np.array([0, 1, 0, 1], np.int64).tobytes() + b"tail"
+    zso, oso = zg.SessionOptions(), ort.SessionOptions()
+    zso.add_external_initializers_from_files_in_memory(["pads.bin"], [content], [len(content)])
+    oso.add_external_initializers_from_files_in_memory(["pads.bin"], [content], [len(content)])
+    x = np.array([[1, 2]], np.float32)
+    z = zg.InferenceSession(path, zso).run(None, {"X": x})[0]
+    o = ort.InferenceSession(str(path), oso, providers=CPU).run(None, {"X": x})[0]
+    np.testing.assert_array_equal(z, o)
+    np.testing.assert_array_equal(z, [[0, 1, 2, 0]])  # pads: begins (0, 1), ends (0, 1)
+    # From bytes too (no folder to find files in: only the in-memory one can serve).
+    np.testing.assert_array_equal(
+        zg.InferenceSession(m.SerializeToString(), zso).run(None, {"X": x})[0], z
+    )
+    short = zg.SessionOptions()
+    short.add_external_initializers_from_files_in_memory(["pads.bin"], [content], [20])
+    with pytest.raises(zg.ExternalDataError, match="too short"):
+        zg.InferenceSession(path, short)

@@ -220,3 +220,31 @@ def test_string_inputs_as_onnxruntime_takes_them():
 
 def test_onnx_is_only_the_builder_here():
     assert onnx.__version__  # the models above are built with onnx's helpers
+
+
+def test_memory_infos_match_onnxruntime(sessions):
+    zs, os_ = sessions
+    for z, o in ((zs.get_input_memory_infos(), os_.get_input_memory_infos()),
+                 (zs.get_output_memory_infos(), os_.get_output_memory_infos())):  # fmt: skip
+        assert len(z) == len(o) == 1
+        for key in ("name", "device_id", "mem_type", "allocator_type", "device_mem_type",
+                    "device_vendor_id"):  # fmt: skip
+            assert (
+                int(getattr(z[0], key)) == int(getattr(o[0], key))
+                if key != "name"
+                else (z[0].name == o[0].name)
+            ), key
+    assert len(zs.get_input_epdevices()) == len(os_.get_input_epdevices()) == 1
+    z, o = (
+        m.OrtMemoryInfo.create_v2("Test", m.OrtMemoryInfoDeviceType.CPU, 0, 0,
+                                  m.OrtDeviceMemoryType.DEFAULT, 128, m.OrtAllocatorType.ORT_ARENA_ALLOCATOR)
+        for m in (zg, ort)
+    )  # fmt: skip
+    assert (z.name, int(z.mem_type), int(z.allocator_type), int(z.device_mem_type)) == (
+        o.name, int(o.mem_type), int(o.allocator_type), int(o.device_mem_type),
+    )  # fmt: skip
+    for name in ("cpu", "cuda"):
+        assert (
+            zg.OrtDevice.make(name, 0).device_vendor_id()
+            == ort.OrtDevice.make(name, 0).device_vendor_id()
+        )

@@ -30,9 +30,22 @@ class OrtMemType(enum.IntEnum):
     DEFAULT = 0
 
 
+class OrtDeviceMemoryType(enum.IntEnum):
+    DEFAULT = 0
+    HOST_ACCESSIBLE = 5
+
+
+class OrtMemoryInfoDeviceType(enum.IntEnum):
+    CPU = 0
+    GPU = 1
+    FPGA = 2
+    NPU = 3
+
+
 class OrtMemoryInfo:
     """Where memory lives: ``name`` ("Cpu", "Cuda", ...), allocator type, device id, memory
-    type (onnxruntime's ``OrtMemoryInfo``)."""
+    type (onnxruntime's ``OrtMemoryInfo``); ``create_v2`` also takes the device type, vendor
+    id, device memory type and alignment."""
 
     def __init__(
         self, name: str, alloc_type: OrtAllocatorType, device_id: int, mem_type: OrtMemType
@@ -41,6 +54,27 @@ class OrtMemoryInfo:
         self.allocator_type = OrtAllocatorType(alloc_type)
         self.device_id = int(device_id)
         self.mem_type = OrtMemType(mem_type)
+        self.device_mem_type = OrtDeviceMemoryType.DEFAULT
+        self.device_vendor_id = 0
+        self.device_type = (
+            OrtMemoryInfoDeviceType.CPU
+            if self.name.lower() == "cpu"
+            else OrtMemoryInfoDeviceType.GPU
+        )
+        self.alignment = 0
+
+    @staticmethod
+    def create_v2(
+        name: str, device_type: OrtMemoryInfoDeviceType, vendor_id: int, device_id: int,
+        device_mem_type: OrtDeviceMemoryType, alignment: int, allocator_type: OrtAllocatorType,
+    ) -> OrtMemoryInfo:  # fmt: skip
+        """A memory info for any device, named freely (onnxruntime's CreateMemoryInfo_V2)."""
+        info = OrtMemoryInfo(name, allocator_type, device_id, OrtMemType.DEFAULT)
+        info.device_type = OrtMemoryInfoDeviceType(device_type)
+        info.device_vendor_id = int(vendor_id)
+        info.device_mem_type = OrtDeviceMemoryType(device_mem_type)
+        info.alignment = int(alignment)
+        return info
 
     def __repr__(self) -> str:
         return (

@@ -136,6 +136,26 @@ class OrtSessionMixin:
 
         return get_available_providers()
 
+    def get_input_memory_infos(self) -> list[Any]:
+        """Where each input is expected: CPU memory for a CPU session (a device session copies
+        feeds to its device itself)."""
+        return [self._cpu_memory_info() for _ in self._inputs]
+
+    def get_output_memory_infos(self) -> list[Any]:
+        """Where each output is returned: CPU memory (outputs come back as numpy arrays)."""
+        return [self._cpu_memory_info() for _ in self._outputs]
+
+    def get_input_epdevices(self) -> list[Any]:
+        """The execution-provider device of each input; None where none is assigned (Ziggurat has
+        no plugin-EP devices)."""
+        return [None for _ in self._inputs]
+
+    @staticmethod
+    def _cpu_memory_info() -> Any:
+        from .allocators import OrtAllocatorType, OrtMemoryInfo, OrtMemType
+
+        return OrtMemoryInfo("Cpu", OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, OrtMemType.DEFAULT)
+
     def get_profiling_start_time_ns(self) -> int:
         """When profiling started, in nanoseconds since the epoch (0 without profiling)."""
         return self._profiling_start_ns
@@ -243,6 +263,7 @@ class OrtSessionMixin:
             model = load_model(
                 self._source, max_size_bytes=self._max_size_bytes,
                 external_initializers=opts._external_initializers,
+                external_files=opts._external_files,
             )  # fmt: skip
         apply_free_dims(model, opts, self._source)
         defaults = {}

@@ -20,6 +20,7 @@ class OrtDevice:
     memory type (``default_memory()`` = 0) and id, as onnxruntime's ``OrtDevice``."""
 
     _TYPES = {"cpu": 0, "cuda": 1, "gpu": 1, "dml": 1, "webgpu": 1, "cann": 3, "npu": 3}
+    _VENDORS = {"cuda": 0x10DE}  # PCI vendor id onnxruntime records for the device (NVIDIA)
 
     __slots__ = ("_type", "_mem", "_id", "_vendor")
 
@@ -41,7 +42,7 @@ class OrtDevice:
             raise ConfigError(
                 f"unknown device name {device_name!r}; expected one of {', '.join(OrtDevice._TYPES)}"
             )
-        return OrtDevice(kind, 0, device_id)
+        return OrtDevice(kind, 0, device_id, OrtDevice._VENDORS.get(str(device_name).lower(), 0))
 
     @staticmethod
     def cpu() -> int:
@@ -73,6 +74,9 @@ class OrtDevice:
         return self._id
 
     def vendor_id(self) -> int:
+        return self._vendor
+
+    def device_vendor_id(self) -> int:
         return self._vendor
 
     def name(self) -> str:

@@ -110,6 +110,7 @@ class Context:
         self.in_function = False  # reading a FunctionProto body (ref_attr_name allowed)
         self.provided: dict[str, Any] = {}  # external tensors' data given by the caller, by name
         self.initializer_inputs: list[Any] = []  # main-graph inputs with an initializer
+        self.memory_files: dict[str, Any] = {}  # external file name -> its bytes, given in memory
         # How many raw tensors were viewed in place vs copied (misaligned); see BENCHMARKS.md.
         self.viewed = self.copied = self.viewed_bytes = self.copied_bytes = 0
 
@@ -181,7 +182,7 @@ class Context:
     def external(self, label: str, entries: dict[str, str]) -> tuple[Any, int, int]:
         """Resolve a tensor's external_data entries to (buffer, offset, length)."""
         location = entries.get("location", "")
-        if self.base_dir is None:
+        if self.base_dir is None and location not in self.memory_files:
             raise ExternalDataError(
                 f"{label} keeps its data in external file '{location}', but the model was given as"
                 " bytes; load it from its path so the external file can be found next to it"
@@ -197,10 +198,12 @@ class Context:
             ) from None
         if offset < 0 or (length is not None and length < 0):
             raise ExternalDataError(f"{label}: negative external data offset/length: {entries}")
-        full = self._resolve(label, location)
-        mm = self._maps.get(full)
+        mm = self.memory_files.get(location)  # the file's contents given by the caller
         if mm is None:
-            mm = self._maps[full] = self._map_file(label, full)
+            full = self._resolve(label, location)
+            mm = self._maps.get(full)
+            if mm is None:
+                mm = self._maps[full] = self._map_file(label, full)
         size = len(mm) if mm is not None else 0
         if length is None:
             length = size - offset
@@ -262,6 +265,7 @@ def load_model(
     *,
     max_size_bytes: int | None = None,
     external_initializers: dict[str, Any] | None = None,
+    external_files: dict[str, Any] | None = None,
 ) -> Model:
     """Read an ONNX model from a file path or from its serialized bytes.
 
@@ -272,9 +276,11 @@ def load_model(
     data problems) with the path and the cause for anything that is not a loadable ONNX model.
     From bytes/bytearray/memoryview, large tensors view the caller's buffer: do not modify it while
     the model is in use. ``external_initializers`` (name -> array) supplies the data of tensors
-    stored externally: their file references are not followed.
+    stored externally: their file references are not followed. ``external_files`` (file name as
+    the model names it -> bytes) supplies external files' contents from memory.
     """
     provided = dict(external_initializers or {})
+    files = {k: memoryview(v).cast("B") for k, v in (external_files or {}).items()}
     if isinstance(source, (bytes, bytearray, memoryview)):
         buf: Any = source
         if isinstance(source, memoryview):
@@ -283,7 +289,7 @@ def load_model(
             elif source.format != "B" or source.ndim != 1:
                 buf = source.cast("B")
         ctx = Context(buf, None, max_size_bytes)
-        ctx.provided = provided
+        ctx.provided, ctx.memory_files = provided, files
         where = "<model bytes>"
         if len(buf) == 0:
             raise ModelLoadError("model bytes are empty; expected a serialized ONNX ModelProto")
@@ -295,7 +301,7 @@ def load_model(
         )
     path = os.fsdecode(os.fspath(source))
     ctx = Context(b"", path, max_size_bytes)
-    ctx.provided = provided
+    ctx.provided, ctx.memory_files = provided, files
     ctx.buf = _map_model(path, ctx)
     model = _decode(ctx, path)
     model.path = path

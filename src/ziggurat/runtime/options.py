@@ -56,7 +56,6 @@ class SessionOptions:
     _initializers: dict[str, Any] = field(default_factory=dict, repr=False)
     _external_initializers: dict[str, Any] = field(default_factory=dict, repr=False)
     _external_files: dict[str, Any] = field(default_factory=dict, repr=False)
-    _external_files: dict[str, Any] = field(default_factory=dict, repr=False)
     _dims_by_name: dict[str, int] = field(default_factory=dict, repr=False)
     _dims_by_denotation: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -101,22 +100,6 @@ class SessionOptions:
             )
         for name, value in zip(names, values):
             self._external_initializers[name] = _as_array(name, value)
-
-    def add_external_initializers_from_files_in_memory(
-        self, file_names: list[str], buffers: list[Any], lengths: list[int]
-    ) -> None:
-        """Provide the contents of the model's external data files from memory: each file name
-        as the model's tensors name it, its bytes, and how many of them to use."""
-        if not len(file_names) == len(buffers) == len(lengths):
-            raise ConfigError(
-                f"add_external_initializers_from_files_in_memory: {len(file_names)} names, "
-                f"{len(buffers)} buffers and {len(lengths)} lengths; give one of each per file"
-            )
-        for name, buf, n in zip(file_names, buffers, lengths):
-            view = memoryview(buf).cast("B")
-            if not 0 <= int(n) <= len(view):
-                raise ConfigError(f"external file {name!r}: length {n} but {len(view)} bytes given")
-            self._external_files[str(name)] = view[: int(n)]
 
     def add_external_initializers_from_files_in_memory(
         self, file_names: list[str], buffers: list[Any], lengths: list[int]

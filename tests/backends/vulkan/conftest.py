@@ -14,8 +14,8 @@ import os
 import pytest
 
 
-@pytest.fixture(scope="session")
-def _vk_backend():
+def require_vulkan():
+    """The process's Vulkan backend; skips the test (fails it under CI) without one."""
     from ziggurat.backends import vulkan
 
     if not vulkan.available():
@@ -24,6 +24,11 @@ def _vk_backend():
             pytest.fail(f"the Vulkan tests must run under CI: {why}")
         pytest.skip(f"no Vulkan adapter: {why}; they run under CI=true")
     return vulkan.open_backend()
+
+
+@pytest.fixture(scope="session")
+def _vk_backend():
+    return require_vulkan()
 
 
 @pytest.fixture

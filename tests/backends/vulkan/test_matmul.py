@@ -68,3 +68,12 @@ def test_fused_attention_with_mask_and_fully_masked_rows(be):
     tol = (S + 2) * EPS * (np.ones((S, S)) @ np.abs(v)) + p_rel * (np.ones((S, S)) @ np.abs(v))
     assert_within(got, want, tol, "FusedAttention")
     assert (got[..., 4, :] == 0).all()
+
+
+def test_products_over_the_workgroup_grid_are_refused(be, monkeypatch):
+    f32 = np.dtype(np.float32)
+    monkeypatch.setattr(be, "max_groups", 8)
+    entry = be.kernel("MatMul", "", 13)
+    assert entry.supports([((8, 4, 4), f32), ((4, 4), f32)], {}) is None
+    assert "workgroups" in entry.supports([((9, 4, 4), f32), ((4, 4), f32)], {})
+    assert "workgroups" in entry.supports([((4, 200), f32), ((200, 129), f32)], {})

@@ -31,6 +31,23 @@ def max_binding() -> int:
     return be.max_binding if be is not None else _DEFAULT_MAX_BINDING
 
 
+def max_groups() -> int:
+    """max_compute_workgroups_per_dimension of the open device (WebGPU's minimum before)."""
+    from .. import vulkan
+
+    be = vulkan._open
+    return be.max_groups if be is not None else 65535
+
+
+def product_reason(batch: int, m: int, n: int) -> str | None:
+    """Why a [batch, m, n] product cannot be dispatched (16x16 tiles in x/y, batch in z)."""
+    limit = max_groups()
+    worst = max(batch, -(-m // 16), -(-n // 16))
+    if worst > limit:
+        return f"{worst} workgroups in one dimension, over the device's {limit}"
+    return None
+
+
 def bits(x: float) -> int:
     """A float32's bits as an int32 (how float parameters travel in the i32 meta buffer)."""
     return struct.unpack("<i", struct.pack("<f", float(x)))[0]

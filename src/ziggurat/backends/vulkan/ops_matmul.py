@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from ._backend import TABLE, VkTensor, VulkanBackend
-from ._common import FLOAT, bits, broadcast_strides, check
+from ._common import FLOAT, bits, broadcast_strides, check, product_reason
 from .ops_nn import softmax_rows
 
 ACT = {"": 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "clip": 4, "sigmoid": 5, "leaky": 6}
@@ -76,7 +76,7 @@ def _mm_supports(inputs, attrs):
         return f"batch shapes do not broadcast: {e}"
     m = a[-2] if len(a) > 1 else 1
     n = b[-1] if len(b) > 1 else 1
-    return check(inputs, FLOAT, math.prod(batch) * m * n)
+    return product_reason(math.prod(batch), m, n) or check(inputs, FLOAT, math.prod(batch) * m * n)
 
 
 @TABLE.kernel("MatMul", since=1, supports=_mm_supports)
@@ -134,7 +134,8 @@ def _attention_supports(inputs, attrs):
         batch = np.broadcast_shapes(tuple(q[:-2]), tuple(k[:-2]))
     except ValueError as e:
         return f"batch shapes do not broadcast: {e}"
-    return check(inputs, FLOAT, math.prod(batch) * q[-2] * k[-1])
+    nb = math.prod(batch)
+    return product_reason(nb, q[-2], k[-1]) or check(inputs, FLOAT, nb * q[-2] * k[-1])
 
 
 @TABLE.kernel("FusedAttention", domain="ziggurat", supports=_attention_supports)

@@ -205,6 +205,22 @@ def test_layer_norms_and_attention(be):
     np.testing.assert_allclose(dev, cpu, rtol=0, atol=tol)
 
 
+@pytest.mark.parametrize(
+    "inputs,attrs,n_out",
+    [
+        ([f32(7, 4), np.array([2, 5], np.int64)], {"axis": 0}, 2),
+        ([f32(3, 12)], {"axis": -1}, 3),
+        ([f32(3, 7)], {"axis": 1, "num_outputs": 3}, 3),
+    ],
+    ids=["sizes", "equal", "num_outputs"],
+)
+def test_split_matches_the_cpu(be, inputs, attrs, n_out):
+    cpu, dev = run_both(be, "Split", inputs, attrs, opset=18, n_out=n_out)
+    assert len(dev) == len(cpu) == n_out
+    for c, d in zip(cpu, dev, strict=True):
+        np.testing.assert_array_equal(d, c)
+
+
 def test_supports_refuses_what_the_device_cannot_run(be):
     conv = be.kernel("Conv", "", 17)
     assert "2-D" in conv.supports(

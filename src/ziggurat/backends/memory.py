@@ -68,7 +68,9 @@ class MemoryPool:
         self._raw_alloc = raw_alloc
         self._raw_free = raw_free
         self.limit_bytes = limit_bytes
-        self._lock = threading.Lock()
+        # Reentrant: a block may be freed by a finaliser (CuPy dropping the last array on a
+        # block) that the garbage collector runs while this thread is inside allocate().
+        self._lock = threading.RLock()
         self._cache: dict[int, list[Any]] = defaultdict(list)  # bucket size -> free handles
         self._live: dict[int, Block] = {}  # id(block) -> block
         self.in_use_bytes = 0

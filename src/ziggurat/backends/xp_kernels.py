@@ -335,6 +335,27 @@ def _slice(ns: ArrayNS, a: Arrays, attrs: dict[str, Any]) -> Arrays:
     return [ns.xp.ascontiguousarray(x[tuple(index)])]
 
 
+def _split(ns: ArrayNS, a: Arrays, attrs: dict[str, Any]) -> Arrays:
+    """Split-13/18: sizes from input 1 (host), else ``num_outputs`` chunks (the last may be
+    smaller), else equal parts, one per node output."""
+    x = a[0]
+    axis = attrs.get("axis", 0)
+    axis = axis + x.ndim if axis < 0 else axis
+    length = x.shape[axis]
+    sizes = [int(v) for v in a[1]] if len(a) > 1 and a[1] is not None and len(a[1]) else []
+    if not sizes:
+        n = attrs.get("num_outputs") or attrs.get("n_outputs", 1)
+        chunk = -(-length // n) if attrs.get("num_outputs") else length // n
+        sizes = [chunk] * (n - 1) + [length - chunk * (n - 1)]
+    out, start = [], 0
+    for size in sizes:
+        index = [slice(None)] * x.ndim
+        index[axis] = slice(start, start + size)
+        out.append(ns.xp.ascontiguousarray(x[tuple(index)]))
+        start += size
+    return out
+
+
 def _reduce(name: str) -> Callable:
     def fn(ns: ArrayNS, a: Arrays, attrs: dict[str, Any]) -> Arrays:
         x = a[0]
@@ -419,6 +440,7 @@ ARRAY_KERNELS: list[KernelSpec] = [
     ("GatherElements", "", 11, _gather_elements, numeric),
     ("Expand", "", 8, _expand, numeric),
     ("Slice", "", 10, _slice, numeric),
+    ("Split", "", 13, _split, numeric),
     ("ReduceMean", "", 1, _reduce("mean"), floats_only),
     ("ReduceSum", "", 1, _reduce("sum"), numeric),
     ("ReduceMax", "", 1, _reduce("max"), numeric),

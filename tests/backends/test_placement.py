@@ -197,3 +197,39 @@ def test_two_sessions_share_the_pool_and_close_independently(be):
     del b  # __del__ closes
     assert be.pool.outstanding(b_owner) == []
     assert be.pool.stats()["in_use_bytes"] == 0
+
+
+def test_subgraph_nodes_fall_back_and_read_device_values(be):
+    then_g = helper.make_graph(
+        [helper.make_node("Relu", ["h"], ["o"])], "then", [],
+        [helper.make_tensor_value_info("o", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    else_g = helper.make_graph(
+        [helper.make_node("Neg", ["h"], ["o2"])], "else", [],
+        [helper.make_tensor_value_info("o2", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+        helper.make_node("If", ["c"], ["y0"], name="if", then_branch=then_g, else_branch=else_g),
+        helper.make_node("Add", ["y0", "x2"], ["y"], name="add"),
+    ]
+    w = np.arange(12, dtype=np.float32).reshape(3, 4) - 5
+    g = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x2", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [numpy_helper.from_array(w, "w")],
+    )  # fmt: skip
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    s = sess(model, be)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) / 4  # small integers / 4: exact products
+    x2 = np.ones((2, 4), np.float32)
+    for cond, branch in ((True, lambda h: np.maximum(h, 0)), (False, np.negative)):
+        (y,) = s.run(None, {"x": x, "c": np.array(cond), "x2": x2})
+        np.testing.assert_array_equal(y, branch(x @ w) + x2)
+    where = {r["node"]: (r["where"], r["reason"]) for r in s.placement().report()}
+    assert where["if"] == ("cpu", "has a subgraph (If/Loop/Scan runs on the CPU)")
+    assert where["mm"][0] == where["add"][0] == "device"
+    assert_closed_clean(s, be)

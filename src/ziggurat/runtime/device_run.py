@@ -130,6 +130,12 @@ class DeviceGraph:
             self.run(inputs)
         return self._placements[sig]
 
+    def signature_plan(self, inputs: list[Any]) -> Any:
+        raise ExecutionError(
+            f"model '{self.model_name}': the execution plan text describes CPU sessions; for a "
+            "device session use placement() (ziggurat inspect MODEL --device KIND)"
+        )
+
     # -- execution ---------------------------------------------------------------------------------
     def run(self, inputs: list[Any], outer: dict[str, Any] | None = None) -> list[Any]:
         """Run on host inputs (graph input order); returns host outputs in order."""

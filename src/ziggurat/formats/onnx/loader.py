@@ -100,6 +100,7 @@ class Context:
         self.dense_bytes = 0  # sparse initializers, once densified
         # Tensors smaller than this are copied even when aligned (bytes sources: always viewed).
         self.view_min_bytes = _VIEW_MIN_BYTES if path else 0
+        self.view_unaligned = False  # load_model(view_unaligned=True): no alignment copies
         self._maps: dict[str, mmap.mmap] = {}
         self._fds: dict[int, int] = {}  # id(mmap) -> open descriptor of its file, during loading
         self._all_maps: list[mmap.mmap] = []
@@ -266,6 +267,7 @@ def load_model(
     max_size_bytes: int | None = None,
     external_initializers: dict[str, Any] | None = None,
     external_files: dict[str, Any] | None = None,
+    view_unaligned: bool = False,
 ) -> Model:
     """Read an ONNX model from a file path or from its serialized bytes.
 
@@ -278,6 +280,9 @@ def load_model(
     the model is in use. ``external_initializers`` (name -> array) supplies the data of tensors
     stored externally: their file references are not followed. ``external_files`` (file name as
     the model names it -> bytes) supplies external files' contents from memory.
+    ``view_unaligned``: view misaligned tensors of a file in place too (numpy handles them, more
+    slowly) instead of copying them; for callers that convert the weights at once and free the
+    originals (``enable_quantization``), so the float copies never all sit in memory together.
     """
     provided = dict(external_initializers or {})
     files = {k: memoryview(v).cast("B") for k, v in (external_files or {}).items()}
@@ -302,6 +307,7 @@ def load_model(
     path = os.fsdecode(os.fspath(source))
     ctx = Context(b"", path, max_size_bytes)
     ctx.provided, ctx.memory_files = provided, files
+    ctx.view_unaligned = view_unaligned
     ctx.buf = _map_model(path, ctx)
     model = _decode(ctx, path)
     model.path = path

@@ -193,7 +193,7 @@ def _from_bytes(
         return _unpack_float6(np.frombuffer(src, np.uint8, nbytes, offset), count, dt)
     ctx.passed(src, nbytes)
     arr = np.frombuffer(src, dt, count, offset)
-    if not arr.flags.aligned or nbytes < ctx.view_min_bytes:
+    if (not arr.flags.aligned and not ctx.view_unaligned) or nbytes < ctx.view_min_bytes:
         # numpy's fast paths (BLAS, SIMD loops, gufuncs) need aligned data: copy this one. Small
         # tensors are copied too: a view would pin a whole page-cache folio (up to 2 MiB) in RSS.
         return ctx.aligned_copy(src, offset, nbytes, dt, count)

@@ -172,7 +172,8 @@ def resolve_providers(providers: Sequence[Any] | None) -> tuple[list[str], str |
 
 
 def _warn(why: str) -> None:
-    warnings.warn(f"{why}; falling back to the next provider", RuntimeWarning, stacklevel=4)
+    # stacklevel: _warn, resolve_providers, _pick_providers, __init__, then the caller
+    warnings.warn(f"{why}; falling back to the next provider", RuntimeWarning, stacklevel=5)
 
 
 def provider_for(kind: str) -> str:

@@ -233,3 +233,44 @@ def test_subgraph_nodes_fall_back_and_read_device_values(be):
     assert where["if"] == ("cpu", "has a subgraph (If/Loop/Scan runs on the CPU)")
     assert where["mm"][0] == where["add"][0] == "device"
     assert_closed_clean(s, be)
+
+
+def test_shape_arithmetic_freezes_per_signature_after_two_agreeing_runs(be):
+    rng = np.random.default_rng(3)
+    feeds = {"x": rng.standard_normal((2, 16, 64)).astype(np.float32),
+             "mask": np.ones((2, 16), np.int64)}  # fmt: skip
+    s = sess(builders.transformer_block(), be)
+    outs = [s.run(None, feeds)[0] for _ in range(4)]
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+    (state,) = s._compiled._sigs.values()
+    assert {"split_shape", "merge_shape"} <= set(state.frozen)  # the reshape targets
+    other = {"x": feeds["x"][:1], "mask": feeds["mask"][:1]}  # a new signature: recorded anew
+    np.testing.assert_array_equal(s.run(None, other)[0], s.run(None, other)[0])
+    assert len(s._compiled._sigs) == 2
+    assert_closed_clean(s, be)
+
+
+def test_frozen_values_read_by_device_kernels_are_uploaded_once(be):
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("ConstantOfShape", ["shape"], ["ones"],
+                         value=numpy_helper.from_array(np.array([1.5], np.float32))),
+        helper.make_node("Add", ["x", "ones"], ["y"], name="add"),
+    ]  # fmt: skip
+    g = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+    )  # fmt: skip
+    s = sess(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), be)
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    deltas = []
+    for _ in range(4):
+        before = be.pool.stats()["allocations"]
+        np.testing.assert_array_equal(s.run(None, {"x": x})[0], x + 1.5)
+        deltas.append(be.pool.stats()["allocations"] - before)
+    # runs 1-2: x, the host-made ones (uploaded), y; run 3 uploads the frozen ones once to keep;
+    # run 4: only x and y.
+    assert deltas == [3, 3, 3, 2]
+    assert s.placement().report()[1]["where"] == "host"
+    assert_closed_clean(s, be)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from ..errors import ExecutionError, ZigguratError
 from .placement import CPU, DEVICE, HOST, Placement, decide, host_steps
 from .plan import Plan
 
+MAX_SIGNATURES = 32  # input signatures remembered per graph (least recently used out)
 _FLOAT = 1  # ONNX TensorProto.FLOAT
 _FLOAT16 = 10
 
@@ -73,7 +75,7 @@ class DeviceGraph:
         self._host_steps = host_steps(self.plan)
         self._host_reads = self._host_input_positions()
         self._device_consts: dict[str, Any] = {}
-        self._placements: dict[tuple, Placement] = {}
+        self._sigs: OrderedDict[tuple, _Signature] = OrderedDict()  # least recently used first
         self._last: Placement | None = None
         self._lock = threading.Lock()
         self._subgraphs: dict[tuple[int, str], list[Any]] = {}
@@ -126,9 +128,9 @@ class DeviceGraph:
     def placement_for(self, inputs: list[Any]) -> Placement:
         """The placement of ``inputs``' signature (runs them once if it is new)."""
         sig = _signature(inputs)
-        if sig not in self._placements:
+        if sig not in self._sigs:
             self.run(inputs)
-        return self._placements[sig]
+        return self._sigs[sig].placement
 
     def signature_plan(self, inputs: list[Any]) -> Any:
         raise ExecutionError(
@@ -142,17 +144,22 @@ class DeviceGraph:
         if self.closed:
             raise ExecutionError(f"model '{self.model_name}': the session was closed")
         sig = _signature(inputs)
-        placement = self._placements.get(sig)
-        run = _Run(self, inputs, placement)
+        state = self._sigs.get(sig)
+        run = _Run(self, inputs, state)
         with self.backend.owner_scope(self.owner):
             try:
                 outs = run.execute()
             finally:
                 run.release_all()
-        if placement is None:
-            with self._lock:
-                self._placements.setdefault(sig, run.placement)
-        self._last = self._placements[sig]
+        with self._lock:
+            if state is None:
+                state = self._sigs.setdefault(sig, _Signature(run.placement, run.shape_values))
+                while len(self._sigs) > MAX_SIGNATURES:
+                    self._sigs.popitem(last=False)[1].release(self.backend)
+            else:
+                state.confirm(run.shape_values)
+                self._sigs.move_to_end(sig)
+        self._last = state.placement
         return outs
 
     def device_constant(self, name: str) -> Any:
@@ -175,7 +182,51 @@ class DeviceGraph:
         """Release every device block this graph still holds; returns the bytes freed."""
         self.closed = True
         self._device_consts.clear()
+        self._sigs.clear()
         return self.backend.pool.release_owner(self.owner)
+
+
+class _Signature:
+    """What one input signature (shapes and dtypes) has learnt: its placement, and the values of
+    its shape arithmetic. Those depend on the input shapes alone (``Plan.static_values``); once two
+    runs computed the same ones they are frozen and later runs skip the host steps, with device
+    copies of them kept (``dev``) instead of uploaded per run. Runs that disagree (a model whose
+    "shape arithmetic" reads input values after all) keep computing them."""
+
+    __slots__ = ("placement", "pending", "frozen", "dev")
+
+    def __init__(self, placement: Placement, values: dict[str, Any] | None):
+        self.placement = placement
+        self.pending = values
+        self.frozen: dict[str, Any] | None = None
+        self.dev: dict[str, Any] = {}
+
+    def confirm(self, values: dict[str, Any] | None) -> None:
+        if self.frozen is not None or self.pending is None:
+            return
+        if values is not None and _same_values(self.pending, values):
+            self.frozen = values
+        self.pending = None  # frozen now, or never: one disagreement is enough
+
+    def release(self, backend: Any) -> None:
+        for t in self.dev.values():
+            backend.release(t)
+        self.dev.clear()
+
+
+def _same_values(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for name, x in a.items():
+        y = b[name]
+        if not isinstance(x, np.ndarray | np.generic) or not isinstance(y, np.ndarray | np.generic):
+            return False  # sequences, maps...: never frozen
+        x, y = np.asarray(x), np.asarray(y)
+        if x.dtype != y.dtype or x.shape != y.shape:
+            return False
+        if not np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"):
+            return False
+    return True
 
 
 def _signature(inputs: list[Any]) -> tuple:
@@ -194,14 +245,21 @@ def _meta(v: Any) -> Any:
 class _Run:
     """The state of one run: where each value currently is (host, device or both)."""
 
-    def __init__(self, graph: DeviceGraph, inputs: list[Any], placement: Placement | None):
+    def __init__(self, graph: DeviceGraph, inputs: list[Any], state: _Signature | None):
         self.g = graph
         self.backend = graph.backend
         self.host: dict[str, Any] = dict(zip(graph.plan.inputs, inputs, strict=True))
         self.dev: dict[str, Any] = {}
-        self.fixed = placement
-        self.placement = placement or Placement(graph.backend.provider)
+        self.fixed = state.placement if state is not None else None
+        self.placement = self.fixed or Placement(graph.backend.provider)
         self.copies = [0, 0]  # uploads, downloads
+        self.state = state
+        self.frozen = state.frozen if state is not None else None
+        if self.frozen:
+            self.host.update(self.frozen)
+        # The shape arithmetic's values, recorded by a signature's first two runs.
+        recording = state is None or state.pending is not None
+        self.shape_values: dict[str, Any] | None = {} if recording else None
 
     # value access, copying across on first need
     def on_host(self, name: str) -> Any:
@@ -221,9 +279,23 @@ class _Run:
             return t
         if name in self.g.plan.constants and name not in self.host:
             return self.g.device_constant(name)
+        if self.frozen is not None and name in self.frozen:
+            return self._frozen_on_device(name)
         host = self.host[name]
         t = self.backend.to_device(self.g.to_device_dtype(np.asarray(host)))
         self.copies[0] += 1
+        self.dev[name] = t
+        return t
+
+    def _frozen_on_device(self, name: str) -> Any:
+        """A frozen shape value's device copy, uploaded once per signature and kept."""
+        cache = self.state.dev  # type: ignore[union-attr]
+        t = cache.get(name)
+        if t is None:
+            fresh = self.backend.to_device(self.g.to_device_dtype(np.asarray(self.frozen[name])))
+            t = cache.setdefault(name, fresh)
+            if t is not fresh:  # another thread's run uploaded it first
+                self.backend.release(fresh)
         self.dev[name] = t
         return t
 
@@ -257,6 +329,9 @@ class _Run:
                 metas = [self.meta(n) for n in step.node.inputs]
                 place = decide(step, self.backend, metas, step.index in g._host_steps, attrs)
                 self.placement.steps.append(place)
+            if place.where == HOST and self.frozen is not None:
+                self._free_after(step)  # its values are in self.host already
+                continue
             start = time.perf_counter_ns() if prof is not None else 0
             try:
                 if place.where == DEVICE:
@@ -310,6 +385,9 @@ class _Run:
             kwargs[key] = bound if is_list else bound[0]
         results = step.kdef.fn(*args, **kwargs)
         self._store(step, results, self.host)
+        if place.where == HOST and self.shape_values is not None:
+            for name in step.outputs:
+                self.shape_values[name] = self.host.get(name)
 
     def _store(self, step: Any, results: Any, where: dict[str, Any]) -> None:
         results = list(results)
@@ -337,8 +415,8 @@ class _Run:
 
     def _drop(self, name: str) -> None:
         t = self.dev.pop(name, None)
-        if t is not None:
-            self.backend.release(t)
+        if t is not None and (self.state is None or self.state.dev.get(name) is not t):
+            self.backend.release(t)  # (a frozen value's kept copy stays for the next run)
         self.host.pop(name, None)
 
     def _output(self, name: str) -> Any:
@@ -346,8 +424,10 @@ class _Run:
         f16 = getattr(a, "dtype", None) == np.float16
         if self.g.precision == "fp16" and f16 and name in self.g._f32_outputs:
             a = a.astype(np.float32)  # fp16 is the device's working precision, not the model's
-        elif isinstance(a, np.ndarray) and name in self.g.plan.constants:
-            a = a.copy()
+        elif isinstance(a, np.ndarray) and (
+            name in self.g.plan.constants or (self.frozen is not None and name in self.frozen)
+        ):
+            a = a.copy()  # shared with later runs: the caller gets its own
         return a
 
     def release_all(self) -> None:

@@ -75,3 +75,18 @@ def test_host_known_tensors(be):
     _same(
         be, "Range", [np.array(1, np.int64), np.array(9, np.int64), np.array(3, np.int64)], opset=11
     )
+
+
+@pytest.mark.parametrize("mode", ["constant", "edge", "reflect", "wrap"])
+@pytest.mark.parametrize("x", [X, I])
+def test_pad_modes_and_crops(be, mode, x):
+    pads = np.array([1, 0, 2, 0, 2, -1], np.int64)  # begins then ends; a negative end crops
+    value = np.array(2.5 if x.dtype == np.float32 else 7, x.dtype)
+    _same(be, "Pad", [x, pads, value], {"mode": mode}, opset=19)
+    axes = np.array([-1], np.int64)
+    _same(be, "Pad", [x, np.array([3, 2], np.int64), value, axes], {"mode": mode}, opset=19)
+
+
+def test_tile(be):
+    _same(be, "Tile", [X, np.array([2, 1, 3], np.int64)], opset=13)
+    _same(be, "Tile", [X > 5, np.array([1, 2, 1], np.int64)], opset=13)

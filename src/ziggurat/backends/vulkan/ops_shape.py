@@ -235,3 +235,63 @@ TABLE.kernel("Shape", since=1, supports=lambda i, a: None)(_shape)
 TABLE.kernel("Size", since=1, supports=lambda i, a: None)(_size)
 _cpu_then_upload("ConstantOfShape", 9)
 _cpu_then_upload("Range", 11)
+
+
+# -- pad and tile --------------------------------------------------------------------------------
+_PAD_MODES = {"constant": 0, "edge": 1, "reflect": 2, "wrap": 3}
+
+
+def _pad_dispatch(be, x, out_shape, begin, mode: int, value: float, end=None):
+    from ._backend import wgsl_type
+    from ._common import bits
+
+    end = [0] * x.ndim if end is None else end
+    start = [max(-b, 0) for b in begin]  # negative pads crop the input first
+    dims = [d - s - max(-e, 0) for d, s, e in zip(x.shape, start, end)]
+    begin = [max(b, 0) for b in begin]
+
+    out = be.empty(tuple(out_shape), x.dtype)
+    total = out.size
+    if total:
+        t = wgsl_type(x.dtype)
+        const = {"f32": "bitcast<f32>(prm[3])", "i32": "prm[3]", "u32": "u32(prm[3])"}[t]
+        vbits = bits(value) if t == "f32" else int(value)
+        strides = contiguous_strides(x.shape)
+        meta = [total, x.ndim, mode, vbits, *out_shape, *dims, *begin, *start, *strides]
+        be.dispatch("pad", meta, [x, out], be.groups_1d(total), {"T": t, "CONST": const})
+    return out
+
+
+def _pad(be, inputs, attrs):
+    x = inputs[0]
+    if len(inputs) > 1 and inputs[1] is not None:  # opset >= 11: pads (and value, axes) inputs
+        pads = _host_ints(inputs[1])
+        value = inputs[2] if len(inputs) > 2 and inputs[2] is not None else 0
+        axes = _host_ints(inputs[3]) if len(inputs) > 3 and inputs[3] is not None else None
+    else:
+        pads, value, axes = list(attrs.get("pads") or []), attrs.get("value", 0.0), None
+    value = np.asarray(value).reshape(-1)[0] if np.size(value) else 0
+    axes = list(range(x.ndim)) if axes is None else [a + x.ndim if a < 0 else a for a in axes]
+    begin, end = [0] * x.ndim, [0] * x.ndim
+    for k, a in enumerate(axes):
+        begin[a], end[a] = pads[k], pads[k + len(axes)]
+    out_shape = [d + b + e for d, b, e in zip(x.shape, begin, end)]
+    mode = _PAD_MODES[attrs.get("mode", "constant")]
+    return [_pad_dispatch(be, x, out_shape, begin, mode, float(value), end)]
+
+
+def _pad_supports(inputs, attrs):
+    """Negative pads (crops) need nothing special: c - begin stays inside the input."""
+    if attrs.get("mode", "constant") not in _PAD_MODES:
+        return f"Pad mode {attrs.get('mode')!r}"
+    return check(inputs[:1], _ANY, None)
+
+
+def _tile(be, inputs, attrs):
+    x, reps = inputs[0], _host_ints(inputs[1])
+    out_shape = [d * r for d, r in zip(x.shape, reps)]
+    return [_pad_dispatch(be, x, out_shape, [0] * x.ndim, 3, 0.0)]
+
+
+TABLE.kernel("Pad", since=2, supports=_pad_supports)(_pad)
+TABLE.kernel("Tile", since=6, supports=_data_supports)(_tile)

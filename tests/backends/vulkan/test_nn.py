@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ._harness import EPS, assert_within, cpu, dev, rand, ulp
+from ._harness import EPS, assert_within, cpu, dev, rand, refuses, ulp
 
 RNG = np.random.default_rng(13)
 
@@ -90,3 +90,15 @@ def test_arg_reductions_with_ties(be, op, axis, keep, last):
     (want,) = cpu(op, [x], attrs, opset=13)
     assert got.dtype == want.dtype == np.int64
     np.testing.assert_array_equal(got, want)
+
+
+def test_layer_normalization_over_several_axes(be):
+    x, g, b = rand(RNG, 2, 3, 4, 5), rand(RNG, 3, 4, 5), rand(RNG, 3, 4, 5)
+    attrs = {"axis": 1, "epsilon": 1e-5}
+    (got,) = dev(be, "LayerNormalization", [x, g, b], attrs, opset=17)
+    (want,) = cpu("LayerNormalization", [x, g, b], attrs, opset=17)
+    flat = x.reshape(2, -1)
+    tol = _ln_tol(flat, g.reshape(-1), b.reshape(-1), want.reshape(2, -1)).reshape(x.shape)
+    assert_within(got, want, tol, "LayerNormalization axis=1")
+    per_feature = ((2, 3, 4, 5), np.dtype(np.float32)), ((5,), np.dtype(np.float32))
+    assert "scale/bias" in refuses(be, "LayerNormalization", list(per_feature), attrs, opset=17)

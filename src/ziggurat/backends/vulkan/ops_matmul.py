@@ -134,6 +134,13 @@ def _attention_supports(inputs, attrs):
         batch = np.broadcast_shapes(tuple(q[:-2]), tuple(k[:-2]))
     except ValueError as e:
         return f"batch shapes do not broadcast: {e}"
+    if len(inputs) > 3 and inputs[3] is not None:
+        try:
+            full = np.broadcast_shapes((*batch, q[-2], k[-1]), tuple(inputs[3][0]))
+        except ValueError as e:
+            return f"mask does not broadcast to the scores: {e}"
+        if len(full) != len(batch) + 2 or full[:-2] != tuple(batch):
+            return f"mask {inputs[3][0]} widens the scores {(*batch, q[-2], k[-1])}"
     nb = math.prod(batch)
     return product_reason(nb, q[-2], k[-1]) or check(inputs, FLOAT, nb * q[-2] * k[-1])
 

@@ -96,7 +96,7 @@ def _ln_supports(inputs, attrs):
     axis = attrs.get("axis", -1)
     axis = axis + len(x) if axis < 0 else axis
     R = math.prod(x[axis:])
-    for p in inputs[2:]:
+    for p in inputs[1:]:
         if p is not None and math.prod(p[0]) != R:
             return f"scale/bias of {p[0]} for {R} normalized values"
     if attrs.get("n_outputs", 1) > 1 and "skip" not in attrs:

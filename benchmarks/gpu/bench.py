@@ -23,9 +23,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ("bert-base", "resnet50")
+# ziggurat+graphs: ZIGGURAT_DEVICE_GRAPHS=1, each signature's work replayed as one CUDA graph.
 CONFIGS = [
     ("ziggurat", "fp16"),
+    ("ziggurat+graphs", "fp16"),
     ("ziggurat", "fp32"),
+    ("ziggurat+graphs", "fp32"),
     ("onnxruntime", "fp16"),
     ("onnxruntime", "fp32"),
 ]
@@ -67,7 +70,9 @@ def feeds_for(session, name: str):
 
 def child(engine: str, precision: str, path: str, name: str, warmup: int, runs: int) -> dict:
     """One measurement, in this (fresh) process."""
-    if engine == "ziggurat":
+    if engine.startswith("ziggurat"):
+        if engine == "ziggurat+graphs":
+            os.environ["ZIGGURAT_DEVICE_GRAPHS"] = "1"  # read when ziggurat is imported
         sys.path.insert(0, str(ROOT / "src"))
         import ziggurat as zg
 
@@ -97,7 +102,7 @@ def child(engine: str, precision: str, path: str, name: str, warmup: int, runs: 
         sess.run(None, feeds)
         times.append((time.perf_counter() - t) * 1e3)
     out = {"median_ms": statistics.median(times), "min_ms": min(times), "runs": runs}
-    if engine == "ziggurat":
+    if engine.startswith("ziggurat"):
         p = sess.placement()
         out["placed"] = round(p.device_fraction(), 3)
         out["fallbacks"] = [f"{r['op']}: {r['reason']}" for r in p.report() if r["where"] == "cpu"]
@@ -122,7 +127,7 @@ def main() -> int:
         for engine, precision in CONFIGS:
             cmd = [sys.executable, __file__, "--child", engine, precision, str(path), name,
                    "--warmup", str(args.warmup), "--runs", str(args.runs)]  # fmt: skip
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                                   env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
             try:
                 row = json.loads(proc.stdout.strip().splitlines()[-1])

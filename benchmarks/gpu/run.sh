@@ -2,7 +2,8 @@
 # The GPU checks in one go, well under 10 minutes: the CUDA backend's tests (pytest -m cuda, the
 # nvcc compile checks where nvcc exists), the Vulkan backend's tests where wgpu and a Vulkan
 # driver are present, then the GPU benchmark (BERT-base seq 128 b1 and ResNet-50 b1, fp16 and
-# fp32; onnxruntime-gpu in the same run when its wheel is in the wheelhouse).
+# fp32, step by step and replayed as CUDA graphs; onnxruntime-gpu in the same run when its wheel
+# is in the wheelhouse).
 #
 #   benchmarks/gpu/run.sh            # results in $OUT (default /tmp/zg-gpu-out)
 #

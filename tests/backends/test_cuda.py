@@ -139,3 +139,24 @@ def test_bert_tiny_vs_onnxruntime():
     names = [i.name for i in model.graph.input]
     feeds = dict(zip(names, [ids, mask, np.zeros_like(ids)], strict=False))
     assert _vs_ort(model, feeds, 512).device_fraction() >= 0.95
+
+
+def test_cuda_graph_replay_matches_step_by_step():
+    from ziggurat.runtime.device_run import DeviceGraph
+
+    model = builders.transformer_block(hidden=256, heads=4)
+    x = rng.standard_normal((1, 128, 256)).astype(np.float32)
+    mask = np.ones((1, 128), np.int64)
+    s = zg.InferenceSession(model.SerializeToString(), providers=CUDA)
+    plan = s._compiled.plan
+    backend = s._compiled.backend
+    recorded = DeviceGraph(plan.graph, plan.opsets, backend, graphs=True)
+    for i in range(6):  # the 4th run records, the rest replay
+        ref = s.run(None, {"x": x + i, "mask": mask})[0]
+        got = recorded.run([x + i, mask])[0]
+        np.testing.assert_allclose(got, ref, rtol=0, atol=_atol(ref, 1024))
+    (state,) = recorded._sigs.values()
+    assert state.recorded is not None and not state.graph_failed
+    recorded.close()
+    s.close()
+    assert backend.pool.outstanding(recorded.owner) == []

@@ -274,3 +274,38 @@ def test_frozen_values_read_by_device_kernels_are_uploaded_once(be):
     assert deltas == [3, 3, 3, 2]
     assert s.placement().report()[1]["where"] == "host"
     assert_closed_clean(s, be)
+
+
+def test_device_graph_recorded_and_replayed_with_new_inputs(be):
+    from ziggurat.runtime.device_run import DeviceGraph
+
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 16, 64)).astype(np.float32)
+    mask = np.ones((2, 16), np.int64)
+    mask[1, 10:] = 0
+    s = sess(builders.transformer_block(), be)
+    compiled = s._compiled
+    plain = DeviceGraph(compiled.plan.graph, compiled.plan.opsets, be, graphs=False)
+    s._compiled = DeviceGraph(compiled.plan.graph, compiled.plan.opsets, be, graphs=True)
+    compiled.close()
+    for i in range(6):  # 1-2 record shape values, 3 warms, 4 records the graph, 5-6 replay it
+        feeds = {"x": x + i, "mask": mask}
+        np.testing.assert_array_equal(s.run(None, feeds)[0], plain.run([x + i, mask])[0])
+    assert be.replays == 3  # runs 4 (after recording), 5 and 6
+    (state,) = s._compiled._sigs.values()
+    assert state.recorded is not None and not state.graph_failed
+    plain.close()
+    assert_closed_clean(s, be)
+
+
+def test_fallback_signatures_are_never_recorded(be):
+    from ziggurat.runtime.device_run import DeviceGraph
+
+    model, _ = with_sin()
+    s = sess(model, be)
+    s._compiled.close()
+    s._compiled = DeviceGraph(s._compiled.plan.graph, s._compiled.plan.opsets, be, graphs=True)
+    for _ in range(5):
+        s.run(None, {"x": np.ones((2, 16), np.float32)})
+    assert be.replays == 0  # the CPU's Sin in the middle: step by step
+    assert_closed_clean(s, be)

@@ -123,6 +123,8 @@ class FakeBackend(Backend):
             limits={"max_storage_buffer_binding_size": 1 << 27}, features=features,
         )  # fmt: skip
         self.raw_allocations = 0
+        self.replays = 0
+        self._capturing = False
         self.pool = MemoryPool(str(self.device), self._raw_alloc, self._raw_free, limit_bytes)
         self.ns = ArrayNS(np, _erf)
         self.table = build_table(KIND, self._adapt)
@@ -146,13 +148,40 @@ class FakeBackend(Backend):
     def to_device(self, host: np.ndarray, owner: Any = None) -> FakeTensor:
         if not isinstance(host, np.ndarray | np.generic):
             raise DeviceError(f"to_device takes a numpy array, got {type(host).__name__}")
+        self._no_transfer_while_capturing()
         host = np.asarray(host)
         t = self.empty(host.shape, host.dtype, owner)
         t._array[...] = host
         return t
 
     def to_host(self, tensor: FakeTensor) -> np.ndarray:
+        self._no_transfer_while_capturing()
         return tensor.device_array().copy()
+
+    # -- recording (runtime/device_graphs.py), emulated: a CUDA graph records kernel launches and
+    # replays them into the same buffers; here the recorded function is run again and its results
+    # are copied into the recorded output tensors. Transfers while recording fail, as on CUDA.
+    def _no_transfer_while_capturing(self) -> None:
+        if self._capturing:
+            raise DeviceError("host<->device transfer while recording a device graph")
+
+    def capture(self, fn: Any) -> tuple[Any, Any, Any]:
+        self._capturing = True
+        try:
+            outputs = fn()
+        finally:
+            self._capturing = False
+        return (fn, outputs), outputs, None
+
+    def replay(self, graph: Any) -> None:
+        fn, recorded = graph
+        self.replays += 1
+        for dst, src in zip(recorded, fn(), strict=True):
+            dst.device_array()[...] = src.device_array()
+            self.release(src)
+
+    def copy_into(self, tensor: FakeTensor, host: np.ndarray) -> None:
+        tensor.device_array()[...] = host
 
     def release(self, tensor: FakeTensor) -> None:
         if tensor.block is not None:

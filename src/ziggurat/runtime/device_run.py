@@ -31,6 +31,7 @@ import numpy as np
 from .. import ir
 from ..backends.kernels import HOST_INPUTS
 from ..errors import ExecutionError, ZigguratError
+from . import device_graphs
 from .placement import CPU, DEVICE, HOST, Placement, decide, host_steps
 from .plan import Plan
 
@@ -64,8 +65,11 @@ class DeviceGraph:
         model_name: str = "model",
         precision: str = "fp32",
         profiler: Any = None,
+        graphs: bool | None = None,
     ):
         self.backend = backend
+        self.graphs = device_graphs.ENABLED if graphs is None else graphs
+        self._record_lock = threading.Lock()
         self.model_name = model_name
         self.precision = precision
         self.profiler = profiler
@@ -145,6 +149,11 @@ class DeviceGraph:
             raise ExecutionError(f"model '{self.model_name}': the session was closed")
         sig = _signature(inputs)
         state = self._sigs.get(sig)
+        if state is not None and self.graphs:
+            outs = self._run_recorded(state, inputs)
+            if outs is not None:
+                self._last = state.placement
+                return outs
         run = _Run(self, inputs, state)
         with self.backend.owner_scope(self.owner):
             try:
@@ -157,10 +166,22 @@ class DeviceGraph:
                 while len(self._sigs) > MAX_SIGNATURES:
                     self._sigs.popitem(last=False)[1].release(self.backend)
             else:
+                state.warm = run.frozen is not None
                 state.confirm(run.shape_values)
                 self._sigs.move_to_end(sig)
         self._last = state.placement
         return outs
+
+    def _run_recorded(self, state: _Signature, inputs: list[Any]) -> list[Any] | None:
+        """A run by replaying the signature's recorded device graph (recorded on first need), or
+        None where it has none (see device_graphs.py)."""
+        with self._record_lock, self.backend.owner_scope(self.owner):
+            # One replay at a time: runs share the recorded input and output buffers.
+            if state.recorded is None and device_graphs.capturable(self, state, inputs):
+                state.recorded = device_graphs.record(self, state, inputs, _Run)
+            if state.recorded is None:
+                return None
+            return device_graphs.replay(self, state.recorded, inputs)
 
     def device_constant(self, name: str) -> Any:
         t = self._device_consts.get(name)
@@ -182,6 +203,8 @@ class DeviceGraph:
         """Release every device block this graph still holds; returns the bytes freed."""
         self.closed = True
         self._device_consts.clear()
+        for state in self._sigs.values():
+            state.recorded = None  # drops the graph and its keep-alive references
         self._sigs.clear()
         return self.backend.pool.release_owner(self.owner)
 
@@ -193,13 +216,16 @@ class _Signature:
     copies of them kept (``dev``) instead of uploaded per run. Runs that disagree (a model whose
     "shape arithmetic" reads input values after all) keep computing them."""
 
-    __slots__ = ("placement", "pending", "frozen", "dev")
+    __slots__ = ("placement", "pending", "frozen", "dev", "recorded", "graph_failed", "warm")
 
     def __init__(self, placement: Placement, values: dict[str, Any] | None):
         self.placement = placement
         self.pending = values
         self.frozen: dict[str, Any] | None = None
         self.dev: dict[str, Any] = {}
+        self.recorded: device_graphs.Recorded | None = None  # device_graphs.py
+        self.graph_failed = False
+        self.warm = False  # a run with the frozen values done: their device copies exist
 
     def confirm(self, values: dict[str, Any] | None) -> None:
         if self.frozen is not None or self.pending is None:
@@ -212,6 +238,9 @@ class _Signature:
         for t in self.dev.values():
             backend.release(t)
         self.dev.clear()
+        if self.recorded is not None:
+            self.recorded.release(backend)
+            self.recorded = None
 
 
 def _same_values(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -245,11 +274,22 @@ def _meta(v: Any) -> Any:
 class _Run:
     """The state of one run: where each value currently is (host, device or both)."""
 
-    def __init__(self, graph: DeviceGraph, inputs: list[Any], state: _Signature | None):
+    def __init__(
+        self,
+        graph: DeviceGraph,
+        inputs: list[Any],
+        state: _Signature | None,
+        dev_inputs: list[Any] | None = None,
+    ):
         self.g = graph
         self.backend = graph.backend
         self.host: dict[str, Any] = dict(zip(graph.plan.inputs, inputs, strict=True))
         self.dev: dict[str, Any] = {}
+        # Tensors this run reads but does not own (a recording's input buffers): never released.
+        self.pinned: set[str] = set()
+        if dev_inputs is not None:
+            self.dev.update(zip(graph.plan.inputs, dev_inputs, strict=True))
+            self.pinned.update(graph.plan.inputs)
         self.fixed = state.placement if state is not None else None
         self.placement = self.fixed or Placement(graph.backend.provider)
         self.copies = [0, 0]  # uploads, downloads
@@ -318,7 +358,9 @@ class _Run:
         return m
 
     # the steps
-    def execute(self) -> list[Any]:
+    def execute(self, device_outputs: bool = False) -> list[Any]:
+        """Run every step; returns the graph outputs on the host (or, with ``device_outputs``,
+        as device tensors the caller then owns)."""
         g = self.g
         prof = g.profiler
         for step in g.plan.steps:
@@ -352,6 +394,11 @@ class _Run:
                 if place.where == DEVICE:
                     prof.providers[step.node.label] = self.placement.provider
             self._free_after(step)
+        if device_outputs:
+            outs = [self.on_device(n) for n in g.plan.outputs]
+            for n in g.plan.outputs:
+                self.dev.pop(n, None)  # the caller's now
+            return outs
         outs = [self._output(n) for n in g.plan.outputs]
         if self.fixed is None:
             self.placement.uploads, self.placement.downloads = self.copies
@@ -415,9 +462,11 @@ class _Run:
 
     def _drop(self, name: str) -> None:
         t = self.dev.pop(name, None)
-        if t is not None and (self.state is None or self.state.dev.get(name) is not t):
-            self.backend.release(t)  # (a frozen value's kept copy stays for the next run)
         self.host.pop(name, None)
+        if t is None or name in self.pinned:
+            return
+        if self.state is None or self.state.dev.get(name) is not t:
+            self.backend.release(t)  # (a frozen value's kept copy stays for the next run)
 
     def _output(self, name: str) -> Any:
         a = self.on_host(name)

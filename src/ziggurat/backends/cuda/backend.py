@@ -145,6 +145,37 @@ class CupyBackend(Backend):
     def synchronize(self) -> None:
         self.stream.synchronize()
 
+    # -- CUDA graphs (runtime/device_graphs.py) --------------------------------------------------
+    def capture(self, fn: Any) -> tuple[Any, Any, list]:
+        """Record ``fn``'s work on the stream as a CUDA graph (relaxed capture mode). Every block
+        allocated meanwhile is kept (the returned list) for as long as the graph lives: its
+        addresses are baked into the graph."""
+        arena: list = []
+
+        def allocate(nbytes: int) -> Any:
+            ptr = self._allocate(nbytes)
+            arena.append(ptr)
+            return ptr
+
+        with cupy.cuda.using_allocator(allocate), self.stream:
+            self.stream.begin_capture()
+            try:
+                result = fn()
+            except BaseException:
+                try:
+                    self.stream.end_capture()
+                except Exception:  # an invalidated capture: the original error says why
+                    pass
+                raise
+            graph = self.stream.end_capture()
+        return graph, result, arena
+
+    def replay(self, graph: Any) -> None:
+        graph.launch(stream=self.stream)
+
+    def copy_into(self, tensor: Any, host: np.ndarray) -> None:
+        tensor.set(np.ascontiguousarray(host), stream=self.stream)
+
     # -- kernels ---------------------------------------------------------------------------------
     def _adapt(self, fn: Any) -> Any:
         def device_kernel(backend: CupyBackend, inputs: list, attrs: dict) -> list:

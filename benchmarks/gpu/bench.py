@@ -127,10 +127,12 @@ def main() -> int:
         for engine, precision in CONFIGS:
             cmd = [sys.executable, __file__, "--child", engine, precision, str(path), name,
                    "--warmup", str(args.warmup), "--runs", str(args.runs)]  # fmt: skip
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                                  env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
             try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                                      env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
                 row = json.loads(proc.stdout.strip().splitlines()[-1])
+            except subprocess.TimeoutExpired:
+                row = {"error": "over 120 s"}
             except (IndexError, json.JSONDecodeError):
                 row = {"error": (proc.stderr or proc.stdout)[-1500:]}
             row.update(model=name, origin=origin, engine=engine, precision=precision)

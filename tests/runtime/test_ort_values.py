@@ -248,3 +248,18 @@ def test_memory_infos_match_onnxruntime(sessions):
             zg.OrtDevice.make(name, 0).device_vendor_id()
             == ort.OrtDevice.make(name, 0).device_vendor_id()
         )
+
+
+def test_ml_dtypes_feeds_are_not_taken_for_void_strings():
+    """numpy calls bfloat16/float8/int4 dtypes kind "V" too: only np.void arrays are strings."""
+    import ml_dtypes
+
+    g = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "ident",
+        [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [3])],
+    )  # fmt: skip
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+    x = np.array([1.5, -2.0, 3.0], ml_dtypes.bfloat16)
+    (y,) = zg.InferenceSession(m).run(None, {"x": zg.OrtValue.ortvalue_from_numpy(x)})
+    assert y.dtype == ml_dtypes.bfloat16 and y.tolist() == x.tolist()

@@ -206,7 +206,7 @@ class OrtSessionMixin:
         for k, v in out.items():
             if isinstance(v, OrtValue):
                 out[k] = v = unwrap(v)
-            if isinstance(v, np.ndarray) and v.dtype.kind == "V":
+            if isinstance(v, np.ndarray) and v.dtype.type is np.void:  # not ml_dtypes ("V" too)
                 flat = [bytes(x).rstrip(b"\0").decode("utf-8") for x in v.reshape(-1)]
                 out[k] = np.array(flat, dtype=object).reshape(v.shape)
         over = self._model.initializer_inputs

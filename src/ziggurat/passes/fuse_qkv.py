@@ -17,10 +17,13 @@ compare with onnxruntime at the usual tolerance either way).
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from .. import ir
 from ._match import FUSED_DOMAIN, Index
+from .pack_weights import _drop_file_pages as drop_file_pages
 
 
 def run(graph: ir.Graph, opsets: dict[str, int]) -> ir.Graph:
@@ -31,15 +34,16 @@ def run(graph: ir.Graph, opsets: dict[str, int]) -> ir.Graph:
         key = _key(idx, node)
         if key is not None:
             groups.setdefault(key, []).append(node)
+    groups = {k: g for k, g in groups.items() if len(g) > 1}
+    if not groups:
+        return graph
+    reads = _reads(graph)
     replace: dict[int, list[ir.Node]] = {}
     dropped: set[int] = set()
     for group in groups.values():
-        if len(group) < 2:
-            continue
         replace[id(group[0])] = _merge(graph, idx, group, opsets)
         dropped.update(id(n) for n in group[1:])
-    if not replace:
-        return graph
+        _free_separate(graph, group, reads)
     nodes: list[ir.Node] = []
     for node in graph.nodes:
         if id(node) in replace:
@@ -47,8 +51,37 @@ def run(graph: ir.Graph, opsets: dict[str, int]) -> ir.Graph:
         elif id(node) not in dropped:
             nodes.append(node)
     graph.nodes = nodes
-    _drop_unused(graph, idx, groups)
     return graph
+
+
+def _free_separate(graph: ir.Graph, group: list[ir.Node], reads: Counter[str]) -> None:
+    """Drop the group's separate weights and biases that nothing else reads, and hand their
+    memory back at once. Copying them into the merged weight faulted them in: a view of the
+    model file keeps those pages resident until they are dropped from the map, and a copy's
+    freed buffer stays in the allocator's heap (backends/cpu tune_allocator) where the next,
+    wider merged weight does not fit. Measured on BERT-base fp32, peak RSS of session creation:
+    461 MiB without the merge, 578 merging without either release, 489 with both."""
+    freed = 0
+    for node in group:
+        for name in node.inputs[1:]:
+            reads[name] -= 1
+            if name and reads[name] == 0 and name in graph.initializers:
+                w = graph.initializers.pop(name)
+                if isinstance(w, np.ndarray):
+                    drop_file_pages(w)
+                    freed += w.nbytes
+    if freed >= 1 << 20:
+        from ..backends import cpu
+
+        cpu.release_free_memory()
+
+
+def _reads(graph: ir.Graph) -> Counter[str]:
+    """How many times each name is read: node inputs, subgraphs' free names, graph outputs."""
+    reads: Counter[str] = Counter(name for node in graph.nodes for name in node.inputs)
+    reads.update(v.name for v in graph.outputs)
+    reads.update(n for node in graph.nodes for g in node.subgraphs() for n in g.free_names())
+    return reads
 
 
 def _key(idx: Index, node: ir.Node) -> tuple | None:
@@ -97,17 +130,3 @@ def _fresh(graph: ir.Graph, base: str) -> str:
     while name in taken:
         name, i = f"{base}_{i}", i + 1
     return name
-
-
-def _drop_unused(graph: ir.Graph, idx: Index, groups: dict[tuple, list[ir.Node]]) -> None:
-    """Remove the separate weights and biases nothing reads any more (half the memory else)."""
-    read = {name for node in graph.nodes for name in node.inputs}
-    read |= {v.name for v in graph.outputs}
-    read |= {n for node in graph.nodes for g in node.subgraphs() for n in g.free_names()}
-    for group in groups.values():
-        if len(group) < 2:
-            continue
-        for node in group:
-            for name in node.inputs[1:]:
-                if name and name not in read and name in graph.initializers:
-                    del graph.initializers[name]

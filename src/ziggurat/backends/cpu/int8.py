@@ -172,7 +172,8 @@ def _plan(w: np.ndarray, m: int, n_scales: int, bias: bool, activation: str) -> 
             mds[dnnl.ARG_BIAS] = dnnl.MemoryDesc.strided((1, n), _F32)
         plan = _Plan(pd, mds)
         with _lock:
-            if not packed and len(table) > 512:  # bounded however many shapes a model sees
+            # bounded however many shapes a model sees (a server's sequence lengths vary)
+            if len(table) > (64 if packed else 512):
                 table.clear()
             plan = table.setdefault(key, plan)
     return plan

@@ -11,6 +11,7 @@ PUBLIC = [
     "DeviceMemoryError",
     "ExecutionError",
     "ExecutionMode",
+    "ExecutionOrder",
     "ExternalDataError",
     "GraphError",
     "GraphOptimizationLevel",
@@ -45,6 +46,8 @@ PUBLIC = [
     "get_build_info",
     "get_device",
     "get_version_string",
+    "set_default_logger_severity",
+    "set_default_logger_verbosity",
 ]
 
 

@@ -37,6 +37,7 @@ from .runtime.allocators import (
     create_and_register_allocator_v2,
 )
 from .runtime.lora import AdapterFormat, LoraAdapter
+from .runtime.options import ExecutionOrder
 from .runtime.ortvalue import OrtDevice, OrtValue
 from .runtime.run_options import RunOptions
 from .runtime.sparse import OrtSparseFormat, SparseTensor
@@ -79,6 +80,26 @@ def get_build_info() -> str:
     )
 
 
+_SEVERITY_LEVELS = {0: 10, 1: 20, 2: 30, 3: 40, 4: 50}  # onnxruntime's -> logging's
+
+
+def set_default_logger_severity(severity: int) -> None:
+    """onnxruntime's process-wide log threshold: 0 verbose, 1 info, 2 warning (default),
+    3 error, 4 fatal; sets the ``ziggurat`` logger's level to match."""
+    import logging
+
+    if severity not in _SEVERITY_LEVELS:
+        raise ConfigError(f"logger severity must be 0 (verbose) to 4 (fatal); got {severity!r}")
+    logging.getLogger("ziggurat").setLevel(_SEVERITY_LEVELS[severity])
+
+
+def set_default_logger_verbosity(verbosity: int) -> None:
+    """onnxruntime's verbosity of verbose (severity 0) logging; Ziggurat's verbose detail is
+    chosen with ZIGGURAT_DEBUG=1/2 instead, so this only checks the value."""
+    if not isinstance(verbosity, int) or verbosity < 0:
+        raise ConfigError(f"logger verbosity must be an int >= 0; got {verbosity!r}")
+
+
 def enable_telemetry_events() -> None:
     """onnxruntime's switch for its usage telemetry. Ziggurat collects and sends none, so there
     is nothing to enable: a no-op kept so that code calling it runs unchanged."""
@@ -95,6 +116,7 @@ __all__ = [
     "DeviceMemoryError",
     "ExecutionError",
     "ExecutionMode",
+    "ExecutionOrder",
     "ExternalDataError",
     "GraphError",
     "GraphOptimizationLevel",
@@ -129,4 +151,6 @@ __all__ = [
     "get_build_info",
     "get_device",
     "get_version_string",
+    "set_default_logger_severity",
+    "set_default_logger_verbosity",
 ]

@@ -292,3 +292,40 @@ def test_external_files_given_in_memory(tmp_path):
     short.add_external_initializers_from_files_in_memory(["pads.bin"], [content], [20])
     with pytest.raises(zg.ExternalDataError, match="too short"):
         zg.InferenceSession(path, short)
+
+
+def test_onnxruntime_option_fields_are_accepted_with_its_defaults():
+    z, o = zg.SessionOptions(), ort.SessionOptions()
+    for name in ("enable_cpu_mem_arena", "enable_mem_pattern", "enable_mem_reuse",
+                 "use_deterministic_compute", "use_per_session_threads", "log_verbosity_level",
+                 "logid", "optimized_model_filepath", "graph_optimization_level",
+                 "execution_mode", "enable_profiling", "inter_op_num_threads"):  # fmt: skip
+        assert getattr(z, name) == getattr(o, name), name
+    assert int(z.execution_order) == int(o.execution_order) == 0
+    z.enable_mem_pattern = False  # code written for onnxruntime sets these
+    z.execution_order = zg.ExecutionOrder.PRIORITY_BASED
+    m = _mlp().SerializeToString()
+    x = np.ones((2, 8), np.float32)
+    np.testing.assert_array_equal(zg.InferenceSession(m, z).run(None, {"x": x})[0],
+                                  zg.InferenceSession(m).run(None, {"x": x})[0])  # fmt: skip
+    with pytest.raises(C.NotImplemented, match="custom-op libraries"):
+        z.register_custom_ops_library("libcustom_op_library.so")
+
+
+def test_default_logger_severity():
+    import logging
+
+    logger = logging.getLogger("ziggurat")
+    before = logger.level
+    try:
+        zg.set_default_logger_severity(3)
+        assert logger.level == logging.ERROR
+        zg.set_default_logger_severity(0)
+        assert logger.level == logging.DEBUG
+        for lib in (zg, ort):  # both refuse 5 with a RuntimeError
+            with pytest.raises(RuntimeError):
+                lib.set_default_logger_severity(5)
+        zg.set_default_logger_verbosity(1)
+    finally:
+        logger.setLevel(before)
+        ort.set_default_logger_severity(2)

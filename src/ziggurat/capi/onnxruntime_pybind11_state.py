@@ -14,6 +14,8 @@ from .. import (
     get_build_info,
     get_device,
     get_version_string,
+    set_default_logger_severity,
+    set_default_logger_verbosity,
 )
 from ..errors import (
     EngineError,
@@ -39,7 +41,7 @@ from ..runtime.allocators import (
     create_and_register_allocator_v2,
 )
 from ..runtime.lora import AdapterFormat, LoraAdapter
-from ..runtime.options import ExecutionMode, GraphOptimizationLevel, SessionOptions
+from ..runtime.options import ExecutionMode, ExecutionOrder, GraphOptimizationLevel, SessionOptions
 from ..runtime.ortvalue import OrtDevice, OrtValue, OrtValueVector
 from ..runtime.run_options import RunOptions
 from ..runtime.session import ModelMetadata, NodeArg
@@ -56,6 +58,7 @@ __all__ = [
     "EPFail",
     "EngineError",
     "ExecutionMode",
+    "ExecutionOrder",
     "Fail",
     "GraphOptimizationLevel",
     "InvalidArgument",
@@ -92,4 +95,6 @@ __all__ = [
     "get_default_session_options",
     "get_device",
     "get_version_string",
+    "set_default_logger_severity",
+    "set_default_logger_verbosity",
 ]

@@ -26,6 +26,12 @@ class ExecutionMode(enum.IntEnum):
     ORT_PARALLEL = 1
 
 
+class ExecutionOrder(enum.IntEnum):
+    DEFAULT = 0
+    PRIORITY_BASED = 1
+    MEMORY_EFFICIENT = 2
+
+
 @dataclass(slots=True)
 class SessionOptions:
     """Per-session settings; the same fields are reachable from ``ziggurat.Config``.
@@ -49,8 +55,19 @@ class SessionOptions:
     logid: str = ""
     log_verbosity_level: int = 0
     # Where to write the optimized graph as ONNX ("" = don't); see add_session_config_entry for
-    # the external-initializer file keys (runtime/save_optimized.py).
+    # the external-initializer file keys (runtime/session_setup.py).
     optimized_model_filepath: str = ""
+    # onnxruntime's memory and scheduling switches, accepted so that code setting them runs
+    # unchanged. They change nothing here, by design: Ziggurat has no CPU arena (numpy allocates,
+    # glibc keeps freed pages: backends/cpu.tune_allocator), always plans buffer reuse per shape
+    # signature (runtime/plan.py), runs nodes in one topological order (sequential mode), and
+    # its kernels do not pick algorithms at run time.
+    enable_cpu_mem_arena: bool = True
+    enable_mem_pattern: bool = True
+    enable_mem_reuse: bool = True
+    use_deterministic_compute: bool = False
+    execution_order: ExecutionOrder = ExecutionOrder.DEFAULT
+    use_per_session_threads: bool = True
     # Set through the methods below, as in onnxruntime.
     _config: dict[str, str] = field(default_factory=dict, repr=False)
     _initializers: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -116,6 +133,17 @@ class SessionOptions:
             if not 0 <= int(n) <= len(view):
                 raise ConfigError(f"external file {name!r}: length {n} but {len(view)} bytes given")
             self._external_files[str(name)] = view[: int(n)]
+
+    def register_custom_ops_library(self, library_path: str) -> None:
+        """onnxruntime's custom-op shared libraries implement its C ABI (OrtCustomOp), which
+        Ziggurat does not host: refused with UnsupportedModelError (NOT_IMPLEMENTED)."""
+        from ..errors import UnsupportedModelError
+
+        raise UnsupportedModelError(
+            f"register_custom_ops_library({library_path!r}): custom-op libraries are built "
+            "against onnxruntime's C API, which Ziggurat does not load; run models that need "
+            "them with onnxruntime, or implement the op as a Ziggurat kernel (ops/registry.py)"
+        )
 
     def add_free_dimension_override_by_name(self, dim_name: str, dim_value: int) -> None:
         """Fix the symbolic input dimension ``dim_name`` (a dim_param) to ``dim_value``."""

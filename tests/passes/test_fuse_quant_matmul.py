@@ -191,3 +191,29 @@ def test_quantizing_session_from_a_file_holds_aligned_int8(tmp_path):
     assert all(v.flags.aligned for v in arrays)
     assert sum(v.dtype == np.int8 and v.ndim == 2 for v in arrays) >= 4
     assert not any(v.dtype == np.float32 and v.ndim == 2 and v.size >= 4096 for v in arrays)
+
+
+def test_contrib_dynamic_quantize_matmul_weight_is_packed_and_matches_onnxruntime():
+    rng = np.random.default_rng(24)
+    w = rng.integers(-127, 128, (320, 256)).astype(np.int8)
+    ws = rng.uniform(1e-3, 1e-2, 256).astype(np.float32)
+    node = helper.make_node(
+        "DynamicQuantizeMatMul", ["a", "w", "ws"], ["y"], domain="com.microsoft"
+    )
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("a", 1, [4, 320])],
+        [helper.make_tensor_value_info("y", 1, None)],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(ws, "ws")],
+    )  # fmt: skip
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    ).SerializeToString()
+    a = rng.standard_normal((4, 320)).astype(np.float32)
+    ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"a": a})[0]
+    sess = zg.InferenceSession(model)
+    got = sess.run(None, {"a": a})[0]
+    if int8.native():
+        assert isinstance(sess._compiled.graph.initializers["w"], int8.PackedInt8)
+    # same quantized A (bit-exact DynamicQuantizeLinear), exact integer products: float rounding
+    # of the scale product only
+    np.testing.assert_array_less(np.abs(got - ref), 2 * np.spacing(np.abs(ref)) + 1e-30)

@@ -1,4 +1,5 @@
-"""Constant int8 weights of ``ziggurat::QDense`` in oneDNN's blocked int8 matmul layout (CPU only).
+"""Constant int8 weights of ``ziggurat::QDense`` (and of onnxruntime's ``MatMulIntegerToFloat`` /
+``DynamicQuantizeMatMul``) in oneDNN's blocked int8 matmul layout (CPU only).
 
 The int8 matmul reads plain (K, N) weights in place, but slowly for some shapes: BERT's 3072x768
 FFN down-projection took 0.47 ms plain vs 0.17 ms packed (median, 2 threads, AMX;
@@ -18,6 +19,12 @@ from .. import ir
 from ._match import FUSED_DOMAIN
 
 MIN_ELEMENTS = 1 << 16  # below, the per-call cost of oneDNN dominates and packing saves nothing
+# op -> index of its weight's zero point; the weight is input 1 of each (kernels in ops/)
+_READERS = {
+    (FUSED_DOMAIN, "QDense"): 5,
+    ("com.microsoft", "MatMulIntegerToFloat"): 5,
+    ("com.microsoft", "DynamicQuantizeMatMul"): 3,
+}
 
 
 def run(graph: ir.Graph) -> ir.Graph:
@@ -25,7 +32,7 @@ def run(graph: ir.Graph) -> ir.Graph:
     names = [
         n.inputs[1]
         for n in graph.nodes
-        if n.domain == FUSED_DOMAIN and n.op_type == "QDense" and _plain_zero_point(graph, n)
+        if (n.domain, n.op_type) in _READERS and _plain_zero_point(graph, n)
     ]
     names = [
         name
@@ -54,7 +61,8 @@ def run(graph: ir.Graph) -> ir.Graph:
         weight_reads = sum(
             1
             for n in graph.nodes
-            if n.op_type == "QDense" and n.inputs[1] == name and name not in n.inputs[2:]
+            if (n.domain, n.op_type) in _READERS and n.inputs[1] == name
+            and name not in n.inputs[2:]
             and n.inputs[0] != name
         )  # fmt: skip
         if name in shadowed or readers.get(name, 0) != weight_reads:
@@ -73,7 +81,8 @@ def run(graph: ir.Graph) -> ir.Graph:
 
 def _plain_zero_point(graph: ir.Graph, node: ir.Node) -> bool:
     """The weight's zero point is absent or all zeros (the only case oneDNN's int8 path takes)."""
-    zp_name = node.inputs[5] if len(node.inputs) > 5 else ""
+    at = _READERS[(node.domain, node.op_type)]
+    zp_name = node.inputs[at] if len(node.inputs) > at else ""
     if not zp_name:
         return True
     zp = graph.initializers.get(zp_name)

@@ -40,9 +40,9 @@ def max_groups() -> int:
 
 
 def product_reason(batch: int, m: int, n: int) -> str | None:
-    """Why a [batch, m, n] product cannot be dispatched (16x16 tiles in x/y, batch in z)."""
+    """Why a [batch, m, n] product cannot be dispatched (64x64 tiles in x/y, batch in z)."""
     limit = max_groups()
-    worst = max(batch, -(-m // 16), -(-n // 16))
+    worst = max(batch, -(-m // 64), -(-n // 64))
     if worst > limit:
         return f"{worst} workgroups in one dimension, over the device's {limit}"
     return None

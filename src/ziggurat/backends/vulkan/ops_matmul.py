@@ -63,7 +63,7 @@ def matmul(
         return out
     meta = [M, N, K, len(batch), s_am, s_ak, s_bk, s_bn, s_cm, s_cn, ACT[act], bits(p0), bits(p1),
             bits(alpha), bits(beta), int(c is not None), *batch, *a_st[:-2], *b_st[:-2], *c_batch]  # fmt: skip
-    groups = (-(-N // 16), -(-M // 16), nbatch)
+    groups = (-(-N // 64), -(-M // 64), nbatch)  # 64x64 output tiles
     be.dispatch("matmul", meta, [a, b, c, out], groups)
     return out
 

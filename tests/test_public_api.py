@@ -15,6 +15,7 @@ PUBLIC = [
     "ExternalDataError",
     "GraphError",
     "GraphOptimizationLevel",
+    "IOBinding",
     "InferenceSession",
     "InputError",
     "LoraAdapter",

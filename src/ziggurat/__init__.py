@@ -36,6 +36,7 @@ from .runtime.allocators import (
     create_and_register_allocator,
     create_and_register_allocator_v2,
 )
+from .runtime.io_binding import IOBinding
 from .runtime.lora import AdapterFormat, LoraAdapter
 from .runtime.options import ExecutionOrder
 from .runtime.ortvalue import OrtDevice, OrtValue
@@ -120,6 +121,7 @@ __all__ = [
     "ExternalDataError",
     "GraphError",
     "GraphOptimizationLevel",
+    "IOBinding",
     "InferenceSession",
     "InputError",
     "LoraAdapter",

@@ -263,3 +263,40 @@ def test_ml_dtypes_feeds_are_not_taken_for_void_strings():
     x = np.array([1.5, -2.0, 3.0], ml_dtypes.bfloat16)
     (y,) = zg.InferenceSession(m).run(None, {"x": zg.OrtValue.ortvalue_from_numpy(x)})
     assert y.dtype == ml_dtypes.bfloat16 and y.tolist() == x.tolist()
+
+
+def test_io_binding_matches_onnxruntime(sessions):
+    zs, os_ = sessions
+    got = {}
+    for lib, s in ((zg, zs), (ort, os_)):
+        b = s.io_binding()
+        x = X.copy()
+        b.bind_cpu_input("X", x)
+        b.bind_output("Y")
+        s.run_with_iobinding(b)
+        first = b.copy_outputs_to_cpu()[0]
+        # An output bound to an OrtValue is written into its memory, run after run.
+        out = lib.OrtValue.ortvalue_from_numpy(np.zeros((3, 2), np.float32))
+        b.bind_ortvalue_output("Y", out)
+        x *= 2  # bound inputs are read when the run starts
+        s.run_with_iobinding(b)
+        assert b.get_outputs()[0].data_ptr() == out.data_ptr()
+        # Inputs bound by address, outputs into a caller's buffer by address.
+        y = np.zeros((3, 2), np.float32)
+        b.bind_input("X", "cpu", 0, np.float32, [3, 2], X.ctypes.data)
+        b.bind_output("Y", "cpu", 0, np.float32, [3, 2], y.ctypes.data)
+        s.run_with_iobinding(b)
+        got[lib.__name__] = (first, out.numpy().copy(), y.copy())
+        b.clear_binding_outputs()
+        with pytest.raises(RuntimeError, match="At least one output should be requested"):
+            s.run_with_iobinding(b)
+    for z, o in zip(got["ziggurat"], got["onnxruntime"]):
+        np.testing.assert_array_equal(z, o)
+    np.testing.assert_array_equal(got["ziggurat"][1], 2 * X * X)
+    b = zs.io_binding()
+    b.bind_cpu_input("X", X)
+    b.bind_ortvalue_output("Y", zg.OrtValue.ortvalue_from_numpy(np.zeros((2, 3), np.float32)))
+    with pytest.raises(zg.InputError, match="bound buffer is float32 \\[2, 3\\]"):
+        zs.run_with_iobinding(b)
+    with pytest.raises(zg.ConfigError, match="binds CPU memory"):
+        b.bind_output("Y", "cuda", 0)

@@ -136,6 +136,17 @@ class OrtSessionMixin:
 
         return get_available_providers()
 
+    def io_binding(self) -> Any:
+        """A new ``IOBinding`` for ``run_with_iobinding``."""
+        from .io_binding import IOBinding
+
+        return IOBinding(self)
+
+    def run_with_iobinding(self, iobinding: Any, run_options: Any = None) -> None:
+        """Run with the binding's inputs; its outputs are then in ``iobinding.get_outputs()``
+        (and in the buffers bound to them)."""
+        iobinding._run(run_options)
+
     def get_input_memory_infos(self) -> list[Any]:
         """Where each input is expected: CPU memory for a CPU session (a device session copies
         feeds to its device itself)."""

@@ -50,6 +50,11 @@ def test_overridable_initializers_as_onnxruntime(lora_model):
     assert [a.name for a in zs.get_inputs()] == [a.name for a in os_.get_inputs()] == ["x"]
     for feed in ({"x": X}, {"x": X, "A": A, "B": B}):
         np.testing.assert_array_equal(zs.run(None, feed)[0], os_.run(None, feed)[0])
+    # set_providers rebuilds the session and its variant: the same answers after it.
+    zs.set_providers(["CPUExecutionProvider"])
+    np.testing.assert_array_equal(
+        zs.run(None, {"x": X, "A": A, "B": B})[0], os_.run(None, {"x": X, "A": A, "B": B})[0]
+    )
     # Only one of them fed: the other keeps its initializer (shapes must then agree).
     with pytest.raises(zg.ZigguratError):
         zs.run(None, {"x": X, "A": A})

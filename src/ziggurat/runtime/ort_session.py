@@ -125,6 +125,9 @@ class OrtSessionMixin:
                 raise ConfigError(
                     f"Unknown Provider Type: {name}; known: {', '.join(self._known_providers())}"
                 )
+        self.close()  # the old compiled graph's device memory goes back before the new one
+        if self._variant is not None:
+            self._variant[0].close()
         self.__init__(  # type: ignore[misc]
             self._source, self._options, list(zip(names, opts)) or None,
             max_size_bytes=self._max_size_bytes,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import socket
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,7 @@ def parse_serve(*argv: str) -> argparse.Namespace:
 
 def test_serve_flags_choose_ray():
     assert not rs.wanted(parse_serve("m.onnx"))
-    assert not rs.wanted(parse_serve("m.onnx", "--replicas", "1"))
+    assert rs.wanted(parse_serve("m.onnx", "--replicas", "1"))  # one replica behind Ray
     args = parse_serve("--replicas", "2", "--num-cpus-per-replica", "0.5")
     assert rs.wanted(args)
     assert rs.scale_from_args(args) == rs.ScaleOptions(num_replicas=2, num_cpus_per_replica=0.5)
@@ -86,3 +87,12 @@ def test_serve_flags_choose_ray():
     )
     assert rs.wanted(args) and rs.scale_from_args(args).autoscaling
     assert rs.wanted(parse_serve("--ray-address", "ray://head:10001"))
+
+
+def test_taken_port_fails_before_ray_starts(capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        cfg = Config(host="127.0.0.1", server_port=s.getsockname()[1])
+        assert rs.serve_cluster(cfg, rs.ScaleOptions(num_replicas=2)) == 2
+    assert f"cannot listen on 127.0.0.1:{cfg.server_port}" in capsys.readouterr().err

@@ -10,6 +10,9 @@ it, and only those are ever signalled: never ``ray stop``, which kills every Ray
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -25,6 +28,7 @@ import numpy as np
 import psutil
 import pytest
 import tritonclient.http as triton
+import websockets.asyncio.client as websockets_client
 
 from tests.integrations.test_kserve_client import check_kserve_client, kserve_client
 from tests.server import models
@@ -176,6 +180,44 @@ def test_200_tritonclient_requests_both_replicas_answer(ray_server):
     assert len(replicas) == 2, f"only {replicas} answered"
     pids = {int(r.rsplit(":", 1)[1]) for r in replicas}
     assert pids <= {p.pid for p in ray_server.ray_processes()}  # replicas of this cluster
+
+
+def test_every_ray_port_is_on_loopback(ray_server):
+    """What `ss -ltnp` shows, for this cluster's processes: every listening socket is bound to a
+    loopback address (Ray's own ports, the proxy, each replica's gRPC server)."""
+    listening = []
+    for p in ray_server.ray_processes():
+        try:
+            conns = getattr(p, "net_connections", p.connections)(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        listening += [(p.name(), c.laddr) for c in conns if c.status == psutil.CONN_LISTEN]
+    assert any(addr.port == ray_server.port for _, addr in listening)  # the proxy is seen
+    exposed = [(name, addr) for name, addr in listening if not is_loopback(addr.ip)]
+    assert not exposed, f"Ray listens beyond loopback: {exposed}"
+
+
+def is_loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip)
+    mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return (mapped or addr).is_loopback
+
+
+@pytest.mark.anyio
+async def test_websocket_and_metrics_through_ray(ray_server):
+    x = [[1.0, 2.0, 3.0, 4.0]]
+    y, _ = models.linear_reference(np.asarray(x, np.float32))
+    ws_url = f"ws://127.0.0.1:{ray_server.port}/api/v1/stream"
+    async with websockets_client.connect(ws_url) as ws:
+        tensor = {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": x[0]}
+        await ws.send(json.dumps({"id": 7, "model": "linear", "inputs": [tensor]}))
+        reply = json.loads(await asyncio.wait_for(ws.recv(), 60))
+    assert reply["id"] == 7
+    (out,) = [o for o in reply["outputs"] if o["name"] == "y"]
+    np.testing.assert_array_equal(np.asarray(out["data"], np.float32).reshape(1, 3), y)
+    async with httpx.AsyncClient(base_url=ray_server.url) as c:
+        metrics = (await c.get("/metrics")).text
+    assert "ziggurat_requests_total" in metrics
 
 
 @pytest.mark.anyio

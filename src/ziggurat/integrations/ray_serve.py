@@ -26,6 +26,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -219,7 +220,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The scale-out flags of ``ziggurat serve`` (they need the ``ray`` extra when used)."""
     g = parser.add_argument_group("scale-out through Ray Serve (pip install 'ziggurat[ray]')")
     g.add_argument("--replicas", type=int, default=None, metavar="N",
-                   help="serve N replicas through Ray Serve (N > 1; initial count when autoscaling)")  # fmt: skip
+                   help="serve N replicas through Ray Serve (initial count when autoscaling)")  # fmt: skip
     g.add_argument("--ray-address", metavar="ADDR",
                    help="deploy on this existing Ray cluster instead of a local one")  # fmt: skip
     g.add_argument("--min-replicas", type=int, metavar="N", help="autoscaling lower bound")
@@ -231,9 +232,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def wanted(args: argparse.Namespace) -> bool:
-    """Whether the ``serve`` flags ask for Ray (more than one replica, a cluster, autoscaling)."""
+    """Whether the ``serve`` flags ask for Ray: ``--replicas`` (even 1: one replica behind
+    Ray's proxy, a baseline), a cluster address, or autoscaling bounds."""
     return bool(
-        (args.replicas or 1) > 1
+        args.replicas is not None
         or args.ray_address
         or args.min_replicas is not None
         or args.max_replicas is not None
@@ -320,6 +322,12 @@ def serve_cluster(cfg: Config, scale: ScaleOptions, address: str | None = None) 
         print(f"error: --replicas/--ray-address need Ray Serve: {INSTALL_HINT}", file=sys.stderr)
         return 2
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr)
+    if not address:
+        try:  # before starting Ray: its proxy would retry a taken port in a loop
+            _check_port_free(cfg.host, cfg.server_port)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     stop = threading.Event()
     temp_dir = _start_ray(scale, address)  # before `import ray` here: it sets Ray's environment
     from ray import serve
@@ -347,6 +355,19 @@ def serve_cluster(cfg: Config, scale: ScaleOptions, address: str | None = None) 
         _stop_ray(address, temp_dir)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn and Ray's proxy
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port "
+                "or stop what uses it"
+            ) from None
 
 
 def _stop_ray(address: str | None, temp_dir: str | None) -> None:

@@ -300,3 +300,15 @@ def test_io_binding_matches_onnxruntime(sessions):
         zs.run_with_iobinding(b)
     with pytest.raises(zg.ConfigError, match="binds CPU memory"):
         b.bind_output("Y", "cuda", 0)
+
+
+def test_dlpack_round_trip_shares_memory():
+    v = zg.OrtValue.ortvalue_from_numpy(X.copy())
+    back = zg.OrtValue.from_dlpack(v.to_dlpack())
+    assert back.data_ptr() == v.data_ptr() and back.numpy().tolist() == X.tolist()
+    assert np.from_dlpack(v).ctypes.data == v.data_ptr()  # consumers take the OrtValue itself
+    assert not C.is_dlpack_uint8_tensor(v.to_dlpack())
+    flags = np.array([1, 0, 1], np.uint8)
+    assert C.is_dlpack_uint8_tensor(flags.__dlpack__())
+    as_bool = zg.OrtValue.from_dlpack(flags.__dlpack__(), True)
+    assert as_bool.data_type() == "tensor(bool)" and as_bool.numpy().tolist() == [True, False, True]

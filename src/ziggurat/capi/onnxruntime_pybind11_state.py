@@ -42,7 +42,7 @@ from ..runtime.allocators import (
 )
 from ..runtime.lora import AdapterFormat, LoraAdapter
 from ..runtime.options import ExecutionMode, ExecutionOrder, GraphOptimizationLevel, SessionOptions
-from ..runtime.ortvalue import OrtDevice, OrtValue, OrtValueVector
+from ..runtime.ortvalue import OrtDevice, OrtValue, OrtValueVector, is_dlpack_uint8_tensor
 from ..runtime.run_options import RunOptions
 from ..runtime.session import ModelMetadata, NodeArg
 from ..runtime.sparse import OrtSparseFormat, SparseTensor
@@ -95,6 +95,7 @@ __all__ = [
     "get_default_session_options",
     "get_device",
     "get_version_string",
+    "is_dlpack_uint8_tensor",
     "set_default_logger_severity",
     "set_default_logger_verbosity",
 ]

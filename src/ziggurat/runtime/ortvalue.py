@@ -241,6 +241,28 @@ class OrtValue:
             return [x.numpy() if isinstance(x, OrtValue) else x for x in v]
         return v
 
+    # -- DLPack: zero-copy exchange with torch, JAX, CuPy, ... (numpy's implementation) ------------
+    def to_dlpack(self) -> Any:
+        """A DLPack capsule viewing this tensor's memory."""
+        return self._tensor().__dlpack__()
+
+    def __dlpack__(self, *, stream: Any = None, **kwargs: Any) -> Any:
+        return self._tensor().__dlpack__(**kwargs)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (1, 0)  # kDLCPU, device 0
+
+    @staticmethod
+    def from_dlpack(data: Any, is_bool_tensor: bool = False) -> OrtValue:
+        """An OrtValue sharing the memory of a DLPack capsule or of an object with
+        ``__dlpack__`` (CPU memory). ``is_bool_tensor``: the producer stored bools as uint8
+        (DLPack before 0.8 had no bool type)."""
+        src = data if hasattr(data, "__dlpack__") else _Capsule(data)
+        arr = np.from_dlpack(src)
+        if is_bool_tensor and arr.dtype == np.uint8:
+            arr = arr.view(np.bool_)
+        return OrtValue(arr)
+
     def update_inplace(self, np_arr: np.ndarray) -> None:
         """Overwrite the tensor's data with ``np_arr`` (same number of elements)."""
         arr = self._tensor()
@@ -256,6 +278,33 @@ class OrtValue:
         if isinstance(self._value, np.ndarray):
             return f"OrtValue({self.data_type()}, shape={self.shape()})"
         return f"OrtValue({self.data_type()})"
+
+
+class _Capsule:
+    """A bare DLPack capsule, presented to ``np.from_dlpack`` as a CPU producer."""
+
+    def __init__(self, capsule: Any):
+        self._capsule = capsule
+
+    def __dlpack__(self, *, stream: Any = None, **kwargs: Any) -> Any:
+        return self._capsule
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (1, 0)
+
+
+def is_dlpack_uint8_tensor(capsule: Any) -> bool:
+    """Whether a DLPack capsule holds uint8 data (without consuming it): onnxruntime's helper
+    for producers that store bools as uint8. Reads DLTensor.dtype (code 1 = unsigned, 8 bits)."""
+    import ctypes
+
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    ptr = get(capsule, b"dltensor")  # DLManagedTensor*: its DLTensor comes first
+    # DLTensor: void* data; DLDevice {int32 type, int32 id}; int32 ndim; DLDataType {u8 code,
+    # u8 bits, u16 lanes}: the dtype sits at byte 20.
+    code, bits = ctypes.string_at(ptr + 20, 2)
+    return code == 1 and bits == 8
 
 
 class OrtValueVector(list):

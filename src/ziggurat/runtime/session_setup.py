@@ -29,6 +29,10 @@ _MODEL_CONFIG_KEYS = {
     "logid": str,
     "optimized_model_filepath": str,
     "profile_file_prefix": str,
+    "enable_cpu_mem_arena": lambda v: bool(int(v)),
+    "enable_mem_pattern": lambda v: bool(int(v)),
+    "enable_mem_reuse": lambda v: bool(int(v)),
+    "use_deterministic_compute": lambda v: bool(int(v)),
 }
 EXTERNAL_FILE_KEY = "session.optimized_model_external_initializers_file_name"
 EXTERNAL_MIN_KEY = "session.optimized_model_external_initializers_min_size_in_bytes"

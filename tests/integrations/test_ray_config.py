@@ -70,6 +70,13 @@ def test_replica_threads_follow_its_cpus():
     assert rs.replica_config(explicit, rs.ScaleOptions()).cpu_threads == 3
 
 
+def test_replica_paths_are_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = rs.replica_config(Config(model_repository="repo", models=("a.onnx",)), rs.ScaleOptions())
+    assert cfg.model_repository == str(tmp_path / "repo")
+    assert cfg.models == (str(tmp_path / "a.onnx"),)
+
+
 def parse_serve(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())

@@ -109,11 +109,15 @@ SCALE_KEYS = {f.name for f in fields(ScaleOptions)}
 
 
 def replica_config(cfg: Config, scale: ScaleOptions) -> Config:
-    """``cfg`` for one replica: unless set, BLAS/oneDNN threads follow the replica's CPUs, so
-    replicas on one node do not each spin a thread per core against each other."""
-    if cfg.cpu_threads is not None:
-        return cfg
-    return cfg.with_(cpu_threads=max(1, int(scale.num_cpus_per_replica)))
+    """``cfg`` for one replica: model paths made absolute (a replica's working folder is
+    Ray's, not the caller's) and, unless set, BLAS/oneDNN threads following the replica's
+    CPUs, so replicas on one node do not each spin a thread per core against each other."""
+    changes: dict[str, Any] = {"models": tuple(os.path.abspath(m) for m in cfg.models)}
+    if cfg.model_repository:
+        changes["model_repository"] = os.path.abspath(cfg.model_repository)
+    if cfg.cpu_threads is None:
+        changes["cpu_threads"] = max(1, int(scale.num_cpus_per_replica))
+    return cfg.with_(**changes)
 
 
 def _replica_app_class() -> type:

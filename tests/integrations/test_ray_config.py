@@ -55,6 +55,8 @@ def test_serve_run_string_arguments_and_autoscaling():
 def test_bad_builder_arguments_say_what():
     with pytest.raises(ConfigError, match="model_repository"):
         rs.build({"model_repositry": "/m"})
+    with pytest.raises(ConfigError, match="num_replicas must be a number, got 'two'"):
+        rs.build({"model_repository": "/m", "num_replicas": "two"})
     with pytest.raises(ConfigError, match="no model to serve"):
         rs.build({"num_replicas": 2})
     with pytest.raises(ConfigError, match=r"min_replicas \(5\) is larger than max_replicas \(2\)"):

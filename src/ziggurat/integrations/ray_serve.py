@@ -197,7 +197,10 @@ def split_args(args: dict[str, Any]) -> tuple[Config, ScaleOptions]:
             if value.strip().lower() in ("", "none") and "None" in kind:
                 value = None
             else:
-                value = float(value) if kind.startswith("float") else int(value)
+                try:
+                    value = float(value) if kind.startswith("float") else int(value)
+                except ValueError:
+                    raise ConfigError(f"{key} must be a number, got {value!r}") from None
         scale_kw[key] = value
     return Config.load(overrides=overrides), ScaleOptions(**scale_kw)
 

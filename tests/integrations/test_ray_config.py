@@ -105,3 +105,15 @@ def test_taken_port_fails_before_ray_starts(capsys):
         cfg = Config(host="127.0.0.1", server_port=s.getsockname()[1])
         assert rs.serve_cluster(cfg, rs.ScaleOptions(num_replicas=2)) == 2
     assert f"cannot listen on 127.0.0.1:{cfg.server_port}" in capsys.readouterr().err
+
+
+def test_long_temp_folder_fails_before_ray_starts(monkeypatch, capsys):
+    # Set what _local_ray_env would set, so the test process's environment is restored after.
+    for key in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED"):
+        monkeypatch.setenv(key, "disabled" if key == "RAY_AUTH_MODE" else "0")
+    monkeypatch.setenv(rs.TEMP_DIR_ENV, "/tmp/" + "x" * 60)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert rs.serve_cluster(Config(server_port=port), rs.ScaleOptions(num_replicas=2)) == 2
+    assert "too long for Ray's Unix sockets" in capsys.readouterr().err

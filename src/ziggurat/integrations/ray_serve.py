@@ -308,14 +308,19 @@ def _start_ray(scale: ScaleOptions, address: str | None) -> str | None:
             f"(107-byte paths); set {TEMP_DIR_ENV} to a short folder such as /tmp"
         )
     temp_dir = tempfile.mkdtemp(prefix="zgray-", dir=parent)
-    ray.init(
-        address="local",  # never attach to a cluster found on the machine by surprise
-        num_cpus=max(cores, need),
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
-        _temp_dir=temp_dir,
-        logging_level=logging.WARNING,
-    )
+    try:
+        ray.init(
+            address="local",  # never attach to a cluster found on the machine by surprise
+            num_cpus=max(cores, need),
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            _temp_dir=temp_dir,
+            logging_level=logging.WARNING,
+        )
+    except BaseException:
+        ray.shutdown()  # whatever it started before failing
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
     return temp_dir
 
 
@@ -329,14 +334,14 @@ def serve_cluster(cfg: Config, scale: ScaleOptions, address: str | None = None) 
         print(f"error: --replicas/--ray-address need Ray Serve: {INSTALL_HINT}", file=sys.stderr)
         return 2
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr)
-    if not address:
-        try:  # before starting Ray: its proxy would retry a taken port in a loop
+    try:
+        if not address:  # checked before starting Ray: its proxy would retry a taken port
             _check_port_free(cfg.host, cfg.server_port)
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        temp_dir = _start_ray(scale, address)  # before `import ray`: it sets Ray's environment
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
-    temp_dir = _start_ray(scale, address)  # before `import ray` here: it sets Ray's environment
     from ray import serve
 
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -115,10 +115,13 @@ class InferenceSession(OrtSessionMixin):
                 max_size_bytes=max_size_bytes,
                 external_initializers=self._options._external_initializers,
                 external_files=self._options._external_files,
-                # int8 quantization converts the float weights at once: view them in the file
-                # (passes/quantize_weights.py re-aligns whatever it leaves as float)
-                view_unaligned=self._options.enable_quantization
-                and int(self._options.graph_optimization_level) >= 2,
+                # int8 quantization and bf16 convert the float weights at once: view them in
+                # the file (quantize_weights / pack_weights re-align what they leave as float)
+                view_unaligned=(
+                    self._options.enable_quantization
+                    and int(self._options.graph_optimization_level) >= 2
+                )
+                or (precision == "bf16" and self._device_kind is None),
             )
         self._model = model
         opts = options_from_model(model, self._options)  # ORT_LOAD_CONFIG_FROM_MODEL=1

@@ -17,6 +17,7 @@ from ray.serve.schema import ServeDeploySchema
 from ziggurat.config import Config
 from ziggurat.errors import ConfigError
 from ziggurat.integrations import ray_serve as rs
+from ziggurat.integrations import serve_flags
 from ziggurat.server.cli import add_parser
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "ray" / "serve_config.yaml"
@@ -86,16 +87,16 @@ def parse_serve(*argv: str) -> argparse.Namespace:
 
 
 def test_serve_flags_choose_ray():
-    assert not rs.wanted(parse_serve("m.onnx"))
-    assert rs.wanted(parse_serve("m.onnx", "--replicas", "1"))  # one replica behind Ray
+    assert not serve_flags.wanted(parse_serve("m.onnx"))
+    assert serve_flags.wanted(parse_serve("m.onnx", "--replicas", "1"))  # one replica behind Ray
     args = parse_serve("--replicas", "2", "--num-cpus-per-replica", "0.5")
-    assert rs.wanted(args)
+    assert serve_flags.wanted(args)
     assert rs.scale_from_args(args) == rs.ScaleOptions(num_replicas=2, num_cpus_per_replica=0.5)
     args = parse_serve(
         "--min-replicas", "1", "--max-replicas", "3", "--target-ongoing-requests", "4"
     )
-    assert rs.wanted(args) and rs.scale_from_args(args).autoscaling
-    assert rs.wanted(parse_serve("--ray-address", "ray://head:10001"))
+    assert serve_flags.wanted(args) and rs.scale_from_args(args).autoscaling
+    assert serve_flags.wanted(parse_serve("--ray-address", "ray://head:10001"))
 
 
 def test_taken_port_fails_before_ray_starts(capsys):

@@ -21,14 +21,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
-import secrets
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass, fields
 from typing import Any
@@ -223,32 +219,6 @@ def build(args: dict[str, Any]) -> Any:
 # -- `ziggurat serve --replicas N` ---------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The scale-out flags of ``ziggurat serve`` (they need the ``ray`` extra when used)."""
-    g = parser.add_argument_group("scale-out through Ray Serve (pip install 'ziggurat[ray]')")
-    g.add_argument("--replicas", type=int, default=None, metavar="N",
-                   help="serve N replicas through Ray Serve (initial count when autoscaling)")  # fmt: skip
-    g.add_argument("--ray-address", metavar="ADDR",
-                   help="deploy on this existing Ray cluster instead of a local one")  # fmt: skip
-    g.add_argument("--min-replicas", type=int, metavar="N", help="autoscaling lower bound")
-    g.add_argument("--max-replicas", type=int, metavar="N", help="autoscaling upper bound")
-    g.add_argument("--target-ongoing-requests", type=float, metavar="X",
-                   help="autoscaling: in-flight requests per replica to aim at (default 2)")  # fmt: skip
-    g.add_argument("--num-cpus-per-replica", type=float, metavar="X",
-                   help="CPUs Ray reserves per replica; also its threads unless --cpu-threads (default 1)")  # fmt: skip
-
-
-def wanted(args: argparse.Namespace) -> bool:
-    """Whether the ``serve`` flags ask for Ray: ``--replicas`` (even 1: one replica behind
-    Ray's proxy, a baseline), a cluster address, or autoscaling bounds."""
-    return bool(
-        args.replicas is not None
-        or args.ray_address
-        or args.min_replicas is not None
-        or args.max_replicas is not None
-    )
-
-
 def scale_from_args(args: argparse.Namespace) -> ScaleOptions:
     kw = {
         "num_replicas": args.replicas,
@@ -263,6 +233,8 @@ def scale_from_args(args: argparse.Namespace) -> ScaleOptions:
 def _local_ray_env() -> None:
     """Environment for a local cluster, set before ``ray`` is imported (its constants read it
     at import) and inherited by every Ray process."""
+    import secrets
+
     # On Linux Ray resolves 127.0.0.1 to the outbound interface's address; this makes it keep
     # the loopback address (as it does on macOS), so no Ray port faces the network.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -277,6 +249,10 @@ def _local_ray_env() -> None:
 
 def _start_ray(scale: ScaleOptions, address: str | None) -> str | None:
     """Connect to ``address`` or start a local Ray; returns the local session folder."""
+    import math
+    import shutil
+    import tempfile
+
     if address:
         import ray
 
@@ -383,6 +359,8 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def _stop_ray(address: str | None, temp_dir: str | None) -> None:
+    import shutil
+
     import ray
     from ray import serve
 

@@ -104,9 +104,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             typ = int if kind.startswith("int") else float if kind.startswith("float") else str
             metavar = {int: "N", float: "X"}.get(typ, "VALUE")
             p.add_argument(flag, dest=dest, type=typ, default=None, help=help_, metavar=metavar)
-    from ziggurat.integrations import ray_serve  # its flags; Ray itself loads only when used
+    from ziggurat.integrations import serve_flags  # --replicas & co; Ray loads only when used
 
-    ray_serve.add_arguments(p)
+    serve_flags.add_arguments(p)
     p.set_defaults(func=serve)
     return p
 
@@ -135,9 +135,11 @@ def serve(args: argparse.Namespace) -> int:
             )
             return 2
         cfg = cfg.with_(models=(str(demo),))
-    from ziggurat.integrations import ray_serve
+    from ziggurat.integrations import serve_flags
 
-    if ray_serve.wanted(args):
+    if serve_flags.wanted(args):
+        from ziggurat.integrations import ray_serve
+
         return ray_serve.serve_cluster(cfg, ray_serve.scale_from_args(args), args.ray_address)
     return run(cfg)
 

@@ -3,7 +3,9 @@ tools: MatMulNBits (``MatMulNBitsQuantizer``), DynamicQuantizeMatMul and MatMulI
 (``quantize_dynamic``), QGemm and the QLinear* elementwise / pooling / concat / softmax ops
 (``quantize_static``), and the contrib forms of QuantizeLinear / DequantizeLinear.
 
-Integer products go through ``matmul.MatMulInteger`` (exact), (de)quantization through ``quant.py``.
+Integer products go through ``quant.int8_matmul_to_float`` (oneDNN's int8 matmul where the CPU has
+VNNI/AMX, else ``matmul.MatMulInteger`` in float64; both exact), (de)quantization through
+``quant.py``.
 The QLinear* ops compute in float32 between a dequantize and a requantize with round-half-even;
 onnxruntime uses lookup tables and fixed-point arithmetic for some, so results may differ from its
 by one quantization step at rounding ties.

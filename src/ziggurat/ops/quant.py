@@ -1,9 +1,12 @@
-"""Quantization: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, QLinearMatMul, QLinearConv.
+"""Quantization: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, QLinearMatMul, QLinearConv,
+and ``ziggurat::QDense``, the int8 GEMM that quantized MatMuls run as (``int8_matmul_to_float``).
 
 Integer targets round half to even and saturate to the type's range. Float targets (float8, float6,
 float4) rely on ml_dtypes' round-to-nearest-even cast, after clipping to the largest finite value
 when saturating. Integer arithmetic of the QLinear ops runs in float64, which is exact for any
-product sum below 2**53 and lets BLAS do the work.
+product sum below 2**53 and lets BLAS do the work. uint8 x int8 products (DynamicQuantizeLinear's
+output times symmetric weights: onnxruntime's ``quantize_dynamic``, ``enable_quantization``) run
+on oneDNN's integer matmul where the CPU has VNNI/AMX (``backends/cpu/int8.py``), exactly too.
 """
 
 from __future__ import annotations

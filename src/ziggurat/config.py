@@ -53,6 +53,7 @@ class Config:
     # --- engine
     enable_gpu: bool = True  # used when a GPU is present
     gpu_memory_mb: int = 2048
+    device: str = "auto"  # where models run by default (DEVICES); a model's config.toml overrides
     cpu_threads: int | None = None  # intra-op threads per model; None = all cores
     inter_op_threads: int | None = None
     graph_optimization_level: str = "all"
@@ -114,6 +115,8 @@ class Config:
         _positive(self, "max_request_memory_mb")
         _positive(self, "max_model_size_mb", "model_cache_size", "model_concurrency")
         _positive(self, "max_queue_size", "stream_max_in_flight", "gpu_memory_mb")
+        if self.device not in DEVICES and not _test_device(self.device):
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if not 0 < self.server_port < 65536:
             raise ConfigError(f"server_port must be 1..65535, got {self.server_port}")
         for name in ("max_batch_size", "max_queue_delay_us", "shutdown_timeout_s", "inline_run_us"):
@@ -204,7 +207,7 @@ class ModelConfig:
             ),
             "concurrency": pick(self.concurrency, base.model_concurrency),
             "inline_run_us": base.inline_run_us,
-            "device": self.device,
+            "device": base.device if self.device == "auto" else self.device,
             "enable_gpu": base.enable_gpu,
             "enable_fusion": base.enable_fusion,
             "enable_quantization": base.enable_quantization,

@@ -80,3 +80,25 @@ def test_providers_for_each_device_setting(fake_device):
     ]  # fmt: skip
     if not device.available("cuda"):  # auto never probes Vulkan (software drivers, start-up)
         assert _providers_for({"device": "auto", "enable_gpu": True}) == ["CPUExecutionProvider"]
+
+
+async def test_server_wide_device_with_a_per_model_override(tmp_path, fake_device):
+    repo = tmp_path / "repo"
+    models.linear(repo / "default.onnx")
+    models.linear(repo / "pinned" / "1" / "model.onnx")
+    (repo / "pinned" / "config.toml").write_text('device = "cpu"\n')
+    x = np.ones((1, 4), np.float32)
+    async with AppClient(make_config(repo, device="fake")) as c:
+        for name in ("default", "pinned"):
+            r = await c.post(f"/v2/models/{name}/infer", json={"inputs": [tensor("x", x)]})
+            assert r.status_code == 200, r.text
+        by_name = {m["name"]: m for m in (await c.get("/api/v1/stats")).json()["models"]}
+    assert by_name["default"]["provider"] == "FakeExecutionProvider"
+    assert by_name["pinned"]["provider"] == "CPUExecutionProvider"
+
+
+def test_server_device_setting_is_checked():
+    from ziggurat.config import Config
+
+    with pytest.raises(ConfigError, match="device must be one of auto, cpu, gpu, cuda, vulkan"):
+        Config(device="npu").validate()

@@ -143,7 +143,7 @@ def _value_info(v: ir.ValueInfo) -> bytes:
 
 def _attribute(name: str, v: Any, ext: _External | None) -> bytes:
     head = _str(S.ATTR_NAME, name)
-    if isinstance(v, (bool, int, np.integer)):
+    if isinstance(v, (bool, int, np.integer, np.bool_)):
         return head + _int(S.ATTR_TYPE, S.AT_INT) + _int(S.ATTR_I, int(v))
     if isinstance(v, (float, np.floating)):
         return (
@@ -163,7 +163,7 @@ def _attribute(name: str, v: Any, ext: _External | None) -> bytes:
 
 
 def _list_attribute(name: str, v: list, ext: _External | None) -> bytes:
-    if all(isinstance(x, (bool, int, np.integer)) for x in v):  # also the empty list
+    if all(isinstance(x, (bool, int, np.integer, np.bool_)) for x in v):  # also the empty list
         packed = b"".join(_varint(int(x)) for x in v)
         return _int(S.ATTR_TYPE, S.AT_INTS) + (_bytes(S.ATTR_INTS, packed) if v else b"")
     if all(isinstance(x, (int, float, np.number)) for x in v):

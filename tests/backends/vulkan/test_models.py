@@ -102,3 +102,28 @@ def test_unsupported_node_falls_back_with_copies(be):
     assert where["TopK"][0] == "cpu" and "no vulkan kernel" in where["TopK"][1]
     assert where["Sqrt"] == ("cpu", "float64: WGSL has no f64")
     assert placement.uploads >= 2 and placement.downloads >= 2
+
+
+def test_bert_fused_by_onnxruntimes_optimizer(be):
+    """The classic BERT export after onnxruntime's transformers optimizer: EmbedLayerNormalization,
+    Attention with its mask, SkipLayerNormalization and BiasGelu all on the device."""
+    import logging
+
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from tests.ops._mini_bert import HEADS, HIDDEN
+
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    opt = optimize_model(mini_bert(), model_type="bert", num_heads=HEADS, hidden_size=HIDDEN,
+                         opt_level=0).model  # fmt: skip
+    names = {i.name for i in opt.graph.input}
+    feeds = {
+        "input_ids": RNG.integers(0, 50, (2, 8)).astype(np.int64),
+        "token_type_ids": RNG.integers(0, 2, (2, 8)).astype(np.int64),
+        "attention_mask": np.array([[1] * 8, [1] * 5 + [0] * 3], np.int64),
+    }
+    placement = _run_both(be, opt, {k: v for k, v in feeds.items() if k in names})
+    ops = {s.op for s in placement.steps if s.where == "device"}
+    wanted = {"com.microsoft::EmbedLayerNormalization", "com.microsoft::Attention",
+              "com.microsoft::SkipLayerNormalization", "com.microsoft::BiasGelu"}  # fmt: skip
+    assert wanted <= ops, (sorted(ops), placement.text())

@@ -86,7 +86,7 @@ def open_backend(limit_bytes: int | None = None) -> VulkanBackend:
     with _lock:
         if _open is None:
             from . import _backend as core
-            from . import ops_conv, ops_elementwise, ops_matmul, ops_nn, ops_shape  # noqa: F401
+            from . import ops_contrib, ops_conv, ops_elementwise, ops_matmul, ops_nn, ops_shape  # noqa: F401
 
             # Ask for the adapter's own binding and buffer limits (the request's defaults are
             # WebGPU's portable minimums).

@@ -329,3 +329,15 @@ def test_default_logger_severity():
     finally:
         logger.setLevel(before)
         ort.set_default_logger_severity(2)
+
+
+def test_optimized_model_in_ort_format_is_refused(tmp_path):
+    so = zg.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "m.ort")
+    with pytest.raises(zg.ConfigError, match="ONNX files only"):
+        zg.InferenceSession(_mlp().SerializeToString(), so)
+    so.optimized_model_filepath = str(tmp_path / "m.onnx")
+    so.add_session_config_entry("session.save_model_format", "ORT")
+    with pytest.raises(zg.ConfigError, match="ONNX files only"):
+        zg.InferenceSession(_mlp().SerializeToString(), so)
+    assert not os.path.exists(so.optimized_model_filepath)

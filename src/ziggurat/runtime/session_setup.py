@@ -154,6 +154,15 @@ def save_optimized(model: ir.Model, graph: ir.Graph, options: SessionOptions) ->
         model.domain, model.model_version, model.doc, dict(model.metadata),
     )  # fmt: skip
     cfg = options._config
+    path = options.optimized_model_filepath
+    # onnxruntime picks its own ORT flatbuffer format for a ".ort" name or this entry: refused
+    # rather than writing ONNX bytes under a name that promises the other format.
+    fmt = cfg.get("session.save_model_format", "ORT" if path.lower().endswith(".ort") else "ONNX")
+    if fmt.upper() != "ONNX":
+        raise ConfigError(
+            f"optimized_model_filepath {path!r}: Ziggurat writes ONNX files only, not "
+            "onnxruntime's ORT format; use a .onnx name (session.save_model_format = ONNX)"
+        )
     save_model(
         out,
         options.optimized_model_filepath,

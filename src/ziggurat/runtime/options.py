@@ -47,7 +47,8 @@ class SessionOptions:
     profile_file_prefix: str = "ziggurat_profile"
     log_severity_level: int = 2
     enable_fusion: bool = True
-    # int8 weight-only quantization of MatMul/Gemm weights (passes/quantize_weights.py).
+    # dynamic int8 quantization: MatMul/Gemm weights per column at load, inputs per call
+    # (passes/quantize_weights.py).
     enable_quantization: bool = False
     # "fp32" (default) or "bf16" (passes/pack_weights.py; refused on CPUs without bf16 support).
     precision: str = "fp32"
@@ -81,7 +82,8 @@ class SessionOptions:
         acts on: ``session.optimized_model_external_initializers_file_name`` and
         ``session.optimized_model_external_initializers_min_size_in_bytes`` (with
         ``optimized_model_filepath``: initializers of at least that size go to that file, next to
-        the model), ``session.use_env_allocators`` (recorded: Ziggurat sessions allocate from
+        the model), ``session.save_model_format`` (only "ONNX" is written; "ORT" is refused),
+        ``session.use_env_allocators`` (recorded: Ziggurat sessions allocate from
         numpy and the plan's buffers either way). Other keys are kept and returned by
         ``get_session_config_entry`` but change nothing."""
         if not isinstance(key, str) or not isinstance(value, str):

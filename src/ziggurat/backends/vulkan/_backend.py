@@ -49,6 +49,10 @@ STORAGE = {
 }
 _I32 = np.iinfo(np.int32)
 _META_CACHE = 4096  # small parameter buffers kept, keyed by their bytes (shapes repeat per run)
+# Bind groups kept, keyed by (pipeline, buffers): a plan binds the same pooled buffers on every
+# run, and creating one costs about half of a dispatch's Python time. The keys hold the buffer
+# objects, so a destroyed buffer's entry can never match a new buffer; LRU-bounded.
+_BIND_CACHE = 4096
 _FLUSH_EVERY = 64  # kernels recorded before a submit
 
 TABLE = KernelTable("vulkan")
@@ -137,6 +141,7 @@ class VulkanBackend(Backend):
         self._lock = threading.RLock()
         self._pipelines: dict[tuple, Any] = {}
         self._meta: OrderedDict[bytes, Any] = OrderedDict()
+        self._binds: OrderedDict[tuple, Any] = OrderedDict()
         self._encoder = None
         self._recorded = 0
         self._dummy = device.create_buffer(size=256, usage=self._usage)
@@ -295,10 +300,19 @@ class VulkanBackend(Backend):
                 )
         with self._lock:
             pipe = self.pipeline(shader, subs)
-            entries = [_entry(0, self.meta_buffer(meta))]
-            for i, t in enumerate(buffers, 1):
-                entries.append(_entry(i, self._absent(i) if t is None else t.buffer))
-            bind = self.gpu.create_bind_group(layout=pipe.get_bind_group_layout(0), entries=entries)
+            bufs = [self.meta_buffer(meta)]
+            bufs += [self._absent(i) if t is None else t.buffer for i, t in enumerate(buffers, 1)]
+            key = (pipe, *bufs)
+            bind = self._binds.get(key)
+            if bind is None:
+                entries = [_entry(i, b) for i, b in enumerate(bufs)]
+                layout = pipe.get_bind_group_layout(0)
+                bind = self.gpu.create_bind_group(layout=layout, entries=entries)
+                self._binds[key] = bind
+                if len(self._binds) > _BIND_CACHE:
+                    self._binds.popitem(last=False)
+            else:
+                self._binds.move_to_end(key)
             if self._encoder is None:
                 self._encoder = self.gpu.create_command_encoder()
             cpass = self._encoder.begin_compute_pass()

@@ -161,6 +161,7 @@ class ModelConfig:
     concurrency: int | None = None
     device: str = "auto"  # auto: GPU when enable_gpu and one is present; cpu; gpu
     precision: str | None = None  # fp32 | bf16; None: the server's
+    enable_quantization: bool | None = None  # int8 MatMul/Gemm weights at load; None: the server's
     default_version: int | None = None  # the version served when a request names none
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -210,7 +211,7 @@ class ModelConfig:
             "device": base.device if self.device == "auto" else self.device,
             "enable_gpu": base.enable_gpu,
             "enable_fusion": base.enable_fusion,
-            "enable_quantization": base.enable_quantization,
+            "enable_quantization": pick(self.enable_quantization, base.enable_quantization),
             "precision": pick(self.precision, base.precision),
             "gpu_memory_mb": base.gpu_memory_mb,
         }

@@ -35,7 +35,7 @@ HELP = {
     "inter_op_threads": "inter-op threads per model",
     "graph_optimization_level": "disable | basic | extended | all",
     "enable_fusion": "fuse operator patterns when optimizing",
-    "enable_quantization": "int8 weight-only quantization of MatMul/Gemm weights (see docs)",
+    "enable_quantization": "dynamic int8: MatMul/Gemm weights int8 per column at load, inputs per call",
     "precision": "fp32 | bf16 (CPUs with AVX512-BF16 or AMX) | fp16 (GPU devices)",
     "model_concurrency": "parallel runs of one model",
     "inline_run_us": "runs faster than this (recent mean) skip the worker thread; 0: never",

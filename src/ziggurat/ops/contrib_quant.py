@@ -53,15 +53,24 @@ def _nbits_blocks(b, scales, zero_points, rows: slice, bits: int, out):
         np.bitwise_and(packed >> (bits * i) if i else packed, mask, out=codes[..., i])
     codes = codes.reshape(out.shape)
     sc = scales.reshape(-1, n_blocks)[rows].astype(np.float32)
-    if zero_points is None:
-        zp = np.float32(1 << (bits - 1))
-    elif zero_points.dtype == np.uint8:
-        zrow = zero_points.reshape(scales.reshape(-1, n_blocks).shape[0], -1)[rows]
-        zp = _unpack_bits(zrow, bits, n_blocks).astype(np.float32)
-    else:
+    if zero_points is not None and zero_points.dtype != np.uint8:  # float zero points
         zp = zero_points.reshape(-1, n_blocks)[rows].astype(np.float32)
+        np.multiply(codes, sc[:, :, None], out=out)
+        out -= (zp * sc)[:, :, None]
+        return out
+    if zero_points is None:
+        zp = np.uint8(1 << (bits - 1))
+    else:
+        zrow = zero_points.reshape(scales.reshape(-1, n_blocks).shape[0], -1)[rows]
+        zp = _unpack_bits(zrow, bits, n_blocks)[:, :, None]
+    if bits <= 4:
+        # code - zero point in [-15, 15]: exact as int8 (uint8 arithmetic wraps to the same
+        # bytes), so the float pass is one multiply, (q - zp) * scale as onnxruntime's formula
+        np.subtract(codes, zp, out=codes)
+        np.multiply(codes.view(np.int8), sc[:, :, None], out=out)
+        return out
     np.multiply(codes, sc[:, :, None], out=out)
-    out -= (zp * sc)[:, :, None]
+    out -= (zp.astype(np.float32) * sc[:, :, None]) if np.ndim(zp) else zp * sc[:, :, None]
     return out
 
 

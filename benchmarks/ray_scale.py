@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -134,6 +135,7 @@ def run_config(flags: list[str], model: Path, request: bytes, args) -> list[floa
             proc.kill()
             proc.wait()
         proc.stderr.close()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def main() -> int:
@@ -156,6 +158,7 @@ def main() -> int:
         if "ray-1" in medians and "ray-2" in medians:
             ratio = medians["ray-2"] / medians["ray-1"]
             print(json.dumps({"model": name, "ray-2 / ray-1": round(ratio, 2)}), flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

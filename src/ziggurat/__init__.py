@@ -37,6 +37,11 @@ from .runtime.allocators import (
     create_and_register_allocator_v2,
 )
 from .runtime.io_binding import IOBinding
+from .runtime.logging_api import (
+    set_default_logger_callback,
+    set_default_logger_severity,
+    set_default_logger_verbosity,
+)
 from .runtime.lora import AdapterFormat, LoraAdapter
 from .runtime.options import ExecutionOrder
 from .runtime.ortvalue import OrtDevice, OrtValue
@@ -79,26 +84,6 @@ def get_build_info() -> str:
         f"Ziggurat Build Info: version={__version__}, python={platform.python_version()}, "
         "providers=CPU (numpy, oneDNN), CUDA (CuPy, optional), WebGPU (wgpu, optional)"
     )
-
-
-_SEVERITY_LEVELS = {0: 10, 1: 20, 2: 30, 3: 40, 4: 50}  # onnxruntime's -> logging's
-
-
-def set_default_logger_severity(severity: int) -> None:
-    """onnxruntime's process-wide log threshold: 0 verbose, 1 info, 2 warning (default),
-    3 error, 4 fatal; sets the ``ziggurat`` logger's level to match."""
-    import logging
-
-    if severity not in _SEVERITY_LEVELS:
-        raise ConfigError(f"logger severity must be 0 (verbose) to 4 (fatal); got {severity!r}")
-    logging.getLogger("ziggurat").setLevel(_SEVERITY_LEVELS[severity])
-
-
-def set_default_logger_verbosity(verbosity: int) -> None:
-    """onnxruntime's verbosity of verbose (severity 0) logging; Ziggurat's verbose detail is
-    chosen with ZIGGURAT_DEBUG=1/2 instead, so this only checks the value."""
-    if not isinstance(verbosity, int) or verbosity < 0:
-        raise ConfigError(f"logger verbosity must be an int >= 0; got {verbosity!r}")
 
 
 def enable_telemetry_events() -> None:
@@ -153,6 +138,7 @@ __all__ = [
     "get_build_info",
     "get_device",
     "get_version_string",
+    "set_default_logger_callback",
     "set_default_logger_severity",
     "set_default_logger_verbosity",
 ]

@@ -341,3 +341,37 @@ def test_optimized_model_in_ort_format_is_refused(tmp_path):
     with pytest.raises(zg.ConfigError, match="ONNX files only"):
         zg.InferenceSession(_mlp().SerializeToString(), so)
     assert not os.path.exists(so.optimized_model_filepath)
+
+
+def test_logger_callback_receives_records(capsys):
+    import logging
+
+    logger = logging.getLogger("ziggurat")
+    before = logger.level
+    records = []
+    try:
+        so = zg.SessionOptions()
+        so.logid = "mine"
+        zg.set_default_logger_callback(lambda *r: records.append(r), severity=1)
+        zg.InferenceSession(_mlp().SerializeToString(), so)
+        assert any(r[0] == 1 and r[2] == "mine" and "session for model" in r[4] for r in records)
+        assert all(isinstance(x, int if i == 0 else str) for r in records for i, x in enumerate(r))
+        for bad in (5, -1):
+            with pytest.raises(RuntimeError):
+                zg.set_default_logger_callback(print, severity=bad)
+        with pytest.raises(RuntimeError):
+            zg.set_default_logger_callback("not a callable")
+
+        def raising(*_):
+            raise ValueError("from the callback")
+
+        zg.set_default_logger_callback(raising, severity=0)
+        zg.InferenceSession(_mlp().SerializeToString())  # logs; the error is reported
+        assert "from the callback" in capsys.readouterr().err
+        zg.set_default_logger_callback(None)
+        count = len(records)
+        zg.InferenceSession(_mlp().SerializeToString())
+        assert len(records) == count  # detached
+    finally:
+        zg.set_default_logger_callback(None)
+        logger.setLevel(before)

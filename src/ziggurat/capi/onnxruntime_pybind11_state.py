@@ -14,6 +14,7 @@ from .. import (
     get_build_info,
     get_device,
     get_version_string,
+    set_default_logger_callback,
     set_default_logger_severity,
     set_default_logger_verbosity,
 )
@@ -96,6 +97,7 @@ __all__ = [
     "get_device",
     "get_version_string",
     "is_dlpack_uint8_tensor",
+    "set_default_logger_callback",
     "set_default_logger_severity",
     "set_default_logger_verbosity",
 ]

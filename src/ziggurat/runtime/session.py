@@ -7,6 +7,7 @@ compiled graph keeps all state in locals of the call.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import threading
 import time
@@ -29,6 +30,7 @@ from .session_setup import apply_free_dims, apply_initializers, options_from_mod
 from .validate import InputSpec, check_feeds
 
 _PROVIDERS = ("CPUExecutionProvider",)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,11 @@ class InferenceSession(OrtSessionMixin):
         self._variant: Any = None  # overridable initializers fed: see ort_session.py
         self._variant_lock = threading.Lock()
         self.run_count = 0
+        log.info(
+            "session for model '%s': providers %s, %d nodes after optimization level %d",
+            name, self._providers, len(graph.nodes), int(self._options.graph_optimization_level),
+            extra={"logid": self._options.logid},
+        )  # fmt: skip
 
     # -- onnxruntime-compatible surface ------------------------------------------------------
     def get_inputs(self) -> list[NodeArg]:

@@ -312,3 +312,14 @@ def test_dlpack_round_trip_shares_memory():
     assert C.is_dlpack_uint8_tensor(flags.__dlpack__())
     as_bool = zg.OrtValue.from_dlpack(flags.__dlpack__(), True)
     assert as_bool.data_type() == "tensor(bool)" and as_bool.numpy().tolist() == [True, False, True]
+
+
+def test_tuning_results_as_onnxruntime_on_the_cpu(sessions):
+    for s in sessions:
+        assert s.get_tuning_results() == []
+        for ep, why in (("CPUExecutionProvider", "does not support TunableOp"),
+                        ("UnknownEP", "Cannot find execution provider UnknownEP")):  # fmt: skip
+            entry = [{"ep": ep, "results": {}, "validators": {}}]
+            s.set_tuning_results(entry)  # only warns
+            with pytest.raises(RuntimeError, match=why):
+                s.set_tuning_results(entry, error_on_invalid=True)

@@ -150,6 +150,29 @@ class OrtSessionMixin:
         (and in the buffers bound to them)."""
         iobinding._run(run_options)
 
+    def get_tuning_results(self) -> list[dict]:
+        """onnxruntime's TunableOp results per provider: none, as Ziggurat's kernels choose
+        their algorithms when the plan is built, not by timing candidates at run time."""
+        return []
+
+    def set_tuning_results(
+        self, tuning_results: list[dict], error_on_invalid: bool = False
+    ) -> None:
+        """Load TunableOp results: no provider of a Ziggurat session takes them, so each entry
+        is invalid — a warning, or RuntimeError (ConfigError) with ``error_on_invalid``."""
+        import logging
+
+        for i, entry in enumerate(tuning_results):
+            ep = entry.get("ep") if isinstance(entry, dict) else None
+            why = (
+                f"Invalid TuningResults (index={i}). {ep} does not support TunableOp."
+                if ep in self._providers
+                else f"Cannot find execution provider {ep}"
+            )
+            if error_on_invalid:
+                raise ConfigError(f"set_tuning_results: {why}")
+            logging.getLogger(__name__).warning("set_tuning_results: %s", why)
+
     def get_input_memory_infos(self) -> list[Any]:
         """Where each input is expected: CPU memory for a CPU session (a device session copies
         feeds to its device itself)."""

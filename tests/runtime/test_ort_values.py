@@ -323,3 +323,14 @@ def test_tuning_results_as_onnxruntime_on_the_cpu(sessions):
             s.set_tuning_results(entry)  # only warns
             with pytest.raises(RuntimeError, match=why):
                 s.set_tuning_results(entry, error_on_invalid=True)
+
+
+def test_run_with_ortvaluevector(sessions):
+    zs, _ = sessions
+    fetches = C.OrtValueVector()
+    zs.run_with_ortvaluevector(
+        None, ["X"], [zg.OrtValue.ortvalue_from_numpy(X)], ["Y"], fetches, []
+    )
+    assert len(fetches) == 1 and fetches[0].numpy().tolist() == (X * X).tolist()
+    with pytest.raises(zg.InputError, match="1 feed names but 0 feeds"):
+        zs.run_with_ortvaluevector(None, ["X"], [], ["Y"], fetches, [])

@@ -211,6 +211,19 @@ class OrtSessionMixin:
         outs = self.run(output_names, input_dict_ort_values, run_options)
         return [o if isinstance(o, OrtValue) else OrtValue(o) for o in outs]
 
+    def run_with_ortvaluevector(
+        self, run_options: Any, feed_names: Sequence[str], feeds: Sequence[OrtValue],
+        fetch_names: Sequence[str], fetches: OrtValueVector, fetch_devices: Any = None,
+    ) -> None:  # fmt: skip
+        """onnxruntime's list-based run: inputs as parallel name/OrtValue lists; ``fetches`` (an
+        OrtValueVector) receives the outputs named in ``fetch_names``, in that order. Outputs are
+        returned in CPU memory whatever ``fetch_devices`` says."""
+        if len(feed_names) != len(feeds):
+            raise InputError(f"{len(feed_names)} feed names but {len(feeds)} feeds")
+        outs = self.run_with_ort_values(fetch_names, dict(zip(feed_names, feeds)), run_options)
+        fetches.clear()
+        fetches.extend(outs)
+
     def run_async(
         self,
         output_names: Sequence[str] | None,

@@ -63,6 +63,9 @@ def dtype_reason(dtype: np.dtype, allowed: frozenset = FLOAT) -> str | None:
         return "int64 arithmetic: WGSL has no i64 and the i32 carry could overflow"
     if dtype == np.float16:
         return "float16: needs the shader-f16 feature, not used by this backend"
+    if dtype in CARRIED:
+        names = ", ".join(sorted(str(d) for d in allowed))
+        return f"{dtype} operands: this kernel takes {names}"
     return f"{dtype}: not carried by the Vulkan backend"
 
 

@@ -99,8 +99,8 @@ def _ln_supports(inputs, attrs):
     for p in inputs[1:]:
         if p is not None and math.prod(p[0]) != R:
             return f"scale/bias of {p[0]} for {R} normalized values"
-    if attrs.get("n_outputs", 1) > 1 and "skip" not in attrs:
-        return "LayerNormalization's Mean/InvStdDev outputs"
+    if attrs.get("stash_type", 1) != 1:
+        return "LayerNormalization stash_type other than float32"
     return check(inputs, FLOAT, math.prod(x))
 
 
@@ -108,7 +108,31 @@ def _ln_supports(inputs, attrs):
 def LayerNormalization(be, inputs, attrs):
     x, gamma = inputs[0], inputs[1]
     beta = inputs[2] if len(inputs) > 2 else None
-    return layer_norm(be, x, gamma, beta, attrs.get("epsilon", 1e-5), axis=attrs.get("axis", -1))
+    eps, axis = attrs.get("epsilon", 1e-5), attrs.get("axis", -1)
+    outs = layer_norm(be, x, gamma, beta, eps, axis=axis)
+    if attrs.get("n_outputs", 1) > 1:
+        outs += _ln_stats(be, x, axis, eps)
+    return outs
+
+
+def _ln_stats(be, x: VkTensor, axis: int, eps: float) -> list[VkTensor]:
+    """LayerNormalization's Mean and InvStdDev outputs (the same two passes as the fused row
+    kernel, from the reduction and elementwise kernels), shaped [..., 1, ...] as ONNX asks."""
+    from ._common import F32
+    from .ops_elementwise import _broadcast
+
+    axis = axis + x.ndim if axis < 0 else axis
+    rows, R = math.prod(x.shape[:axis]), math.prod(x.shape[axis:])
+    stat_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
+    x2 = be.view(x, (rows, R))
+    mean = reduce(be, x2, [1], "Mean", True)
+    d = _broadcast(be, "a0 - a1", [x2, mean], F32)
+    ss = reduce(be, d, [1], "SumSquare", True)
+    inv = _broadcast(be, "1.0 / sqrt(a0 / p0 + p1)", [ss], F32, float(R), eps)
+    out = [be.view(mean, stat_shape), be.view(inv, stat_shape)]
+    for t in (x2, mean, d, ss, inv):
+        be.release(t)
+    return out
 
 
 @TABLE.kernel("LayerNorm", domain="ziggurat", supports=_ln_supports)

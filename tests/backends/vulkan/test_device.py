@@ -15,7 +15,8 @@ from ._harness import dev
 
 def test_import_ziggurat_never_imports_wgpu():
     code = (
-        "import sys, ziggurat, ziggurat.backends.vulkan\n"
+        "import sys, ziggurat, ziggurat.backends.vulkan as vk\n"
+        "assert vk.kernel_table().lookup('MatMul', '', 17) is not None\n"
         "assert 'wgpu' not in sys.modules, 'wgpu imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

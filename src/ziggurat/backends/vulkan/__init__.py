@@ -24,7 +24,9 @@ from ...errors import DeviceError
 if TYPE_CHECKING:
     from ._backend import VkTensor, VulkanBackend
 
-__all__ = ["VkTensor", "VulkanBackend", "available", "open_backend", "unavailable_reason"]
+__all__ = [
+    "VkTensor", "VulkanBackend", "available", "kernel_table", "open_backend", "unavailable_reason",
+]  # fmt: skip
 
 _ACCEPTED = ("Vulkan", "Metal", "D3D12")
 _lock = threading.Lock()
@@ -86,7 +88,8 @@ def open_backend(limit_bytes: int | None = None) -> VulkanBackend:
     with _lock:
         if _open is None:
             from . import _backend as core
-            from . import ops_contrib, ops_conv, ops_elementwise, ops_matmul, ops_nn, ops_shape  # noqa: F401
+
+            kernel_table()
 
             # Ask for the adapter's own binding and buffer limits (the request's defaults are
             # WebGPU's portable minimums).
@@ -97,6 +100,14 @@ def open_backend(limit_bytes: int | None = None) -> VulkanBackend:
         elif limit_bytes is not None:
             _open.pool.limit_bytes = limit_bytes
         return _open
+
+
+def kernel_table() -> Any:
+    """The backend's ``KernelTable`` with every kernel module registered (imports no wgpu: the
+    placement of a model can be reasoned about without a device)."""
+    from . import _backend, ops_contrib, ops_conv, ops_elementwise, ops_matmul, ops_nn, ops_shape  # noqa: F401
+
+    return _backend.TABLE
 
 
 def __getattr__(name: str) -> Any:

@@ -70,7 +70,9 @@ def _register(op: str, expr: str, *, domain: str = "", since: int = 1, allowed=F
 _NUM = frozenset({F32, I32})  # arithmetic is exact (wrapping like numpy) on int32
 for _op, _e in (("Add", "a0 + a1"), ("Sub", "a0 - a1"), ("Mul", "a0 * a1")):
     _register(_op, _e, since=7, allowed=_NUM)
-_register("Div", "a0 / a1", since=7)
+# int32 division truncates toward zero in WGSL, as ONNX's Div does (dividing by zero is undefined
+# in ONNX; WGSL returns the dividend).
+_register("Div", "a0 / a1", since=7, allowed=frozenset({F32, I32}))
 _register("Pow", "z_pow(a0, a1)", since=7)
 _register("PRelu", "select(a0 * a1, a0, a0 >= 0.0)", since=7)
 _UNARY = {

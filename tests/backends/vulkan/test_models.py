@@ -127,3 +127,34 @@ def test_bert_fused_by_onnxruntimes_optimizer(be):
     wanted = {"com.microsoft::EmbedLayerNormalization", "com.microsoft::Attention",
               "com.microsoft::SkipLayerNormalization", "com.microsoft::BiasGelu"}  # fmt: skip
     assert wanted <= ops, (sorted(ops), placement.text())
+
+
+def test_concurrent_runs_from_two_threads(be):
+    """Two sessions on the one device, run from two threads at once (a server's workers): every
+    result equals its single-threaded one and nothing is left behind."""
+    import threading
+
+    data = DEMO.read_bytes()
+    xs = [RNG.uniform(0, 16, (3, 64)).astype(np.float32) for _ in range(2)]
+    sessions = [zg.InferenceSession(data, providers=PROVIDERS) for _ in range(2)]
+    want = [s.run(None, {"image": x}) for s, x in zip(sessions, xs, strict=True)]
+    start = threading.Barrier(2)
+    bad: list[str] = []
+
+    def work(k: int) -> None:
+        start.wait()
+        for _ in range(25):
+            got = sessions[k].run(None, {"image": xs[k]})
+            if any(not np.array_equal(g, w) for g, w in zip(got, want[k], strict=True)):
+                bad.append(f"thread {k}")
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    owners = [s._compiled.owner for s in sessions]
+    for s in sessions:
+        s.close()
+    assert not bad, bad
+    assert all(be.pool.outstanding(o) == [] for o in owners)

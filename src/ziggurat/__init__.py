@@ -26,27 +26,47 @@ from .runtime import (
     NodeArg,
     SessionOptions,
 )
-from .runtime.allocators import (
-    OrtAllocatorType,
-    OrtArenaCfg,
-    OrtDeviceMemoryType,
-    OrtMemoryInfo,
-    OrtMemoryInfoDeviceType,
-    OrtMemType,
-    create_and_register_allocator,
-    create_and_register_allocator_v2,
-)
-from .runtime.io_binding import IOBinding
-from .runtime.logging_api import (
-    set_default_logger_callback,
-    set_default_logger_severity,
-    set_default_logger_verbosity,
-)
-from .runtime.lora import AdapterFormat, LoraAdapter
 from .runtime.options import ExecutionOrder
-from .runtime.ortvalue import OrtDevice, OrtValue
-from .runtime.run_options import RunOptions
-from .runtime.sparse import OrtSparseFormat, SparseTensor
+
+# The rest of onnxruntime's API (values, options, bindings, adapters, allocator and logging calls)
+# is imported on first use: `import ziggurat` and the server's cold start stay lean.
+_LAZY = {
+    "AdapterFormat": "lora",
+    "IOBinding": "io_binding",
+    "LoraAdapter": "lora",
+    "OrtAllocatorType": "allocators",
+    "OrtArenaCfg": "allocators",
+    "OrtDevice": "ortvalue",
+    "OrtDeviceMemoryType": "allocators",
+    "OrtMemType": "allocators",
+    "OrtMemoryInfo": "allocators",
+    "OrtMemoryInfoDeviceType": "allocators",
+    "OrtSparseFormat": "sparse",
+    "OrtValue": "ortvalue",
+    "RunOptions": "run_options",
+    "SparseTensor": "sparse",
+    "create_and_register_allocator": "allocators",
+    "create_and_register_allocator_v2": "allocators",
+    "set_default_logger_callback": "logging_api",
+    "set_default_logger_severity": "logging_api",
+    "set_default_logger_verbosity": "logging_api",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ziggurat' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".runtime.{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

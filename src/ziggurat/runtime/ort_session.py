@@ -9,13 +9,15 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from .ortvalue import OrtValue, OrtValueVector, unwrap
 from .validate import check_names
+
+if TYPE_CHECKING:  # imported on first use at run time (ortvalue.py is not on run's fast path)
+    from .ortvalue import OrtValue, OrtValueVector
 
 # onnxruntime's provider names (its get_all_providers): a name outside these and Ziggurat's own
 # is an unknown provider type, which set_providers refuses as onnxruntime does.
@@ -98,6 +100,8 @@ class _CSession:
     def run_with_ort_values(
         self, feeds: Mapping[str, OrtValue], output_names: Sequence[str], run_options: Any = None
     ) -> OrtValueVector:
+        from .ortvalue import OrtValueVector
+
         return OrtValueVector(self._session.run_with_ort_values(output_names, feeds, run_options))
 
 
@@ -208,6 +212,8 @@ class OrtSessionMixin:
         run_options: Any = None,
     ) -> list[OrtValue]:
         """``run`` with OrtValue feeds; returns OrtValues."""
+        from .ortvalue import OrtValue
+
         outs = self.run(output_names, input_dict_ort_values, run_options)
         return [o if isinstance(o, OrtValue) else OrtValue(o) for o in outs]
 
@@ -252,6 +258,8 @@ class OrtSessionMixin:
         reads each element's bytes as UTF-8); a missing input named as onnxruntime names it."""
         if not isinstance(feed, Mapping):
             return feed
+        from .ortvalue import OrtValue, unwrap
+
         out = dict(feed)
         for k, v in out.items():
             if isinstance(v, OrtValue):

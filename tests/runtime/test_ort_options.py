@@ -375,3 +375,14 @@ def test_logger_callback_receives_records(capsys):
     finally:
         zg.set_default_logger_callback(None)
         logger.setLevel(before)
+
+
+def test_free_dimension_override_by_denotation_from_a_file(tmp_path):
+    path = tmp_path / "abs.onnx"
+    onnx.save(_abs_free_dims(), path)
+    zso, oso = zg.SessionOptions(), ort.SessionOptions()
+    for so in (zso, oso):
+        so.add_free_dimension_override_by_denotation("DATA_CHANNEL", 7)
+    z = zg.InferenceSession(path, zso).get_inputs()[0].shape
+    assert z == ort.InferenceSession(str(path), oso, providers=CPU).get_inputs()[0].shape
+    assert z == ["Dim1", 7, 5]

@@ -34,6 +34,7 @@ _MODEL_CONFIG_KEYS = {
     "enable_mem_reuse": lambda v: bool(int(v)),
     "use_deterministic_compute": lambda v: bool(int(v)),
 }
+_DIM_DENOTATION = 3  # TensorShapeProto.Dimension.denotation (schema.py lists only what loads)
 EXTERNAL_FILE_KEY = "session.optimized_model_external_initializers_file_name"
 EXTERNAL_MIN_KEY = "session.optimized_model_external_initializers_min_size_in_bytes"
 
@@ -115,16 +116,20 @@ def _fixed(name: str, axis: int, dim: Any, value: int) -> int:
 def _input_denotations(source: Any) -> dict[str, list[str]]:
     """Per graph input, the denotation of each dimension ("" where none), read from the file's
     bytes (the IR does not keep denotations: only these overrides need them)."""
+    if isinstance(source, (str, os.PathLike)):
+        import mmap
+
+        with open(source, "rb") as f:  # mapped: only the pages holding these fields are read
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                return _scan_denotations(mm)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _scan_denotations(source)
+    return {}
+
+
+def _scan_denotations(buf: Any) -> dict[str, list[str]]:
     from ..formats.onnx import schema as S
     from ..formats.onnx.wire import iter_fields, text
-
-    if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as f:
-            buf: Any = f.read()
-    elif isinstance(source, (bytes, bytearray, memoryview)):
-        buf = source
-    else:
-        return {}
 
     def sub(a: int, b: int, num: int) -> list[tuple[int, int]]:
         return [(x, y) for n, wt, x, y in iter_fields(buf, a, b) if n == num and wt == 2]
@@ -138,7 +143,8 @@ def _input_denotations(source: Any) -> dict[str, list[str]]:
                 for sa, sb in sub(ta, tb, S.TYPE_TENSOR):
                     for ha, hb in sub(sa, sb, S.TENSOR_TYPE_SHAPE):
                         for da, db in sub(ha, hb, S.SHAPE_DIM):
-                            dens.append("".join(text(buf, x, y) for x, y in sub(da, db, 3)))
+                            den = sub(da, db, _DIM_DENOTATION)
+                            dens.append("".join(text(buf, x, y) for x, y in den))
             out[name] = dens
     return out
 

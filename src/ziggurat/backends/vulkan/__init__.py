@@ -105,7 +105,16 @@ def open_backend(limit_bytes: int | None = None) -> VulkanBackend:
 def kernel_table() -> Any:
     """The backend's ``KernelTable`` with every kernel module registered (imports no wgpu: the
     placement of a model can be reasoned about without a device)."""
-    from . import _backend, ops_contrib, ops_conv, ops_elementwise, ops_matmul, ops_nn, ops_shape  # noqa: F401
+    from . import (  # noqa: F401
+        _backend,
+        ops_contrib,
+        ops_conv,
+        ops_elementwise,
+        ops_matmul,
+        ops_nn,
+        ops_resize,
+        ops_shape,
+    )
 
     return _backend.TABLE
 

@@ -17,15 +17,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The whole suite, in parallel on all cores. pytest exits 5 when it collects no tests: that fails.
+# ZIGGURAT_GOMP_SPINCOUNT=0: the parallel test workers oversubscribe the cores, where OpenMP
+# workers spinning between oneDNN calls only slow each other down (backends/cpu/dnnl.py).
 test: setup
-	$(BIN)/python -m pytest -n auto -q -p no:cacheprovider
+	ZIGGURAT_GOMP_SPINCOUNT=0 $(BIN)/python -m pytest -n auto -q -p no:cacheprovider
 
 # The numerically sensitive tests (kernels, conformance, real models) again under another BLAS
 # kernel, one BLAS thread and a fixed order: their outcome must not depend on the BLAS's rounding
 # (docs/architecture.md, Testing). CI runs this after `make test`.
 NUMERIC_TESTS := tests/conformance tests/models tests/ops tests/passes
 test-numerics: setup
-	OPENBLAS_CORETYPE=$${OPENBLAS_CORETYPE_ALT:-Prescott} OPENBLAS_NUM_THREADS=1 \
+	ZIGGURAT_GOMP_SPINCOUNT=0 OPENBLAS_CORETYPE=$${OPENBLAS_CORETYPE_ALT:-Prescott} OPENBLAS_NUM_THREADS=1 \
 	  $(BIN)/python -m pytest -n auto -q -p no:cacheprovider -p no:randomly $(NUMERIC_TESTS)
 
 serve: setup

@@ -1,5 +1,5 @@
-"""Constant GEMM weights in oneDNN's blocked layout: all of them for ``precision="bf16"``, and in
-float32 those whose plain layout oneDNN reads slowly.
+"""Constant GEMM weights in oneDNN's blocked layout, in bfloat16 for ``precision="bf16"`` and in
+float32 otherwise.
 
 **bf16.** Each constant float32 (K, N) weight of a ``ziggurat::Dense`` node, and of a ``MatMul``
 whose second input is a constant matrix (made a bias-free ``Dense``), is converted once, here, at
@@ -11,11 +11,12 @@ normalization, the attention products between activations) stays float32. Large 
 read only by ``Gather`` are stored in bfloat16 too, with a Cast of the gathered rows to float32.
 Needs oneDNN with AVX512-BF16 or AMX (the session checks first).
 
-**fp32.** oneDNN reads most plain (K, N) float32 weights in place as fast as packed ones (BERT's
-768x768 and 3072x768: within 10%), but a row stride that is a multiple of 4 KiB (N = 1024, 3072,
-...) makes its kernels' loads alias in the cache: BERT's 768x3072 FFN weight took 10-28 ms plain vs
-2.8 ms packed (best of 60, 2 threads, busy machine). Only those are packed (same bytes, float32:
-exact results), once, here: 12 of BERT-base's 73 weights, ~0.1 s of session creation.
+**fp32.** Every constant float32 Dense weight of at least ``MIN_ELEMENTS`` is packed too (same
+bytes, float32: exact results), once, here. oneDNN reads a packed weight faster than the plain
+(K, N) one at every row count measured, M = 1 to 128 (quiet 2-core AMX Xeon, medians; packed /
+plain): 768x768 0.41-0.87, 768x2304 (merged Q/K/V, passes/fuse_qkv.py) 0.76-0.89, 3072x768
+0.76-0.88, and 768x3072 0.39-0.64, where a row stride that is a multiple of 4 KiB makes the plain
+kernel's loads alias in the cache.
 
 Weights read by anything else than these nodes, or shadowed by a graph input, stay as they are.
 """
@@ -41,7 +42,7 @@ def run(graph: ir.Graph, opsets: dict[str, int], precision: str = "bf16") -> ir.
 
     pack_int8.run(graph)
     if precision != "bf16":
-        return _pack_aliasing_fp32(graph)
+        return _pack_fp32(graph)
     from ..backends.cpu import gemm
 
     readers: dict[str, int] = {}
@@ -96,9 +97,9 @@ def run(graph: ir.Graph, opsets: dict[str, int], precision: str = "bf16") -> ir.
     return graph
 
 
-def _pack_aliasing_fp32(graph: ir.Graph) -> ir.Graph:
-    """fp32: pack the Dense weights whose plain row stride is a multiple of 4 KiB (see above).
-    Loads oneDNN only when the graph has such a weight (small models never pay for it)."""
+def _pack_fp32(graph: ir.Graph) -> ir.Graph:
+    """fp32: pack the Dense weights of at least ``MIN_ELEMENTS`` (see above). Loads oneDNN only
+    when the graph has such a weight (small models never pay for it)."""
     names = []
     for node in graph.nodes:
         if node.domain != FUSED_DOMAIN or node.op_type != "Dense" or len(node.inputs) < 2:
@@ -109,7 +110,6 @@ def _pack_aliasing_fp32(graph: ir.Graph) -> ir.Graph:
             and w.dtype == np.float32
             and w.ndim == 2
             and w.size >= MIN_ELEMENTS
-            and (w.shape[1] * w.itemsize) % 4096 == 0
         ):
             names.append(node.inputs[1])
     if not names:

@@ -247,18 +247,22 @@ def _candidate_paths() -> list[str]:
 def _configure_openmp() -> None:
     """Set GNU OpenMP's wait policy before libgomp is first loaded (it reads it once).
 
-    After each parallel region libgomp's workers spin (GOMP_SPINCOUNT iterations; 300k by default)
-    before sleeping. A spinning worker holds a core that the next numpy op, our row-parallel pool
-    or another process wants, and when the cores are oversubscribed a spinning thread waits on a
-    descheduled partner. Measured on the 2-core dev VM while other jobs ran (load average ~11),
-    BERT-base bf16 medians in separate processes: spin 0: 83-161 ms, 10,000: 301-425 ms,
-    300,000: 3,050 ms. At a quiet moment (load ~4) it made no difference: 0: 30.5-33.4 ms,
-    2,000: 30.2-30.4 ms, 20,000: 31.1-31.6 ms. So the default is not to spin;
-    ZIGGURAT_GOMP_SPINCOUNT or the user's own GOMP_SPINCOUNT / OMP_WAIT_POLICY win.
+    After each parallel region libgomp's workers spin (GOMP_SPINCOUNT iterations of a pause
+    instruction; 300,000 by default) before sleeping on a futex. Waking a sleeping worker costs
+    each oneDNN call tens of microseconds, which models of many short primitives feel; a spinning
+    worker holds a core that numpy, our row-parallel pool or another process wants.
+    Measured (each engine in its own process, medians of 5 rounds, ratio to onnxruntime, quiet
+    2-core AMX Xeon): MobileNetV2 1.42x with 0, 1.19x with 3,000, 1.22x with 30,000; bert-tiny
+    1.68x / 1.51x / 1.48x; ResNet-50 1.23x (0) / 1.16-1.18x; BERT-base, GPT-2, ViT (long GEMMs)
+    unchanged. With two busy processes on the same 2 cores, MobileNetV2 went 3.6-3.8 ms (0) to
+    6.3-8.2 ms (3,000): the short spin is the default for machines the model has to itself, as
+    onnxruntime's spinning thread pool is; ``ZIGGURAT_GOMP_SPINCOUNT=0`` suits shared,
+    oversubscribed ones (the test suite sets it). The user's own GOMP_SPINCOUNT / OMP_WAIT_POLICY
+    win.
     """
     if "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
         return
-    os.environ["GOMP_SPINCOUNT"] = os.environ.get("ZIGGURAT_GOMP_SPINCOUNT", "0")
+    os.environ["GOMP_SPINCOUNT"] = os.environ.get("ZIGGURAT_GOMP_SPINCOUNT", "3000")
 
 
 def _load() -> None:

@@ -18,8 +18,9 @@ GEMM (M x K x N)          numpy (OpenBLAS)       oneDNN fp32 in place   oneDNN f
 - fp32: oneDNN is 1.2-2x faster than OpenBLAS on BERT's shapes once the erf-GELU is fused into
   the GEMM, and its medians under load stayed within 2-10x of quiet where OpenBLAS's went 20-200x
   (its threads spin and yield against other processes). Weights whose row stride is a multiple of
-  4 KiB alias in the cache when read in place (the 768x3072 FFN weight: 4.4 vs 1.5 ms), so those
-  are packed at session creation (passes/pack_weights.py); the others are read in place (no copy).
+  4 KiB alias in the cache when read in place (the 768x3072 FFN weight: 4.4 vs 1.5 ms), and packed
+  weights were 10-25 % faster for the other shapes too in a later quiet measurement (table in
+  passes/pack_weights.py), so every Dense weight of >= 2^18 elements is packed at session creation.
 - Tiny products (< ``MIN_MACS`` multiply-adds, e.g. the 784-128-10 MLP): OpenMP's fork/join and the
   ctypes calls (10-30 us) cost more than the product; numpy's gemv stays.
 - bf16 (``precision="bf16"``): AMX tiles (or AVX512-BF16) with fp32 accumulation run the BERT

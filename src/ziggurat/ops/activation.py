@@ -326,6 +326,16 @@ _SMALL_SOFTMAX = 4096  # below, the fewest numpy calls win (a classifier's head 
 _LOW_SUM = math.exp(-16.0)
 
 
+_NATIVE_MIN = 1 << 13  # backends.cpu.norm.MIN_ELEMENTS, checked here first to skip the import
+
+
+def _native_softmax(x2, y2) -> bool:
+    """oneDNN's softmax (backends/cpu/norm.py, imported on first use: not at ``import ziggurat``)."""
+    from ..backends.cpu import norm
+
+    return norm.softmax(x2, y2)
+
+
 def softmax_last_axis(x, nan_to_zero: bool = False, inplace: bool = False):
     """Softmax over the last axis of a C-contiguous float32/float64 numpy array, into a new array
     (``inplace``: into ``x`` itself, a fresh buffer of the caller's that nobody else reads).
@@ -338,6 +348,10 @@ def softmax_last_axis(x, nan_to_zero: bool = False, inplace: bool = False):
     """
     x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
     y2 = x2 if inplace else np.empty_like(x2)
+    if x2.dtype == np.float32 and x2.size >= _NATIVE_MIN and _native_softmax(x2, y2):
+        if nan_to_zero and np.isnan(y2.max()):
+            y2[np.isnan(y2)] = 0
+        return y2.reshape(x.shape)
     if x2.size:
         ones = np.ones(x2.shape[1], dtype=x2.dtype)
         parallel.for_rows(

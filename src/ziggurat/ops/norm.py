@@ -160,6 +160,19 @@ def _row_parallel_ok(x, scale, b, a, stash_type) -> bool:
     )
 
 
+_native_mod = None
+
+
+def _native():
+    """backends.cpu.norm (oneDNN's LayerNorm), imported on first use: not at ``import ziggurat``."""
+    global _native_mod
+    if _native_mod is None:
+        from ..backends.cpu import norm
+
+        _native_mod = norm
+    return _native_mod
+
+
 def layer_norm_last_axes(x, scale, b, n_axes: int, eps: float, *, inplace: bool = False):
     """LayerNormalization of a float32/float64 numpy ``x`` over its last ``n_axes`` axes, with
     per-element ``scale`` and optional ``b``; ``inplace`` normalises ``x`` itself (a fresh buffer
@@ -169,8 +182,9 @@ def layer_norm_last_axes(x, scale, b, n_axes: int, eps: float, *, inplace: bool 
     output, the variance comes from them by an einsum (two-pass variance: no cancellation), and
     the per-row 1/std, scale and shift are applied in place. Row sums run as a BLAS gemv. One
     thread: splitting rows across cores measured slower here (a few short passes per row; the
-    hand-off and GIL cost more than the second core gives back). float32 runs as one numba loop
-    per row where ``_jit`` has loaded it (3x faster), with the same two-pass statistics.
+    hand-off and GIL cost more than the second core gives back). float32 runs on oneDNN's layer
+    normalization from 2^16 elements (backends/cpu/norm.py: 2x faster there), else as one numba loop per
+    row where ``_jit`` has loaded it, with the same two-pass statistics.
     """
     if type(x) is not np.ndarray or x.dtype not in (np.float32, np.float64):
         xp = xp_of(x)
@@ -186,6 +200,8 @@ def layer_norm_last_axes(x, scale, b, n_axes: int, eps: float, *, inplace: bool 
     cols = math.prod(x.shape[x.ndim - n_axes :])
     x2 = x.reshape(-1, cols)
     y2 = x2 if inplace else np.empty_like(x2)
+    if x.dtype == np.float32 and x.size >= 1 << 16 and _native().layer_norm(x2, scale, b, eps, y2):
+        return y2.reshape(x.shape)
     t = x.dtype.type
     jit = _jit.kernels(x.size) if x.dtype == np.float32 and x2.size else None
     if jit is not None and scale.dtype == x.dtype and (b is None or b.dtype == x.dtype):

@@ -108,7 +108,6 @@ INDEX: dict[str, tuple[str, ...]] = {
     "DFT": ("signal",),
     "DeformConv": ("convtranspose",),
     "Dense": ("fused",),
-    "DenseQ": ("fused",),
     "DepthToSpace": ("shape",),
     "DequantizeLinear": ("contrib_quant", "quant"),
     "Det": ("matmul",),

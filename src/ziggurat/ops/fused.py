@@ -123,20 +123,6 @@ def Dense(x, w, b=None, /, *, activation=""):
     return (y,)
 
 
-@kernel("DenseQ", domain=DOMAIN)
-def DenseQ(x, wq, scale, b=None, /, *, activation=""):
-    """Dense with int8 weights and one float scale per output column (passes/quantize_weights)."""
-    xp = np if type(x) is np.ndarray else xp_of(x)
-    w = wq.astype(x.dtype)
-    if x.ndim > 2 and x.flags.c_contiguous:
-        y = xp.matmul(x.reshape(-1, x.shape[-1]), w).reshape(*x.shape[:-1], w.shape[1])
-    else:
-        y = xp.matmul(x, w)
-    y *= scale
-    _epilogue(y, b, activation)
-    return (y,)
-
-
 @kernel("FusedConv", domain=DOMAIN)
 def FusedConv(
     x, w, b=None, skip=None, /, *, activation="", auto_pad="NOTSET", dilations=None, group=1,

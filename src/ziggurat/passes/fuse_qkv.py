@@ -1,4 +1,5 @@
-"""Merge ``ziggurat::Dense`` nodes that read the same input into one wider GEMM and a Split.
+"""Merge ``ziggurat::Dense`` (or int8 ``QDense``) nodes that read the same input into one wider
+GEMM and a Split.
 
 Transformer exports compute Q, K and V as three products of the same hidden state with three
 (H, H) weights. One (H, 3H) product does the same arithmetic in one call: two fewer kernel calls
@@ -13,6 +14,11 @@ exactly as before (same K-long dot products, same bias and activation per column
 results are bitwise those of the separate products wherever the GEMM's blocking along N does
 not change the summation order along K (true of OpenBLAS's and oneDNN's kernels; the model tests
 compare with onnxruntime at the usual tolerance either way).
+
+int8 ``QDense`` nodes (``quantize_dynamic``'s products after passes/fuse_quant_matmul.py) merge
+the same way when they share the quantized activation (its scale and zero point too) and their
+weights have zero zero points: the weights' scales become one per column, the same product per
+column as before. BERT-base int8: 73 -> 49 int8 GEMMs per run.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from .pack_weights import _drop_file_pages as drop_file_pages
 
 
 def run(graph: ir.Graph, opsets: dict[str, int]) -> ir.Graph:
-    """Merge every group of two or more mergeable Dense nodes in ``graph`` (in place)."""
+    """Merge every group of two or more mergeable Dense/QDense nodes in ``graph`` (in place)."""
     idx = Index(graph)
     groups: dict[tuple, list[ir.Node]] = {}
     for node in graph.nodes:
@@ -63,7 +69,8 @@ def _free_separate(graph: ir.Graph, group: list[ir.Node], reads: Counter[str]) -
     461 MiB without the merge, 578 merging without either release, 489 with both."""
     freed = 0
     for node in group:
-        for name in node.inputs[1:]:
+        for pos in _MERGED[node.op_type]:
+            name = node.inputs[pos] if pos < len(node.inputs) else ""
             reads[name] -= 1
             if name and reads[name] == 0 and name in graph.initializers:
                 w = graph.initializers.pop(name)
@@ -84,34 +91,88 @@ def _reads(graph: ir.Graph) -> Counter[str]:
     return reads
 
 
+# Per op: the inputs every node of a group shares (the activation and, for int8, its scale and
+# zero point) and the per-output-column constants that are concatenated.
+_SHARED = {"Dense": (0,), "QDense": (0, 2, 4)}
+_MERGED = {"Dense": (1, 2), "QDense": (1, 3, 5, 6)}
+
+
+def _input(node: ir.Node, pos: int) -> str:
+    return node.inputs[pos] if pos < len(node.inputs) else ""
+
+
 def _key(idx: Index, node: ir.Node) -> tuple | None:
-    if node.domain != FUSED_DOMAIN or node.op_type != "Dense" or len(node.outputs) != 1:
+    if node.domain != FUSED_DOMAIN or node.op_type not in _SHARED or len(node.outputs) != 1:
         return None
     w = idx.const(node.inputs[1])
-    if w is None or w.ndim != 2 or w.dtype.kind != "f":
+    if w is None or w.ndim != 2:
         return None
-    bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    if node.op_type == "Dense" and w.dtype.kind != "f":
+        return None
+    bias_pos = 2 if node.op_type == "Dense" else 6
+    bias = _input(node, bias_pos) or None
     if bias is not None:
         b = idx.const(bias)
-        if b is None or b.shape != (w.shape[1],) or b.dtype != w.dtype:
+        want = w.dtype if node.op_type == "Dense" else np.dtype(np.float32)
+        if b is None or b.shape != (w.shape[1],) or b.dtype != want:
             return None
-    return (node.inputs[0], node.attrs.get("activation", ""), w.shape[0], w.dtype, bias is None)
+    if node.op_type == "QDense" and not _int8_weight_ok(idx, node, w):
+        return None
+    shared = tuple(_input(node, p) for p in _SHARED[node.op_type])
+    return (node.op_type, shared, node.attrs.get("activation", ""), w.shape[0], w.dtype,
+            bias is None)  # fmt: skip
+
+
+def _int8_weight_ok(idx: Index, node: ir.Node, w: np.ndarray) -> bool:
+    """QDense: an int8 weight with a constant float scale (one, or one per column) and a zero
+    point that is absent or zero (what the merged node's int8 kernel takes)."""
+    scale = idx.const(_input(node, 3))
+    if w.dtype != np.int8 or scale is None or scale.dtype != np.float32:
+        return False
+    if scale.size not in (1, w.shape[1]):
+        return False
+    zp_name = _input(node, 5)
+    if zp_name:
+        zp = idx.const(zp_name)
+        if zp is None or zp.size not in (1, w.shape[1]) or np.any(zp != 0):
+            return False
+    return True
+
+
+def _columns(values: list[np.ndarray], widths: list[int], dtype) -> np.ndarray:
+    """Per-column vectors concatenated, a group member's single value repeated over its columns."""
+    parts = [
+        np.broadcast_to(np.asarray(v, dtype).reshape(-1), (n,))
+        for v, n in zip(values, widths, strict=True)
+    ]
+    return np.ascontiguousarray(np.concatenate(parts))
 
 
 def _merge(graph: ir.Graph, idx: Index, group: list[ir.Node], opsets: dict[str, int]):
     first = group[0]
     ws = [idx.const(n.inputs[1]) for n in group]
     widths = [int(w.shape[1]) for w in ws]
-    w_name = _fresh(graph, f"{first.label}/merged_weight")
-    graph.initializers[w_name] = np.ascontiguousarray(np.concatenate(ws, axis=1))
-    inputs = [first.inputs[0], w_name]
-    if len(first.inputs) > 2 and first.inputs[2]:
-        b_name = _fresh(graph, f"{first.label}/merged_bias")
-        graph.initializers[b_name] = np.concatenate([idx.const(n.inputs[2]) for n in group])
-        inputs.append(b_name)
+
+    def add(suffix: str, value: np.ndarray) -> str:
+        name = _fresh(graph, f"{first.label}/merged_{suffix}")
+        graph.initializers[name] = value
+        return name
+
+    w_name = add("weight", np.ascontiguousarray(np.concatenate(ws, axis=1)))
+    bias_pos = 2 if first.op_type == "Dense" else 6
+    bias = ""
+    if _input(first, bias_pos):
+        biases = [idx.const(_input(n, bias_pos)) for n in group]
+        bias = add("bias", _columns(biases, widths, biases[0].dtype))
+    if first.op_type == "Dense":
+        inputs = [first.inputs[0], w_name] + ([bias] if bias else [])
+    else:  # QDense: the scales per column; the zero points are all zero (checked): none
+        scales = _columns([idx.const(n.inputs[3]) for n in group], widths, np.float32)
+        inputs = [first.inputs[0], w_name, first.inputs[2], add("scale", scales),
+                  _input(first, 4), "", bias]  # fmt: skip
     merged = _fresh(graph, f"{first.outputs[0]}/merged")
     dense = ir.Node(
-        "Dense", inputs, [merged], dict(first.attrs),
+        first.op_type, inputs, [merged], dict(first.attrs),
         name=f"{first.label}/merged", domain=FUSED_DOMAIN,
     )  # fmt: skip
     outputs = [n.outputs[0] for n in group]

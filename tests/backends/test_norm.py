@@ -71,5 +71,5 @@ def test_cases_it_does_not_take_fall_back():
     x = np.ones((128, 768), np.float32)
     assert not norm.layer_norm(x, np.ones(767, np.float32), None, 1e-5, np.empty_like(x))
     assert not norm.layer_norm(x, np.ones(768, np.float64), None, 1e-5, np.empty_like(x))
-    tiny = np.ones((128, 128), np.float32)  # below MIN_LAYER_NORM
+    tiny = np.ones((8, 128), np.float32)  # below MIN_ELEMENTS
     assert not norm.layer_norm(tiny, np.ones(128, np.float32), None, 1e-5, np.empty_like(tiny))

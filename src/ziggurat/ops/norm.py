@@ -183,7 +183,7 @@ def layer_norm_last_axes(x, scale, b, n_axes: int, eps: float, *, inplace: bool 
     the per-row 1/std, scale and shift are applied in place. Row sums run as a BLAS gemv. One
     thread: splitting rows across cores measured slower here (a few short passes per row; the
     hand-off and GIL cost more than the second core gives back). float32 runs on oneDNN's layer
-    normalization from 2^16 elements (backends/cpu/norm.py: 2x faster there), else as one numba loop per
+    normalization from 2^13 elements (backends/cpu/norm.py: up to 2x faster), else as one numba loop per
     row where ``_jit`` has loaded it, with the same two-pass statistics.
     """
     if type(x) is not np.ndarray or x.dtype not in (np.float32, np.float64):
@@ -200,7 +200,7 @@ def layer_norm_last_axes(x, scale, b, n_axes: int, eps: float, *, inplace: bool 
     cols = math.prod(x.shape[x.ndim - n_axes :])
     x2 = x.reshape(-1, cols)
     y2 = x2 if inplace else np.empty_like(x2)
-    if x.dtype == np.float32 and x.size >= 1 << 16 and _native().layer_norm(x2, scale, b, eps, y2):
+    if x.dtype == np.float32 and x.size >= 1 << 13 and _native().layer_norm(x2, scale, b, eps, y2):
         return y2.reshape(x.shape)
     t = x.dtype.type
     jit = _jit.kernels(x.size) if x.dtype == np.float32 and x2.size else None

@@ -4,11 +4,11 @@ Why: numpy needs five to eight passes over memory for these (statistics, centrin
 max, subtract, exp, sum, divide), each a separate call; oneDNN's vectorized primitives make one
 or two, on both cores. Measured (quiet 2-core AMX Xeon, medians, numpy path / oneDNN):
 LayerNorm 128 x 128 (bert-tiny) 28 / 18.5 us, 128 x 768 (BERT-base) 113 / 55 us; softmax
-256 x 128 (bert-tiny's scores) 31 / 21 us, 1536 x 128 (BERT-base's) 135 / 92 us. Inside
-SkipLayerNorm (after the residual add, as in the models) LayerNorm 128 x 768 stayed 2x faster
-(140 / 70 us) but 128 x 128 gained nothing (33-36 / 36-44 us): below ``MIN_ELEMENTS`` (softmax)
-and ``MIN_LAYER_NORM`` the call and the OpenMP fork cost more than they save (the tiny MLP's
-1 x 10 softmax stays on numpy).
+256 x 128 (bert-tiny's scores) 31 / 21 us, 1536 x 128 (BERT-base's) 135 / 92 us. In bert-tiny
+(LayerNorm 128 x 128 between two-thread GEMMs) the whole run went 1.34-1.39 -> 1.20-1.28 ms.
+Running the small ones on one OpenMP thread was tried and lost (1.36 ms): changing the team
+size between primitives costs more than the fork it saves. Below ``MIN_ELEMENTS`` the call and
+the OpenMP fork cost more than they save (the tiny MLP's 1 x 10 softmax stays on numpy).
 
 Numerics: oneDNN computes the mean and variance (two-pass) and the softmax (row maximum
 subtracted) in float32 with its own summation order, so results differ from the numpy path by
@@ -29,7 +29,6 @@ import numpy as np
 from . import dnnl
 
 MIN_ELEMENTS = 1 << 13
-MIN_LAYER_NORM = 1 << 16
 _F32 = np.dtype(np.float32)
 _SOFTMAX_ACCURATE = 0x30000  # dnnl_alg_kind_t
 _USE_SCALE, _USE_SHIFT = 0x2, 0x4  # dnnl_normalization_flags_t
@@ -80,7 +79,7 @@ def layer_norm(x: np.ndarray, scale: np.ndarray, shift, eps: float, out: np.ndar
     """``out`` <- LayerNorm of each row of the 2-D ``x`` with per-column ``scale`` (and
     ``shift``, or None); ``out`` may be ``x``. False (nothing written) where oneDNN can't."""
     cols = x.shape[-1]
-    if x.size < MIN_LAYER_NORM or not _usable(x, out):
+    if not _usable(x, out):
         return False
     if scale.size != cols or scale.dtype != _F32:
         return False

@@ -91,14 +91,15 @@ def require_bf16(what: str = "precision='bf16'") -> None:
     )
 
 
-class PackedWeight(np.ndarray):
-    """A constant (K, N) weight matrix stored in the blocked layout oneDNN's matmul prefers.
+class BlockedArray(np.ndarray):
+    """A constant matrix stored in a blocked layout of oneDNN's, behind a logical numpy view.
 
     Its shape and dtype are the logical ones (so shape inference, memory stats and ``inspect``
-    see a (K, N) float32/bfloat16 matrix), but the element order is oneDNN's: only this module
+    see a (K, N) matrix), but the element order is oneDNN's: only the backend module that made it
     reads it. ``md`` is the layout; ``_buf`` the whole blocked buffer (it may be padded beyond
     K x N, so kernels read ``_buf``, never the view: copies of the view share it); ``_plans``
-    caches primitives per batch shape.
+    caches primitives per batch shape. Subclasses (``PackedWeight``, ``int8.PackedInt8``) say
+    which kernels take them and give ``unpacked()``.
     """
 
     md: dnnl.MemoryDesc
@@ -109,6 +110,10 @@ class PackedWeight(np.ndarray):
         self.md = getattr(obj, "md", None)
         self._buf = getattr(obj, "_buf", None)
         self._plans = getattr(obj, "_plans", None) or {}
+
+
+class PackedWeight(BlockedArray):
+    """A constant float32/bfloat16 (K, N) weight in the blocked layout oneDNN's matmul prefers."""
 
     def unpacked(self) -> np.ndarray:
         """The weights as a plain C-contiguous (K, N) array (a reorder; for fallbacks and tests)."""

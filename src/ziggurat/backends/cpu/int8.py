@@ -34,7 +34,7 @@ import threading
 import numpy as np
 
 from . import dnnl
-from .gemm import _ACTIVATIONS, _Plan
+from .gemm import _ACTIVATIONS, BlockedArray, _Plan
 
 # dnnl_cpu_isa_t masks of the ISAs whose int8 dot products accumulate in int32 directly.
 ISA_AVX2_VNNI = 0xF
@@ -75,21 +75,10 @@ def _declare() -> None:
     _declared = True
 
 
-class PackedInt8(np.ndarray):
-    """A constant (K, N) int8 weight matrix in the blocked layout oneDNN's int8 matmul prefers.
-
-    Like ``gemm.PackedWeight``: shape and dtype are the logical ones (``inspect`` and memory stats
-    see a (K, N) int8 matrix), the element order is oneDNN's, so only this module reads ``_buf``;
-    ``unpacked()`` gives the plain matrix back (for fallbacks and tests)."""
-
-    md: dnnl.MemoryDesc
-    _buf: np.ndarray
-    _plans: dict
-
-    def __array_finalize__(self, obj):
-        self.md = getattr(obj, "md", None)
-        self._buf = getattr(obj, "_buf", None)
-        self._plans = getattr(obj, "_plans", None) or {}
+class PackedInt8(BlockedArray):
+    """A constant (K, N) int8 weight matrix in the blocked layout oneDNN's int8 matmul prefers
+    (see ``gemm.BlockedArray``); only this module reads ``_buf``, ``unpacked()`` gives the plain
+    matrix back (for fallbacks and tests)."""
 
     def unpacked(self) -> np.ndarray:
         """The weights as a plain C-contiguous (K, N) int8 array."""

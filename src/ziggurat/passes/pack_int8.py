@@ -48,14 +48,9 @@ def run(graph: ir.Graph) -> ir.Graph:
 
     if not int8.native():
         return graph
-    from .pack_weights import _release, _trim
+    from .pack_weights import _release, _trim, weight_readers
 
-    readers: dict[str, int] = {}
-    for node in graph.nodes:
-        for name in node.inputs:
-            readers[name] = readers.get(name, 0) + 1
-    shadowed = {v.name for v in graph.inputs} | {v.name for v in graph.outputs}
-    shadowed |= {n for node in graph.nodes for sub in node.subgraphs() for n in sub.free_names()}
+    readers, shadowed = weight_readers(graph)
     freed, packed = 0, 0
     for name in names:
         weight_reads = sum(

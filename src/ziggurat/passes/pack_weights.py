@@ -45,14 +45,7 @@ def run(graph: ir.Graph, opsets: dict[str, int], precision: str = "bf16") -> ir.
         return _pack_fp32(graph)
     from ..backends.cpu import gemm
 
-    readers: dict[str, int] = {}
-    for node in graph.nodes:
-        for name in node.inputs:
-            readers[name] = readers.get(name, 0) + 1
-    for sub in _subgraphs(graph):
-        for name in sub.free_names():
-            readers[name] = readers.get(name, 0) + 1
-    shadowed = {v.name for v in graph.inputs} | {v.name for v in graph.outputs}
+    readers, shadowed = weight_readers(graph)
     bf16 = gemm._bf16_dtype()
     packed: dict[str, np.ndarray] = {}
     freed = 0
@@ -118,12 +111,7 @@ def _pack_fp32(graph: ir.Graph) -> ir.Graph:
 
     if not dnnl.available():
         return graph
-    readers: dict[str, int] = {}
-    for node in graph.nodes:
-        for name in node.inputs:
-            readers[name] = readers.get(name, 0) + 1
-    shadowed = {v.name for v in graph.inputs} | {v.name for v in graph.outputs}
-    shadowed |= {n for sub in _subgraphs(graph) for n in sub.free_names()}
+    readers, shadowed = weight_readers(graph)
     freed, packed = 0, 0  # bytes of float32 originals dropped since the last trim; count
     for name in dict.fromkeys(names):
         dense_reads = sum(
@@ -214,6 +202,19 @@ def _reads_as_weight(node: ir.Node, name: str) -> bool:
             *node.inputs[2:],
         )
     )
+
+
+def weight_readers(graph: ir.Graph) -> tuple[dict[str, int], set[str]]:
+    """How many node inputs read each name, and the names a packed copy must never replace:
+    graph inputs and outputs, and the names subgraphs read from this scope. A weight is packed
+    only when every one of its readers is a node that takes the packed form."""
+    readers: dict[str, int] = {}
+    for node in graph.nodes:
+        for name in node.inputs:
+            readers[name] = readers.get(name, 0) + 1
+    shadowed = {v.name for v in graph.inputs} | {v.name for v in graph.outputs}
+    shadowed |= {n for sub in _subgraphs(graph) for n in sub.free_names()}
+    return readers, shadowed
 
 
 def _subgraphs(graph: ir.Graph):

@@ -1,7 +1,7 @@
 """Optimization pipelines per level (the levels mirror onnxruntime's GraphOptimizationLevel).
 
 - always: Gradient nodes (ai.onnx.preview.training) expanded into their backward graph.
-- basic (1): constant folding, dead code elimination.
+- basic (1): constant folding, common subexpression elimination, dead code elimination.
 - extended (2) and all (99): also fusions (GELU, MatMul+bias+activation, BatchNorm into Conv,
   Conv+residual+ReLU, zero Pad into Conv, Add+LayerNorm and decomposed LayerNorm, attention,
   quantize_dynamic's MatMulInteger->Cast->Mul[->Add][->GELU] into one int8 QDense)
@@ -14,6 +14,7 @@ from __future__ import annotations
 from .. import ir
 from . import (
     constant_fold,
+    cse,
     dce,
     fold_batchnorm,
     fuse_attention,
@@ -49,6 +50,7 @@ def optimize(
     if level <= DISABLE_ALL:
         return graph
     constant_fold.run(graph, opsets)
+    cse.run(graph)
     dce.run(graph)
     if level >= ENABLE_EXTENDED and fusion:
         opsets.setdefault(FUSED_DOMAIN, 1)

@@ -329,11 +329,17 @@ _LOW_SUM = math.exp(-16.0)
 _NATIVE_MIN = 1 << 13  # backends.cpu.norm.MIN_ELEMENTS, checked here first to skip the import
 
 
+_norm_mod = None
+
+
 def _native_softmax(x2, y2) -> bool:
     """oneDNN's softmax (backends/cpu/norm.py, imported on first use: not at ``import ziggurat``)."""
-    from ..backends.cpu import norm
+    global _norm_mod
+    if _norm_mod is None:
+        from ..backends.cpu import norm
 
-    return norm.softmax(x2, y2)
+        _norm_mod = norm
+    return _norm_mod.softmax(x2, y2)
 
 
 def softmax_last_axis(x, nan_to_zero: bool = False, inplace: bool = False):

@@ -27,6 +27,7 @@ from ctypes import POINTER, c_float, c_int, c_uint, c_void_p
 import numpy as np
 
 from . import dnnl
+from .gemm import _Plan
 
 MIN_ELEMENTS = 1 << 13
 _F32 = np.dtype(np.float32)
@@ -85,7 +86,6 @@ def layer_norm(x: np.ndarray, scale: np.ndarray, shift, eps: float, out: np.ndar
         return False
     if shift is not None and (shift.size != cols or shift.dtype != _F32):
         return False
-    from .gemm import _Plan
 
     def build():
         md = dnnl.MemoryDesc.strided(x.shape, _F32)
@@ -113,7 +113,6 @@ def softmax(x: np.ndarray, out: np.ndarray) -> bool:
     written) where oneDNN can't."""
     if not _usable(x, out):
         return False
-    from .gemm import _Plan
 
     def build():
         md = dnnl.MemoryDesc.strided(x.shape, _F32)

@@ -404,3 +404,38 @@ def test_fusedconv_through_onednn_preferred_layouts(monkeypatch, residual, x_lay
     (prim,) = [p for k, (p, _) in dnnl_conv._cache.items() if k[0] == id(w)]
     if prim._src_reorder is None and prim._dst_reorder is None:
         pytest.skip(f"oneDNN ({prim.impl}) took the caller's layouts here: no reorder to test")
+
+
+@pytest.mark.parametrize("skip_layout", ["nhwc", "nchw"])
+def test_fusedconv_in_place_residual(conv_path, skip_layout):
+    """``inplace_skip``: a residual in the output's layout takes the result (no copy); one in
+    another layout is left as it was, and the result is right either way."""
+    from ziggurat.ops.fused import FusedConv
+
+    rng = np.random.default_rng(12)
+    x, w, b = rand(rng, (1, 16, 9, 9)), rand(rng, (24, 16, 3, 3)), rand(rng, (24,))
+    pads = [1, 1, 1, 1]
+    skip = rand(rng, (1, 24, 9, 9))
+    exact = np.maximum(conv_ref64(x, w, b, pads=pads) + skip, 0)
+    bound = conv_bound(x, w, b, skip, pads=pads)
+    skip_in = nhwc(skip) if skip_layout == "nhwc" else skip.copy()
+    for _ in range(2):  # a fresh primitive, then the cached one
+        given = skip_in.copy() if skip_layout == "nchw" else nhwc(skip)
+        y = FusedConv(x, w, b, given, activation="relu", layout="nhwc", pads=pads, inplace_skip=1)[
+            0
+        ]
+        assert y.dtype == np.float32 and np.all(np.abs(y - exact) <= bound)
+        if conv_path == "onednn" and skip_layout == "nhwc" and _takes_nhwc_dst(w):
+            assert y is given  # written over the residual
+        else:
+            assert not np.shares_memory(y, given)
+            np.testing.assert_array_equal(given, skip)  # untouched
+
+
+def _takes_nhwc_dst(w) -> bool:
+    """Whether the oneDNN primitive made for ``w`` writes the caller's channels-last output
+    directly (a CPU without such a kernel writes oneDNN's layout and reorders it back)."""
+    from ziggurat.backends.cpu import conv as dnnl_conv
+
+    (prim,) = [p for k, (p, _) in dnnl_conv._cache.items() if k[0] == id(w)]
+    return prim._dst_reorder is None

@@ -172,3 +172,37 @@ def test_concurrent_runs_share_primitives_safely():
             together = list(pool.map(lambda f: sess.run(None, f)[0], feeds))
             for a, b in zip(together, serial, strict=True):
                 np.testing.assert_array_equal(a, b)
+
+
+def residual_reuse(seed=0) -> onnx.ModelProto:
+    """Residuals that die at their convolution (written over) beside one read again later."""
+    n = _Net(seed)
+    x = n.conv_bn("x", 3, 64, 3)
+    y = n.conv_bn(n.conv_bn(x, 64, 32, 1), 32, 64, 3, act="")
+    r = n.node("Relu", [n.node("Add", [y, x])])  # x dies here
+    y = n.conv_bn(n.conv_bn(r, 64, 32, 1), 32, 64, 1, act="")
+    s = n.node("Relu", [n.node("Add", [y, r])])  # r is read again below: kept
+    out = n.node("Add", [n.conv_bn(s, 64, 64, 1, act=""), r])  # r dies here
+    return n.model(n.head(out, 64), 16)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_in_place_residuals_leave_live_values_alone(precision):
+    from ziggurat.backends.cpu import conv as dnnl_conv
+
+    if precision == "bf16" and not (dnnl_conv.available() and dnnl_conv.bf16_supported()):
+        pytest.skip("this CPU has neither AVX512-BF16 nor AMX: precision='bf16' is refused")
+    data = residual_reuse().SerializeToString()
+    feeds = _feeds(16)
+    sess = zg.InferenceSession(data)
+    marked = [n for n in sess._compiled.graph.nodes if n.attrs.get("inplace_skip")]
+    assert len(marked) == 2
+    if precision == "fp32":
+        ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+        atol = _atol(ref, 288 + 64)
+    else:  # against float32, within the bf16 bound of test_conv_models_bf16_close_to_fp32
+        ref = sess.run(None, feeds)[0]
+        sess = zg.InferenceSession(data, sess_options=zg.SessionOptions(precision="bf16"))
+        atol = 5.0 * 2.0**-8 * np.sqrt(3 * 6) * max(1.0, float(np.abs(ref).max()))
+    for _ in range(3):  # generic code, recordings, then the specialised plan
+        np.testing.assert_allclose(sess.run(None, feeds)[0], ref, rtol=0, atol=atol)

@@ -104,3 +104,50 @@ def test_bf16_flows_through_a_maxpool_between_convolutions():
     ops = _by_output(fuse_conv.run(_graph(nodes, ["y"], W), precision="bf16"))
     assert ops["a"].attrs["out_dtype"] == "bf16"  # the pool hands bf16 on to a convolution
     assert "out_dtype" not in ops["b"].attrs  # this pool's reader is Flatten: float32
+
+
+def test_residual_that_dies_at_its_convolution_is_marked_in_place():
+    nodes = [
+        helper.make_node("Conv", ["x", "w2"], ["a"]),
+        helper.make_node("Relu", ["a"], ["ar"]),
+        helper.make_node("Conv", ["ar", "w3"], ["b0"]),
+        helper.make_node("Conv", ["b0", "w3"], ["b"]),
+        helper.make_node("Add", ["b", "ar"], ["s"]),  # ar's last reader: may be overwritten
+        helper.make_node("Relu", ["s"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["c"]),
+        helper.make_node("Add", ["c", "r"], ["t"]),  # r is read again below: kept
+        helper.make_node("Add", ["t", "r"], ["u"]),
+        helper.make_node("Conv", ["u", "w3"], ["d"]),
+        helper.make_node("Add", ["d", "x"], ["y"]),  # a graph input: never written
+    ]
+    g = fuse_conv.run(_graph(nodes, ["y"], W))
+    g.lint()
+    ops = _by_output(g)
+    assert ops["r"].inputs[3] == "ar" and ops["r"].attrs["inplace_skip"] == 1
+    assert ops["t"].inputs[3] == "r" and "inplace_skip" not in ops["t"].attrs
+    assert ops["y"].inputs[3] == "x" and "inplace_skip" not in ops["y"].attrs
+
+
+def test_residual_that_is_also_the_data_input_is_kept():
+    nodes = [
+        helper.make_node("Conv", ["x", "w2"], ["a"]),
+        helper.make_node("Conv", ["a", "w3"], ["b"]),
+        helper.make_node("Add", ["b", "a"], ["y"]),  # the fused node reads a twice
+    ]
+    ops = _by_output(fuse_conv.run(_graph(nodes, ["y"], W)))
+    assert ops["y"].inputs[0] == ops["y"].inputs[3] == "a"
+    assert "inplace_skip" not in ops["y"].attrs
+
+
+def test_residual_read_by_a_graph_output_or_a_later_branch_is_kept():
+    nodes = [
+        helper.make_node("Conv", ["x", "w2"], ["a"]),
+        helper.make_node("Conv", ["a", "w3"], ["b"]),
+        helper.make_node("Add", ["b", "a"], ["s"]),
+        helper.make_node("Conv", ["s", "w2"], ["c"]),
+        helper.make_node("Add", ["c", "s"], ["t"]),
+        helper.make_node("Sigmoid", ["s"], ["v"]),  # not an ancestor of t's convolution
+    ]
+    ops = _by_output(fuse_conv.run(_graph(nodes, ["t", "v", "a"], W)))
+    assert "inplace_skip" not in ops["s"].attrs  # a is a graph output
+    assert "inplace_skip" not in ops["t"].attrs  # Sigmoid may run after it

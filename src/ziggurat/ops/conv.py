@@ -221,13 +221,14 @@ _dnnl_conv = None  # backends.cpu.conv once a convolution first ran natively
 
 
 def native_conv(
-    x, w, b, skip, attrs: tuple, op: str, post: tuple = ("", None, None, "", "fp32", "")
+    x, w, b, skip, attrs: tuple, op: str, post: tuple = ("", None, None, "", "fp32", "", 0)
 ):
     """Run a Conv-like node on oneDNN, or return None when the portable path must run it.
 
     ``attrs`` = (auto_pad, dilations, group, kernel_shape, pads, strides) as the node passes them;
-    ``post`` = (activation, clip_min, clip_max, layout, precision, out_dtype). A repeat call (same weights,
-    attribute objects, input shape and strides) skips straight to the cached primitive.
+    ``post`` = (activation, clip_min, clip_max, layout, precision, out_dtype, inplace_skip). A
+    repeat call (same weights, attribute objects, input shape and strides) skips straight to the
+    cached primitive.
     """
     global _dnnl_conv
     dc = _dnnl_conv
@@ -245,7 +246,7 @@ def native_conv(
     geo = conv_geometry(x, w, group, op, kernel_shape, strides, dilations, pads, auto_pad)
     if skip is not None and skip.shape != geo_out_shape(x, w, geo):
         return None  # a broadcast residual: not the sum post-op's case
-    activation, lo, hi, layout, precision, out_dtype = post
+    activation, lo, hi, layout, precision, out_dtype, inplace = post
     if not native_ok(x, w, b, skip, bf16=precision == "bf16"):
         return None
     from ..backends.cpu import conv as dc
@@ -259,7 +260,7 @@ def native_conv(
     prim = dc.build(
         key, x, w, b, geo, group, activation=activation, bounds=(lo, hi),
         has_skip=skip is not None, bf16=bf16, channels_last_out=layout == "nhwc",
-        out_bf16=bf16 and out_dtype == "bf16", keep=attrs,
+        out_bf16=bf16 and out_dtype == "bf16", inplace_skip=bool(inplace), keep=attrs,
     )  # fmt: skip
     return None if prim is None else prim.run(x, skip)
 

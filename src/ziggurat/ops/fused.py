@@ -127,7 +127,7 @@ def Dense(x, w, b=None, /, *, activation=""):
 def FusedConv(
     x, w, b=None, skip=None, /, *, activation="", auto_pad="NOTSET", dilations=None, group=1,
     kernel_shape=None, pads=None, strides=None, clip_min=None, clip_max=None, layout="",
-    precision="fp32", out_dtype="",
+    precision="fp32", out_dtype="", inplace_skip=0,
 ):  # fmt: skip
     """activation(Conv(x, w, b) + skip); activation '', 'relu' or 'clip' (to [clip_min, clip_max]).
 
@@ -135,10 +135,11 @@ def FusedConv(
     'nhwc' returns the (N, C, H, W) result channels-last in memory (set by passes/fuse_conv.py when
     every consumer is another convolution or a pool); ``precision`` 'bf16' computes in bf16 with
     float32 accumulation, and ``out_dtype`` 'bf16' hands the result on in bfloat16 (only to other
-    bf16 convolutions). Elsewhere: numpy, then the epilogue in place.
+    bf16 convolutions). ``inplace_skip`` 1: ``skip`` dies here and oneDNN may write the result
+    into its buffer. Elsewhere: numpy, then the epilogue in place.
     """
     attrs = (auto_pad, dilations, group, kernel_shape, pads, strides)
-    post = (activation, clip_min, clip_max, layout, precision, out_dtype)
+    post = (activation, clip_min, clip_max, layout, precision, out_dtype, inplace_skip)
     y = native_conv(x, w, b, skip, attrs, "FusedConv", post)
     if y is not None:
         return (y,)

@@ -109,7 +109,8 @@ class ConvPrimitive:
     """
 
     def __init__(self, x_shape, x_strides, w, b, geo, group, activation, bounds, has_skip,
-                 bf16=False, channels_last_out=True, x_dtype=np.float32, out_bf16=False):  # fmt: skip
+                 bf16=False, channels_last_out=True, x_dtype=np.float32, out_bf16=False,
+                 inplace_skip=False):  # fmt: skip
         _declare()
         # oneDNN sizes its work split by the thread count at creation: make it the one runs use.
         dnnl._apply_threads()
@@ -119,6 +120,7 @@ class ConvPrimitive:
         self.out_shape = out_shape
         self.channels_last_out = channels_last_out
         self.bf16 = bf16
+        self.inplace_skip = inplace_skip and has_skip
         # oneDNN's weights: (M, C/g, *K), or (g, M/g, C/g, *K) with groups.
         wdims = tuple(w.shape) if group == 1 else (group, m // group) + tuple(w.shape[1:])
         w_user = dnnl.MemoryDesc.strided(wdims, np.float32)
@@ -189,7 +191,16 @@ class ConvPrimitive:
 
         Per call this is a few microseconds of Python: the memory objects, argument array and
         scratchpad are made once; each run only points the memories at this call's buffers.
+        With ``inplace_skip``, a ``skip`` already in the output's layout and dtype is the output.
         """
+        if (
+            self.inplace_skip
+            and self._dst_reorder is None
+            and skip.dtype == self.out_dtype
+            and skip.strides == self._y_strides
+            and skip.flags.writeable
+        ):
+            return self._run_into(x, skip)
         buf = np.empty(self._buf_shape, dtype=self.out_dtype)
         y = buf.transpose(self._perm) if self._perm is not None else buf
         set_handle = self._set_handle
@@ -214,6 +225,18 @@ class ConvPrimitive:
                 self._dst_reorder.run(dst, y)
         return y
 
+    def _run_into(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The convolution plus ``y`` (the residual, dead after this node) written over ``y``:
+        no copy of the residual into a fresh destination."""
+        with self._lock:
+            if self._src_reorder is None:
+                self._set_handle(self._src_h, x.ctypes.data)
+            else:
+                self._set_handle(self._src_h, self._src_reorder.run(x).ctypes.data)
+            self._set_handle(self._dst_h, y.ctypes.data)
+            self.prim.execute_args(self._args)
+        return y
+
     def _bind_run(self, x_shape, channels_last_out: bool) -> None:
         """Precompute what ``run`` needs: raw handles, the output buffer's shape and view."""
         nd = len(self.out_shape)
@@ -223,6 +246,13 @@ class ConvPrimitive:
             self._perm = (0, nd - 1, *range(1, nd - 1))
         else:
             self._buf_shape, self._perm = self.out_shape, None
+        # The strides of the view ``run`` returns: a residual with these can take the result.
+        buf_strides, acc = [], self.out_dtype.itemsize
+        for d in reversed(self._buf_shape):
+            buf_strides.insert(0, acc)
+            acc *= d
+        perm = self._perm or range(nd)
+        self._y_strides = tuple(buf_strides[i] for i in perm)
         self._set_handle = dnnl.lib().dnnl_memory_set_data_handle
         self._src_h = self._mem[dnnl.ARG_SRC].handle
         self._dst_h = self._mem[dnnl.ARG_DST].handle
@@ -362,16 +392,18 @@ def lookup(key: tuple) -> tuple[ConvPrimitive | None, tuple] | None:
 
 
 def build(key, x, w, b, geo, group, *, activation="", bounds=(None, None), has_skip=False,
-          bf16=False, channels_last_out=True, out_bf16=False, keep=()) -> ConvPrimitive | None:  # fmt: skip
+          bf16=False, channels_last_out=True, out_bf16=False, inplace_skip=False,
+          keep=()) -> ConvPrimitive | None:  # fmt: skip
     """Make the primitive for these arguments and store it under ``key`` (see ``lookup``);
     ``keep``: the objects whose ids the key holds (besides ``w``). Returns None, and remembers
-    it, when oneDNN has no implementation for this convolution (the caller runs numpy's)."""
+    it, when oneDNN has no implementation for this convolution (the caller runs numpy's).
+    ``inplace_skip``: the residual dies at this node, its buffer may take the result."""
     isz = x.itemsize
     try:
         prim = ConvPrimitive(
             x.shape, tuple(s // isz for s in x.strides), w, b, geo, group, activation, bounds,
             has_skip, bf16=bf16, channels_last_out=channels_last_out, x_dtype=x.dtype,
-            out_bf16=out_bf16,
+            out_bf16=out_bf16, inplace_skip=inplace_skip,
         )  # fmt: skip
     except dnnl.DnnlError:
         prim = None

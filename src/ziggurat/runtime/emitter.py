@@ -208,6 +208,9 @@ class _Function:
                 if out is not None:
                     extra.append(f"out=B{out}")
                 return f"{uname}({', '.join(args + extra)})"
+            if fast is not None and fast[0] == "expr":  # runtime/direct.py
+                self.ns.update(fast[2])
+                return fast[1].format(*args)
             if fast is not None:  # reshape
                 return f"{args[0]}.reshape({tuple(int(d) for d in fast[1])!r})"
             if out is not None:
@@ -217,8 +220,12 @@ class _Function:
     def step(self, step: Step, last_use: dict[str, int], record: bool = False) -> None:
         self.idx = idx = step.index
         node = step.node
-        call = self.call(step)
-        direct = self.spec is not None and idx in self.spec.fast
+        fast = self.spec.fast.get(idx) if self.spec is not None else None
+        if fast is not None and fast[0] == "split":  # runtime/direct.py: one view per output
+            source = self.read(node.inputs[0], step)
+            views = [t.format(source) for t in fast[1]]
+        else:
+            call = self.call(step)
         outs = []
         for j, out in enumerate(node.outputs):
             if out:
@@ -226,7 +233,10 @@ class _Function:
                 outs.append((j, out, self.var[out]))
         if self.em.profiler is not None:
             self.emit("    __p0 = __perf()")
-        if direct:
+        if fast is not None and fast[0] == "split":
+            for (_, _, ident), view in zip(outs, views):
+                self.emit(f"    {ident} = {view}")
+        elif fast is not None:
             self.emit(f"    {outs[0][2]} = {call}")
         elif len(node.outputs) == 1 and outs:
             self.emit(f"    {outs[0][2]} = {call}[0]")

@@ -217,12 +217,17 @@ class Plan:
 
     def specializable(self) -> bool:
         """Whether a signature plan could differ from the generic code: some step folds
-        (its outputs are all value-static), calls a ufunc or reshapes directly, or takes ``out``.
+        (its outputs are all value-static), calls a ufunc, reshapes or runs another direct
+        numpy expression (runtime/direct.py), or takes ``out``.
         (The tiny MLP has none: its runs skip the signature lookup.)"""
+        from .direct import DIRECT_OPS  # (direct.py imports this module)
+
         value, _ = self.static_values()
         for step in self.steps:
             traits = step.kdef.traits
             if traits.ufunc or traits.reshape or "out" in step.kdef.wants:
+                return True
+            if not step.node.domain and step.node.op_type in DIRECT_OPS:
                 return True
             if step.outputs and all(o in value for o in step.outputs):
                 return True

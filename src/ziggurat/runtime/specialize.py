@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .direct import direct_call, split_call
 from .plan import Plan, Step
 
 ALIGN = 64  # arena offsets are cache-line aligned
@@ -112,7 +113,9 @@ class SignaturePlan:
         self.meta = rec.meta
         self.folded: dict[str, np.ndarray] = {}
         self.kept: list[Step] = []
-        self.fast: dict[int, tuple] = {}  # step -> ("ufunc", name, args) | ("reshape", shape)
+        # step -> ("ufunc", name, args) | ("reshape", shape) | ("expr", template, names) |
+        # ("split", templates): see direct.py for the last two
+        self.fast: dict[int, tuple] = {}
         self.out: dict[str, int] = {}
         self.inplace: dict[str, str] = {}
         self.buffers: list[tuple[int, tuple[int, ...], np.dtype]] = []
@@ -159,6 +162,15 @@ class SignaturePlan:
                     self.fast[step.index] = ("ufunc", traits.ufunc, traits.ufunc_args)
             elif traits.reshape and step.outputs[0] in shape_static:  # the shape is baked in
                 self.fast[step.index] = ("reshape", out[0])
+            elif not node.domain:
+                fast = direct_call(step, ins, out, shape_static)
+                if fast is not None:
+                    self.fast[step.index] = fast
+        for step in self.kept:  # Split: several outputs, each a view of its input's slice
+            if not step.node.domain and step.node.op_type == "Split" and not step.graphs:
+                fast = split_call(step, meta, shape_static)
+                if fast is not None:
+                    self.fast[step.index] = fast
 
     # -- memory plan -----------------------------------------------------------------------------
     def _memory(self, rec: Recording, shape_static: set[str]) -> None:
@@ -202,7 +214,9 @@ class SignaturePlan:
 
     def _plannable(self, step: Step, rec: Recording, shape_static, end, root) -> list[str]:
         fast = self.fast.get(step.index)
-        if not (fast and fast[0] == "ufunc") and "out" not in step.kdef.wants:
+        if fast is not None and fast[0] != "ufunc":  # a view or numpy's own new array
+            return []
+        if fast is None and "out" not in step.kdef.wants:
             return []
         name = step.outputs[0] if step.outputs else None
         if name is None or name != step.node.outputs[0]:
@@ -252,7 +266,7 @@ class SignaturePlan:
         parts = []
         fast = self.fast.get(step.index)
         if fast is not None:
-            parts.append(f"np.{fast[1]}" if fast[0] == "ufunc" else "x.reshape")
+            parts.append(_FAST_TEXT[fast[0]](fast))
         for o in step.outputs:
             if o in self.inplace:
                 parts.append(f"in place of %{self.inplace[o]}")
@@ -279,6 +293,14 @@ class SignaturePlan:
             arena[off : off + int(np.prod(shape)) * dt.itemsize].view(dt).reshape(shape)
             for off, shape, dt in self.buffers
         )
+
+
+_FAST_TEXT = {
+    "ufunc": lambda f: f"np.{f[1]}",
+    "reshape": lambda f: "x.reshape",
+    "expr": lambda f: f[1].format("x", "y", "z"),
+    "split": lambda f: "views " + ", ".join(t.format("x") for t in f[1]),
+}
 
 
 def _classes(pairs: list[tuple[str, str]]):

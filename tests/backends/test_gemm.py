@@ -76,6 +76,24 @@ def test_dense_fp32_within_the_float32_bound(act, packed):
 
 
 @needs_dnnl
+@pytest.mark.parametrize("act", ["", "gelu"])
+def test_dense_residual_is_added_after_the_activation(act):
+    """The residual post-op (passes/fuse_residual.py): act(x @ w + b) + r, one more rounding."""
+    x, w, b = _data()
+    k, n = w.shape
+    r = np.random.default_rng(9).standard_normal(x.shape[:-1] + (n,)).astype(np.float32)
+    y = gemm.dense(x, gemm.pack_weight(w), b, act, residual=r)
+    ref, mag = _reference(x.reshape(-1, k), w, b, act)
+    ref = ref + r.reshape(-1, n)
+    bound = gamma(k + 1) * mag
+    if act == "gelu":
+        bound = 1.13 * bound + 4 * np.spacing(np.abs(ref).astype(np.float32))
+    bound = bound + np.spacing(np.abs(ref).astype(np.float32))  # the add's own rounding
+    assert np.all(np.abs(y.reshape(-1, n) - ref) <= bound)
+    assert gemm.dense(x, gemm.pack_weight(w), b, act, residual=r[:1]) is None  # wrong shape
+
+
+@needs_dnnl
 def test_packed_weight_keeps_logical_shape_and_values():
     _, w, _ = _data()
     p = gemm.pack_weight(w)

@@ -7,7 +7,8 @@ session creation, to bfloat16 in oneDNN's blocked matmul layout (``backends.cpu.
 The float32 original is dropped from the graph, so the session holds half the bytes: copied weights
 are freed, and the pages of weights viewed in the model file are handed back to the OS. The GEMMs
 then run in bf16 with float32 accumulation and float32 outputs; everything else (softmax,
-normalization, the attention products between activations) stays float32. Large embedding tables
+normalization) stays float32, and attention (``ziggurat::FusedAttention``, marked ``bf16=1`` here)
+runs its two products in bf16 too. Large embedding tables
 read only by ``Gather`` are stored in bfloat16 too, with a Cast of the gathered rows to float32.
 Needs oneDNN with AVX512-BF16 or AMX (the session checks first).
 
@@ -42,7 +43,7 @@ def run(graph: ir.Graph, opsets: dict[str, int], precision: str = "bf16") -> ir.
 
     pack_int8.run(graph)
     if precision != "bf16":
-        return _pack_fp32(graph)
+        return _fuse_residuals(_pack_fp32(graph))
     from ..backends.cpu import gemm
 
     readers, shadowed = weight_readers(graph)
@@ -87,6 +88,19 @@ def run(graph: ir.Graph, opsets: dict[str, int], precision: str = "bf16") -> ir.
             node.op_type, node.domain = "Dense", FUSED_DOMAIN
             node.attrs = {"activation": ""}
             opsets.setdefault(FUSED_DOMAIN, 1)
+        elif node.domain == FUSED_DOMAIN and node.op_type == "FusedAttention":
+            node.attrs["bf16"] = 1  # its two products in bf16 on AMX (backends/cpu/attention.py)
+    return _fuse_residuals(graph)
+
+
+def _fuse_residuals(graph: ir.Graph) -> ir.Graph:
+    """Residual adds into the packed Dense before them (passes/fuse_residual.py)."""
+    from ..backends.cpu.gemm import PackedWeight
+
+    if any(isinstance(w, PackedWeight) for w in graph.initializers.values()):
+        from . import fuse_residual
+
+        fuse_residual.run(graph)
     return graph
 
 

@@ -147,7 +147,8 @@ def pack_weight(w: np.ndarray, dtype=np.float32, m_hint: int = 128) -> PackedWei
     return out
 
 
-def _matmul_pd(src_shape, wmd, n, dt, bias: bool, activation: str, bounds):
+def _matmul_pd(src_shape, wmd, n, dt, bias: bool, activation: str, bounds, residual=False):
+    """The matmul primitive: ``activation(src @ w + bias) [+ residual]``, float32 out."""
     m = src_shape[0]
     attr = dnnl.Attr()
     if activation == "clip":
@@ -159,6 +160,8 @@ def _matmul_pd(src_shape, wmd, n, dt, bias: bool, activation: str, bounds):
         )
     elif activation:
         attr.eltwise(_ACTIVATIONS[activation])
+    if residual:
+        attr.binary(dnnl.BINARY_ADD, dnnl.MemoryDesc.strided((m, n), _F32))
     attr.finish()
     return dnnl.PrimitiveDesc(
         "dnnl_matmul_primitive_desc_create",
@@ -222,20 +225,22 @@ def to_bf16(x: np.ndarray) -> np.ndarray:
 _plain_plans: dict[tuple, _Plan] = {}
 
 
-def _dense_plan(w: np.ndarray, m: int, bias: bool, activation: str, bounds) -> _Plan:
+def _dense_plan(
+    w: np.ndarray, m: int, bias: bool, activation: str, bounds, residual: bool = False
+) -> _Plan:
     """The cached primitive for an (m, K) input: on a PackedWeight it lives with the weight; for a
     plain float32 weight (any strides: oneDNN reads it in place, no copy) in a module table keyed
     by layout, not by data."""
     packed = isinstance(w, PackedWeight)
     if packed:
-        key, table = (m, bias, activation, bounds), w._plans
+        key, table = (m, bias, activation, bounds, residual), w._plans
     else:
-        key, table = (w.shape, w.strides, m, bias, activation, bounds), _plain_plans
+        key, table = (w.shape, w.strides, m, bias, activation, bounds, residual), _plain_plans
     plan = table.get(key)
     if plan is None:
         k, n = w.shape
         wmd = w.md if packed else dnnl.MemoryDesc.from_array(w)
-        pd = _matmul_pd((m, k), wmd, n, w.dtype, bias, activation, bounds)
+        pd = _matmul_pd((m, k), wmd, n, w.dtype, bias, activation, bounds, residual)
         mds = {
             dnnl.ARG_SRC: dnnl.MemoryDesc.strided((m, k), w.dtype),
             dnnl.ARG_WEIGHTS: wmd,
@@ -243,6 +248,9 @@ def _dense_plan(w: np.ndarray, m: int, bias: bool, activation: str, bounds) -> _
         }
         if bias:
             mds[dnnl.ARG_BIAS] = dnnl.MemoryDesc.strided((1, n), _F32)
+        if residual:  # the binary add is the last post-op: after the activation, if any
+            index = 1 if activation else 0
+            mds[dnnl.ARG_POST_OP(index) | dnnl.ARG_SRC_1] = dnnl.MemoryDesc.strided((m, n), _F32)
         plan = _Plan(pd, mds)
         with _lock:
             if not packed and len(table) > 512:  # bounded however many shapes a model sees
@@ -251,29 +259,41 @@ def _dense_plan(w: np.ndarray, m: int, bias: bool, activation: str, bounds) -> _
     return plan
 
 
-def dense(x: np.ndarray, w: np.ndarray, b=None, activation: str = "", bounds=(None, None)):
-    """``activation(x @ w + b)`` as one oneDNN primitive, for a float32 ``x`` (..., K) and a
-    (K, N) weight: a PackedWeight (float32 or bfloat16; x is converted to bfloat16 for the
-    latter) or a plain float32 array. ``activation``: '', 'relu', 'gelu' (erf) or 'clip' (to
-    ``bounds``). Returns a fresh float32 (..., N) array, or None when oneDNN cannot run it (x not
-    float32, or a plain weight of another dtype): the caller then uses numpy."""
+def dense(
+    x: np.ndarray, w: np.ndarray, b=None, activation: str = "", bounds=(None, None), residual=None
+):
+    """``activation(x @ w + b) [+ residual]`` as one oneDNN primitive, for a float32 ``x``
+    (..., K) and a (K, N) weight: a PackedWeight (float32 or bfloat16; x is converted to bfloat16
+    for the latter) or a plain float32 array. ``activation``: '', 'relu', 'gelu' (erf) or 'clip'
+    (to ``bounds``); ``residual``: a float32 array of the result's shape, added last (a binary
+    post-op: the residual stream of a transformer without a separate pass over it). Returns a
+    fresh float32 (..., N) array, or None when oneDNN cannot run it (x or the residual not
+    float32 or of another shape, or a plain weight of another dtype): the caller then uses numpy."""
     if x.dtype != _F32 or x.ndim < 1 or not dnnl.available():
         return None
     if not isinstance(w, PackedWeight) and (w.dtype != _F32 or w.ndim != 2 or min(w.strides) < 0):
         return None
     k, n = w.shape
+    if residual is not None and (
+        type(residual) is not np.ndarray
+        or residual.dtype != _F32
+        or residual.shape != x.shape[:-1] + (n,)
+    ):
+        return None
     x2 = np.ascontiguousarray(x).reshape(-1, k)
     m = x2.shape[0]
     if w.dtype != _F32:
         x2 = to_bf16(x2)
     has_bias = b is not None
-    plan = _dense_plan(w, m, has_bias, activation, tuple(bounds))
+    plan = _dense_plan(w, m, has_bias, activation, tuple(bounds), residual is not None)
     y = np.empty((m, n), _F32)
     wbuf = w._buf if isinstance(w, PackedWeight) else w
+    args = [x2, wbuf, y]
     if has_bias:
-        plan.run(x2, wbuf, y, np.ascontiguousarray(b, _F32))
-    else:
-        plan.run(x2, wbuf, y)
+        args.append(np.ascontiguousarray(b, _F32))
+    if residual is not None:
+        args.append(np.ascontiguousarray(residual))
+    plan.run(*args)
     return y.reshape(*x.shape[:-1], n)
 
 

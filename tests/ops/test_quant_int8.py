@@ -155,3 +155,54 @@ def test_qdense_fallback_takes_weight_zero_points():
                       np.array(7, np.uint8), np.array(wzp))  # fmt: skip
     acc = (qa.astype(np.int64) - 7) @ (w.astype(np.int64) - 128)
     np.testing.assert_array_equal(got, acc.astype(np.float32) * np.float32(0.125))
+
+
+def _dynamic_case(rng, x, n=24, per_column=True):
+    w = rng.integers(-127, 128, (x.shape[-1], n)).astype(np.int8)
+    ws = rng.uniform(1e-3, 1e-2, n if per_column else ()).astype(np.float32)
+    return w, ws, rng.standard_normal(n).astype(np.float32)
+
+
+@pytest.mark.parametrize("path", ["native", "fallback"])
+@pytest.mark.parametrize("activation", ["", "gelu"])
+def test_dynamic_qdense_is_quantize_then_qdense(path, activation, monkeypatch):
+    """DynamicQDense gives exactly what DynamicQuantizeLinear followed by QDense gives (the same
+    quantized activation, rounding ties included, and the same integer product and epilogue)."""
+    if path == "native" and not int8.native():
+        pytest.skip("oneDNN int8 needs VNNI/AMX")
+    if path == "fallback":
+        monkeypatch.setattr(int8, "native", lambda: False)
+    rng = np.random.default_rng(18)
+    xs = _inputs() + [np.zeros((3, 16), np.float32)]  # all zeros: scale 1, zero point 0
+    for i, x in enumerate(xs):
+        w, ws, b = _dynamic_case(rng, x, per_column=bool(i % 2))
+        (got,) = Q.DynamicQDense(x, int8.pack(w) if int8.native() else w, ws, None, b,
+                                 activation=activation)  # fmt: skip
+        qa, s, zp = Q.DynamicQuantizeLinear(x)
+        (ref,) = Q.QDense(qa, w, s, ws, zp, None, b, activation=activation)
+        assert got.dtype == np.float32 and got.shape == x.shape[:-1] + (w.shape[1],)
+        np.testing.assert_array_equal(got, ref)
+
+
+def test_dynamic_qdense_takes_weight_zero_points():
+    """uint8 weights with a zero point take the generic (exact numpy) way."""
+    rng = np.random.default_rng(19)
+    x = rng.standard_normal((6, 40)).astype(np.float32)
+    w = rng.integers(0, 256, (40, 8)).astype(np.uint8)
+    ws, wzp = np.array(0.25, np.float32), np.array(128, np.uint8)
+    (got,) = Q.DynamicQDense(x, w, ws, wzp)
+    qa, s, zp = Q.DynamicQuantizeLinear(x)
+    acc = (qa.astype(np.int64) - int(zp)) @ (w.astype(np.int64) - 128)
+    np.testing.assert_array_equal(got, acc.astype(np.float32) * (s * ws))
+
+
+def test_dynamic_qdense_matches_onnxruntime_dynamic_quantize_matmul():
+    """Without an activation DynamicQDense is onnxruntime's DynamicQuantizeMatMul: the same
+    quantized activation and integer product, float rounding of the epilogue only."""
+    rng = np.random.default_rng(20)
+    x = rng.standard_normal((1, 128, 768)).astype(np.float32)
+    w, ws, b = _dynamic_case(rng, x, n=96)
+    ins = [("a", x), ("b", w), ("bs", ws), ("bzp", None), ("bias", b)]
+    ref, _ = run_both("DynamicQuantizeMatMul", ins, 1, out_types=[np.float32])
+    (got,) = Q.DynamicQDense(x, int8.pack(w) if int8.native() else w, ws, None, b)
+    np.testing.assert_array_less(np.abs(got - ref[0]), 2 * _ulps(ref[0]) + _ulps(b) + 1e-30)

@@ -126,9 +126,12 @@ def test_int8_projections_of_quantize_dynamic_merge_too(tmp_path):
     g = optimize(m.graph, m.opsets)
     g.lint()
     ops = [n.op_type for n in g.nodes]
-    assert ops.count("QDense") == 4 and ops.count("Split") == 1  # q, k, v merged; o, ffn1, ffn2
-    merged = next(n for n in g.nodes if n.op_type == "QDense" and n.outputs[0].endswith("merged"))
-    assert g.initializers[merged.inputs[3]].shape == (192,)  # one weight scale per column
+    # q, k, v merged; o, ffn1, ffn2 (each with its input's quantization: fuse_dynamic)
+    assert ops.count("DynamicQDense") == 4 and ops.count("Split") == 1
+    merged = next(
+        n for n in g.nodes if n.op_type == "DynamicQDense" and n.outputs[0].endswith("merged")
+    )
+    assert g.initializers[merged.inputs[2]].shape == (192,)  # one weight scale per column
     rng = np.random.default_rng(4)
     feeds = {
         "x": rng.standard_normal((2, 9, 64)).astype(np.float32),

@@ -142,17 +142,17 @@ def test_enable_quantization_int8_weights_and_dynamic_inputs():
     m = load_model(model)
     g = optimize(m.graph, m.opsets, quantize=True)
     g.lint()
-    qd = [n for n in g.nodes if n.op_type == "QDense"]
+    qd = [n for n in g.nodes if n.op_type == "DynamicQDense"]
     assert len(qd) == 4  # q, k and v merged into one (passes/fuse_qkv.py)
     for n in qd:
-        w, ws = g.initializers[n.inputs[1]], g.initializers[n.inputs[3]]
+        w, ws = g.initializers[n.inputs[1]], g.initializers[n.inputs[2]]
         assert w.dtype == np.int8 and np.abs(w).max() == 127  # symmetric, per output column
         assert ws.shape == (w.shape[1],) and ws.dtype == np.float32
-        assert g.nodes[g.nodes.index(n)].inputs[0].endswith("/u8")
+        assert not n.inputs[3]  # no weight zero point
     assert not any(v.dtype == np.float32 and v.ndim == 2 for v in g.initializers.values())
-    # each activation is quantized once, whatever number of layers read it
-    dql = [n for n in g.nodes if n.op_type == "DynamicQuantizeLinear"]
-    assert len(dql) == len({n.inputs[0] for n in qd}) == len({n.inputs[0] for n in dql})
+    # each activation is read by one layer here: its quantization moved into that layer
+    assert len({n.inputs[0] for n in qd}) == 4
+    assert not [n for n in g.nodes if n.op_type in ("QDense", "DynamicQuantizeLinear")]
 
 
 def test_enable_quantization_accuracy_bound():
@@ -222,3 +222,57 @@ def test_contrib_dynamic_quantize_matmul_weight_is_packed_and_matches_onnxruntim
     # same quantized A (bit-exact DynamicQuantizeLinear), exact integer products: float rounding
     # of the scale product only
     np.testing.assert_array_less(np.abs(got - ref), 2 * np.spacing(np.abs(ref)) + 1e-30)
+
+
+def test_fuse_dynamic_folds_only_unshared_quantizations():
+    """A DynamicQuantizeLinear read by one QDense moves into it; one shared by two stays (the
+    activation is quantized once), and an all-zero weight zero point is dropped."""
+    from ziggurat import ir
+
+    def qdense(qx, w, out, zp=""):
+        ins = [f"{qx}/q", w, f"{qx}/s", "ws", f"{qx}/z", zp, "b"]
+        return ir.Node("QDense", ins, [out], {"activation": "gelu"}, domain="ziggurat")
+
+    rng = np.random.default_rng(25)
+    inits = {
+        "w": rng.integers(-127, 128, (8, 4)).astype(np.int8),
+        "ws": np.full(4, 0.01, np.float32),
+        "b": np.zeros(4, np.float32),
+        "wzp": np.zeros((), np.int8),
+    }
+    g = ir.Graph(
+        nodes=[
+            ir.Node("DynamicQuantizeLinear", ["x"], ["x/q", "x/s", "x/z"]),
+            qdense("x", "w", "y1"),
+            qdense("x", "w", "y2"),
+            ir.Node("DynamicQuantizeLinear", ["x2"], ["x2/q", "x2/s", "x2/z"]),
+            qdense("x2", "w", "y3", zp="wzp"),
+        ],
+        inputs=[ir.ValueInfo("x"), ir.ValueInfo("x2")],
+        outputs=[ir.ValueInfo("y1"), ir.ValueInfo("y2"), ir.ValueInfo("y3")],
+        initializers=inits,
+    )
+    fuse_quant_matmul.fuse_dynamic(g)
+    g.lint()
+    ops = [n.op_type for n in g.nodes]
+    assert ops == ["DynamicQuantizeLinear", "QDense", "QDense", "DynamicQDense"]
+    fused = g.nodes[-1]
+    assert fused.inputs == ["x2", "w", "ws", "", "b"] and fused.outputs == ["y3"]
+    assert fused.attrs["activation"] == "gelu" and fused.domain == "ziggurat"
+
+
+@pytest.mark.parametrize("path_kind", ["native", "numpy"])
+def test_fuse_dynamic_changes_no_value(quantized, path_kind, monkeypatch):
+    """The quantize_dynamic model with and without DynamicQDense: identical outputs."""
+    if path_kind == "numpy":
+        monkeypatch.setattr(int8, "native", lambda: False)
+    elif not int8.native():
+        pytest.skip("oneDNN int8 needs VNNI/AMX")
+    path, x = quantized
+    sess = zg.InferenceSession(path)
+    ops = [n.op_type for n in sess._compiled.graph.nodes]
+    assert ops.count("DynamicQDense") == 2 and "DynamicQuantizeLinear" not in ops
+    fused = sess.run(None, {"x": x})[0]
+    monkeypatch.setattr(fuse_quant_matmul, "fuse_dynamic", lambda g: g)
+    plain = zg.InferenceSession(path).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(fused, plain)

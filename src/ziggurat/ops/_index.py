@@ -114,6 +114,7 @@ INDEX: dict[str, tuple[str, ...]] = {
     "DictVectorizer": ("ml.preprocess",),
     "Div": ("elementwise",),
     "Dropout": ("random",),
+    "DynamicQDense": ("quant",),
     "DynamicQuantizeLSTM": ("contrib_quant",),
     "DynamicQuantizeLinear": ("quant",),
     "DynamicQuantizeMatMul": ("contrib_quant",),

@@ -1,5 +1,6 @@
 """Quantization: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, QLinearMatMul, QLinearConv,
-and ``ziggurat::QDense``, the int8 GEMM that quantized MatMuls run as (``int8_matmul_to_float``).
+``ziggurat::QDense``, the int8 GEMM that quantized MatMuls run as (``int8_matmul_to_float``), and
+``ziggurat::DynamicQDense``, the same with its input's DynamicQuantizeLinear folded in.
 
 Integer targets round half to even and saturate to the type's range. Float targets (float8, float6,
 float4) rely on ml_dtypes' round-to-nearest-even cast, after clipping to the largest finite value
@@ -348,3 +349,19 @@ def QDense(a, b, a_scale, b_scale, a_zp=None, b_zp=None, bias=None, /, *, activa
     MatMulInteger -> Cast -> Mul [-> Add bias] [-> GELU] chains and ``passes/quantize_weights.py``
     of float Dense layers (``enable_quantization``). B is int8, possibly packed for oneDNN."""
     return (int8_matmul_to_float(a, b, a_scale, b_scale, a_zp, b_zp, bias, activation),)
+
+
+@kernel("DynamicQDense", domain="ziggurat")
+def DynamicQDense(x, b, b_scale, b_zp=None, bias=None, /, *, activation=""):
+    """``QDense(DynamicQuantizeLinear(x), b, ...)`` as one step: float32 ``x`` is quantized to
+    uint8 from its own range (onnxruntime's rule, exactly as ``DynamicQuantizeLinear``), then
+    multiplied with the int8 ``b`` (scales per tensor or per column, optional zero point), bias and
+    activation ('', 'relu', erf 'gelu') applied to the float result. What
+    ``passes/fuse_quant_matmul.fuse_dynamic`` makes of a DynamicQuantizeLinear read by one QDense
+    only: onnxruntime's ``DynamicQuantizeMatMul`` with an activation."""
+    if _is_zero(b_zp):
+        done = _int8().dynamic_dense(x, b, b_scale, bias, activation)
+        if done is not None:
+            return (done[0],)
+    qa, a_scale, a_zp = DynamicQuantizeLinear(x)
+    return (int8_matmul_to_float(qa, b, a_scale, b_scale, a_zp, b_zp, bias, activation),)

@@ -15,6 +15,12 @@ DynamicQuantizeLinear nodes stay, so Q, K and V still share one quantized activa
 
 Every intermediate must be read by this chain only, the weight must be a constant 2-D int8 or
 uint8 matrix and the weight's scale a constant; otherwise nothing is fused.
+
+``fuse_dynamic`` runs last (after ``fuse_qkv`` merged the QDense nodes sharing an activation,
+and after ``quantize_weights``): a DynamicQuantizeLinear whose three outputs are read by one
+QDense only becomes part of it, ``DynamicQDense(x, W, Wscale, Wzp, bias, activation=...)``
+(onnxruntime's ``DynamicQuantizeMatMul`` plus the activation): the same values, one plan step and
+three intermediate values fewer per GEMM (BERT-base: 49 steps a run).
 """
 
 from __future__ import annotations
@@ -107,3 +113,36 @@ def _scales(idx: Index, name: str | None, n: int):
     if ws.size == n and n > 1 and ws.shape not in ((n,), (1, n)):
         return None
     return p, q
+
+
+def fuse_dynamic(graph: ir.Graph) -> ir.Graph:
+    """Fold each DynamicQuantizeLinear read by exactly one QDense (its three outputs as the
+    QDense's activation, scale and zero point) into a ``DynamicQDense``; in place, returns
+    ``graph``."""
+    idx = Index(graph)
+    replace: dict[int, ir.Node] = {}
+    drop: set[int] = set()
+    for dq in graph.nodes:
+        if dq.op_type != "DynamicQuantizeLinear" or dq.domain not in _ONNX:
+            continue
+        users = [idx.only_use(o) for o in dq.outputs]
+        q = users[0]
+        if len(dq.outputs) != 3 or q is None or any(u is not q for u in users):
+            continue
+        if q.op_type != "QDense" or q.domain != FUSED_DOMAIN or id(q) in replace:
+            continue
+        ins = list(q.inputs) + [""] * (7 - len(q.inputs))
+        if (ins[0], ins[2], ins[4]) != tuple(dq.outputs):
+            continue
+        w_zp = ins[5]
+        if w_zp and (z := idx.const(w_zp)) is not None and not np.any(z):
+            w_zp = ""  # all zeros: the kernel's fast path needs no zero point
+        replace[id(q)] = ir.Node(
+            "DynamicQDense", [dq.inputs[0], ins[1], ins[3], w_zp, ins[6]], list(q.outputs),
+            {"activation": q.attrs.get("activation", "")},
+            name=f"{q.label}/dynamic", domain=FUSED_DOMAIN,
+        )  # fmt: skip
+        drop.add(id(dq))
+    if replace:
+        graph.nodes = [replace.get(id(n), n) for n in graph.nodes if id(n) not in drop]
+    return graph

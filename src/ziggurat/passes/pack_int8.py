@@ -22,6 +22,7 @@ MIN_ELEMENTS = 1 << 16  # below, the per-call cost of oneDNN dominates and packi
 # op -> index of its weight's zero point; the weight is input 1 of each (kernels in ops/)
 _READERS = {
     (FUSED_DOMAIN, "QDense"): 5,
+    (FUSED_DOMAIN, "DynamicQDense"): 3,
     ("com.microsoft", "MatMulIntegerToFloat"): 5,
     ("com.microsoft", "DynamicQuantizeMatMul"): 3,
 }

@@ -71,6 +71,8 @@ def optimize(
             fuse_dense.run(graph)
         quantize_weights.run(graph, opsets)
         dce.run(graph)
+    if level >= ENABLE_EXTENDED and fusion:  # last: after fuse_qkv and quantize_weights
+        fuse_quant_matmul.fuse_dynamic(graph)
     return graph
 
 

@@ -85,14 +85,15 @@ _NATIVE_MIN_MACS = 1 << 18  # backends.cpu.gemm.MIN_MACS, without importing it a
 @kernel("Dense", domain=DOMAIN)
 def Dense(x, w, b=None, r=None, /, *, activation=""):
     """activation(x @ w + b) [+ r] for a 2-D constant ``w``; batch dims of x flattened into one
-    GEMM. ``r``, a residual of the result's shape added after the activation, is given by
-    ``passes/fuse_residual.py`` to Dense nodes with packed weights.
+    GEMM. ``r`` (a residual with the result's elements, added after the activation) and the
+    ``gelu_tanh`` activation are given by ``passes/fuse_residual.py`` to Dense nodes with packed
+    weights.
 
     oneDNN runs it (bias and activation fused) when the product is big enough to pay for its
     call (backends/cpu/gemm.py has the measurements) or when ``w`` was packed for it
     (``precision="bf16"``); numpy otherwise, and wherever oneDNN is absent."""
-    if r is not None:
-        return (_dense_residual(x, w, b, r, activation),)
+    if r is not None or activation == "gelu_tanh":
+        return (_dense_extended(x, w, b, r, activation),)
     if type(x) is np.ndarray:
         # Inline size test first: the tiny-MLP path pays no call (gemm.MIN_MACS, a test checks).
         if type(w) is not np.ndarray or (
@@ -127,18 +128,23 @@ def Dense(x, w, b=None, r=None, /, *, activation=""):
     return (y,)
 
 
-def _dense_residual(x, w, b, r, activation):
-    """Dense with its residual: one oneDNN primitive (the add a post-op) where it runs, else
-    the product and epilogue, then the add (same values: the add is the last rounding either
-    way)."""
+def _dense_extended(x, w, b, r, activation):
+    """Dense with a residual or the tanh GELU: one oneDNN primitive (both post-ops) where it
+    runs; else the product and epilogue, the GELU (GeluTanh's kernel), then the add."""
     if type(x) is np.ndarray and type(w) is not np.ndarray:
         y = _gemm().dense(x, w, b, activation, residual=r)
         if y is not None:
             return y
-    (y,) = Dense(x, w, b, activation=activation)
-    if y.shape != np.broadcast_shapes(y.shape, r.shape):
-        raise ExecutionError(f"Dense: residual of shape {r.shape} for a result of {y.shape}")
-    y += r
+    tanh = activation == "gelu_tanh"
+    (y,) = Dense(x, w, b, activation="" if tanh else activation)
+    if tanh:
+        from .fused_transformer import GeluTanh
+
+        (y,) = GeluTanh(y)
+    if r is not None:
+        if r.size != y.size:
+            raise ExecutionError(f"Dense: residual of shape {r.shape} for a result of {y.shape}")
+        y += r.reshape(y.shape)
     return y
 
 

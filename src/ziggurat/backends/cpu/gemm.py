@@ -42,7 +42,12 @@ from . import dnnl
 
 # Below this many multiply-adds, numpy (gemv/OpenBLAS) wins: see the table above.
 MIN_MACS = 1 << 18
-_ACTIVATIONS = {"relu": dnnl.ELTWISE_RELU, "gelu": dnnl.ELTWISE_GELU_ERF, "clip": dnnl.ELTWISE_CLIP}
+_ACTIVATIONS = {
+    "relu": dnnl.ELTWISE_RELU,
+    "gelu": dnnl.ELTWISE_GELU_ERF,
+    "gelu_tanh": dnnl.ELTWISE_GELU_TANH,
+    "clip": dnnl.ELTWISE_CLIP,
+}
 _F32 = np.dtype(np.float32)
 _lock = threading.Lock()
 
@@ -192,9 +197,9 @@ class _Plan:
             args = self.local.args = dnnl.ExecArgs(
                 {k: dnnl.Memory(md) for k, md in self.mds.items()}
             )
-        set_handle = dnnl.lib().dnnl_memory_set_data_handle
+        set_handle, ptr = dnnl.lib().dnnl_memory_set_data_handle, dnnl.data_ptr
         for mem, arr in zip(args.memories.values(), arrays):
-            set_handle(mem.handle, arr.ctypes.data)  # the caller holds ``arrays`` meanwhile
+            set_handle(mem.handle, ptr(arr))  # the caller holds ``arrays`` meanwhile
         self.prim.execute_args(args)
 
 
@@ -265,23 +270,22 @@ def dense(
     """``activation(x @ w + b) [+ residual]`` as one oneDNN primitive, for a float32 ``x``
     (..., K) and a (K, N) weight: a PackedWeight (float32 or bfloat16; x is converted to bfloat16
     for the latter) or a plain float32 array. ``activation``: '', 'relu', 'gelu' (erf) or 'clip'
-    (to ``bounds``); ``residual``: a float32 array of the result's shape, added last (a binary
-    post-op: the residual stream of a transformer without a separate pass over it). Returns a
-    fresh float32 (..., N) array, or None when oneDNN cannot run it (x or the residual not
-    float32 or of another shape, or a plain weight of another dtype): the caller then uses numpy."""
+    (to ``bounds``), 'gelu_tanh'; ``residual``: a float32 array of the result's size (read in
+    row-major order, so a reshaped view of the result's shape), added last (a binary post-op:
+    the residual stream of a transformer without a separate pass over it). Returns a fresh
+    float32 (..., N) array, or None when oneDNN cannot run it (x or the residual not float32 or
+    of another size, or a plain weight of another dtype): the caller then uses numpy."""
     if x.dtype != _F32 or x.ndim < 1 or not dnnl.available():
         return None
     if not isinstance(w, PackedWeight) and (w.dtype != _F32 or w.ndim != 2 or min(w.strides) < 0):
         return None
     k, n = w.shape
-    if residual is not None and (
-        type(residual) is not np.ndarray
-        or residual.dtype != _F32
-        or residual.shape != x.shape[:-1] + (n,)
-    ):
-        return None
     x2 = np.ascontiguousarray(x).reshape(-1, k)
     m = x2.shape[0]
+    if residual is not None and (
+        type(residual) is not np.ndarray or residual.dtype != _F32 or residual.size != m * n
+    ):
+        return None
     if w.dtype != _F32:
         x2 = to_bf16(x2)
     has_bias = b is not None
@@ -292,7 +296,7 @@ def dense(
     if has_bias:
         args.append(np.ascontiguousarray(b, _F32))
     if residual is not None:
-        args.append(np.ascontiguousarray(residual))
+        args.append(np.ascontiguousarray(residual))  # read as (m, n) rows
     plan.run(*args)
     return y.reshape(*x.shape[:-1], n)
 

@@ -359,9 +359,15 @@ def DynamicQDense(x, b, b_scale, b_zp=None, bias=None, /, *, activation=""):
     activation ('', 'relu', erf 'gelu') applied to the float result. What
     ``passes/fuse_quant_matmul.fuse_dynamic`` makes of a DynamicQuantizeLinear read by one QDense
     only: onnxruntime's ``DynamicQuantizeMatMul`` with an activation."""
-    if _is_zero(b_zp):
-        done = _int8().dynamic_dense(x, b, b_scale, bias, activation)
-        if done is not None:
-            return (done[0],)
+    if b_zp is None or not np.any(b_zp):
+        global _int8_dynamic
+        if _int8_dynamic is None:  # imported on first use, with oneDNN's bindings
+            from ..backends.cpu import int8_dynamic as _int8_dynamic
+        y = _int8_dynamic.dense(x, b, b_scale, bias, activation)
+        if y is not None:
+            return (y,)
     qa, a_scale, a_zp = DynamicQuantizeLinear(x)
     return (int8_matmul_to_float(qa, b, a_scale, b_scale, a_zp, b_zp, bias, activation),)
+
+
+_int8_dynamic = None

@@ -227,49 +227,30 @@ def gemm_u8s8s32(qa: np.ndarray, a_zp: int, w: np.ndarray) -> np.ndarray | None:
     return c
 
 
-def dynamic_dense(x, w, w_scale, bias=None, activation: str = ""):
-    """DynamicQuantizeLinear of float32 ``x`` followed by ``matmul_u8s8`` with its outputs, in one
-    call (``ziggurat::DynamicQDense``): one min and one max pass over ``x`` (numpy), the scale
-    and zero point as ``quant.dynamic_quantize_u8`` computes them (onnxruntime's rule), one oneDNN
-    pass that quantizes (true division, round half to even, as MLAS), one int8 matmul.
-
-    The same values as the two steps apart, with fewer Python steps, arrays and argument
-    conversions per call. Returns (y, quantized x, scale, zero point), or None when this cannot
-    run here (no native int8, not a C-contiguous non-empty float32 ``x``, an unusual weight)."""
-    if (
-        type(x) is not np.ndarray
-        or x.dtype != _F32
-        or not x.flags.c_contiguous
-        or not x.size
-        or x.ndim < 1
-        or w.dtype != _S8
-        or w.ndim != 2
-        or x.shape[-1] != w.shape[0]
-        or not native()
-    ):
-        return None
-    lo = min(_MIN(x, axis=None), _F32_ZERO)
-    hi = max(_MAX(x, axis=None), _F32_ZERO)
-    scale = np.float32((np.float32(hi) - np.float32(lo)) / _F32_255)
-    if scale == 0:  # all zeros: onnxruntime's scale 1, zero point 0
-        qa = np.zeros(x.shape, _U8)
-        scale, zp = np.float32(1), np.float32(0)
-    else:
-        zp = np.float32(min(max(np.rint(-np.float32(lo) / scale), 0), 255))
-        qa = quantize_u8(x, scale, zp)
-        if qa is None:
-            return None
-    y = matmul_u8s8(qa, np.int32(zp), scale, w, w_scale, bias, activation)
-    if y is None:
-        return None
-    return y, qa, scale, zp
-
-
-_MIN, _MAX = np.minimum.reduce, np.maximum.reduce
-_F32_ZERO, _F32_255 = np.float32(0), np.float32(255)
 _ELTWISE_ROUND = 0x32  # dnnl_eltwise_round (v3): round half to even (the default MXCSR mode)
 _BINARY_DIV = 0x1FFF4  # dnnl_binary_div
 _q_plans: dict[int, _Plan] = {}
+
+
+def quantize_pd(n: int):
+    """(primitive descriptor, argument -> memory descriptor) of the quantizing pass over ``n``
+    float32 values: binary division by a one-element scale, then round half to even and the
+    addition of a one-element zero point as post-ops, saturated into uint8 by the store."""
+    _declare()
+    src = dnnl.MemoryDesc.strided((n,), _F32)
+    one = dnnl.MemoryDesc.strided((1,), _F32)
+    dst = dnnl.MemoryDesc.strided((n,), _U8)
+    attr = dnnl.Attr().eltwise(_ELTWISE_ROUND).binary(dnnl.BINARY_ADD, one).finish()
+    pd = dnnl.PrimitiveDesc(
+        "dnnl_binary_primitive_desc_create", dnnl.engine(), _BINARY_DIV, src, one, dst, attr
+    )
+    mds = {
+        dnnl.ARG_SRC: src,
+        dnnl.ARG_SRC_1: one,
+        dnnl.ARG_DST: dst,
+        dnnl.ARG_POST_OP(1) | dnnl.ARG_SRC_1: one,
+    }
+    return pd, mds
 
 
 def quantize_u8(x: np.ndarray, scale, zp) -> np.ndarray | None:
@@ -287,21 +268,7 @@ def quantize_u8(x: np.ndarray, scale, zp) -> np.ndarray | None:
     n = x.size
     plan = _q_plans.get(n)
     if plan is None:
-        _declare()
-        src = dnnl.MemoryDesc.strided((n,), _F32)
-        one = dnnl.MemoryDesc.strided((1,), _F32)
-        dst = dnnl.MemoryDesc.strided((n,), _U8)
-        attr = dnnl.Attr().eltwise(_ELTWISE_ROUND).binary(dnnl.BINARY_ADD, one).finish()
-        pd = dnnl.PrimitiveDesc(
-            "dnnl_binary_primitive_desc_create", dnnl.engine(), _BINARY_DIV, src, one, dst, attr
-        )
-        mds = {
-            dnnl.ARG_SRC: src,
-            dnnl.ARG_SRC_1: one,
-            dnnl.ARG_DST: dst,
-            dnnl.ARG_POST_OP(1) | dnnl.ARG_SRC_1: one,
-        }
-        plan = _Plan(pd, mds)
+        plan = _Plan(*quantize_pd(n))
         with _lock:
             if len(_q_plans) > 512:
                 _q_plans.clear()

@@ -206,3 +206,41 @@ def test_dynamic_qdense_matches_onnxruntime_dynamic_quantize_matmul():
     ref, _ = run_both("DynamicQuantizeMatMul", ins, 1, out_types=[np.float32])
     (got,) = Q.DynamicQDense(x, int8.pack(w) if int8.native() else w, ws, None, b)
     np.testing.assert_array_less(np.abs(got - ref[0]), 2 * _ulps(ref[0]) + _ulps(b) + 1e-30)
+
+
+@native
+def test_dynamic_qdense_bound_operands_follow_each_call():
+    """The bound fast path (backends/cpu/int8_dynamic.py) caches a primitive per weight with the
+    scales and bias it saw: other scale/bias arrays on the same weight, other shapes and several
+    threads at once each get their own exact result."""
+    import threading
+
+    rng = np.random.default_rng(26)
+    w = rng.integers(-127, 128, (96, 64)).astype(np.int8)
+    wp = int8.pack(w)
+    xs = [rng.standard_normal((m, 96)).astype(np.float32) for m in (5, 17, 5)]
+    params = [(rng.uniform(1e-3, 1e-2, 64).astype(np.float32), rng.standard_normal(64).astype(
+        np.float32)) for _ in range(3)]  # fmt: skip
+
+    def ref(x, ws, b):
+        qa, s, zp = Q.DynamicQuantizeLinear(x)
+        return Q.QDense(qa, w, s, ws, zp, None, b)[0]
+
+    expected = {(i, j): ref(x, *p) for i, x in enumerate(xs) for j, p in enumerate(params)}
+    for (i, j), e in expected.items():
+        np.testing.assert_array_equal(Q.DynamicQDense(xs[i], wp, *params[j][:1], None,
+                                                      params[j][1])[0], e)  # fmt: skip
+    errors = []
+
+    def worker(i, j):
+        for _ in range(20):
+            got = Q.DynamicQDense(xs[i], wp, params[j][0], None, params[j][1])[0]
+            if not np.array_equal(got, expected[(i, j)]):
+                errors.append((i, j))
+
+    threads = [threading.Thread(target=worker, args=(i, i)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors

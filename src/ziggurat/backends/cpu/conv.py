@@ -206,21 +206,21 @@ class ConvPrimitive:
         set_handle = self._set_handle
         with self._lock:
             if self._src_reorder is None:
-                set_handle(self._src_h, x.ctypes.data)
+                set_handle(self._src_h, _ptr(x))
             else:
-                set_handle(self._src_h, self._src_reorder.run(x).ctypes.data)
+                set_handle(self._src_h, _ptr(self._src_reorder.run(x)))
             if self._dst_reorder is None:
                 if skip is not None:
                     # The sum post-op adds what dst holds before the run.
                     np.copyto(y, skip, casting="unsafe")
-                set_handle(self._dst_h, _address(buf))
+                set_handle(self._dst_h, _ptr(buf))
                 self.prim.execute_args(self._args)
             else:
                 dst = dnnl.aligned_empty(self._dst_md.nbytes)
                 if skip is not None:
                     np.copyto(y, skip, casting="unsafe")
                     self._dst_reorder.run_back(y, dst)
-                set_handle(self._dst_h, dst.ctypes.data)
+                set_handle(self._dst_h, _ptr(dst))
                 self.prim.execute_args(self._args)
                 self._dst_reorder.run(dst, y)
         return y
@@ -230,10 +230,10 @@ class ConvPrimitive:
         no copy of the residual into a fresh destination."""
         with self._lock:
             if self._src_reorder is None:
-                self._set_handle(self._src_h, x.ctypes.data)
+                self._set_handle(self._src_h, _ptr(x))
             else:
-                self._set_handle(self._src_h, self._src_reorder.run(x).ctypes.data)
-            self._set_handle(self._dst_h, y.ctypes.data)
+                self._set_handle(self._src_h, _ptr(self._src_reorder.run(x)))
+            self._set_handle(self._dst_h, _ptr(y))
             self.prim.execute_args(self._args)
         return y
 
@@ -319,12 +319,8 @@ def _is_direct(impl: str) -> bool:
     return impl.startswith(("jit:", "brg", "brdgmm")) and "gemm" not in impl
 
 
-def _address(buf: np.ndarray) -> int:
-    """Address of a fresh contiguous buffer of ours: 0.3 us against 1.8 us for ``.ctypes.data``
-    (x50 convolutions a run). ctypes needs a plain item type: bf16 is viewed as bytes."""
-    if buf.dtype != np.float32:
-        buf = buf.view(np.uint8)
-    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+# An array's address: 0.25 us against 1.8 us for ``.ctypes.data``, x2-3 per convolution.
+_ptr = dnnl.data_ptr
 
 
 def _any(shape, bf16: bool) -> dnnl.MemoryDesc:

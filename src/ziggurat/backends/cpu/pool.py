@@ -66,13 +66,16 @@ class PoolPrimitive:
         self.prim = dnnl.Primitive(self.pd)
         self._mem = {dnnl.ARG_SRC: dnnl.Memory(src_md), dnnl.ARG_DST: dnnl.Memory(dst_md)}
         self._args = dnnl.Primitive.args(self._mem)
+        self._src_h = self._mem[dnnl.ARG_SRC].handle
+        self._dst_h = self._mem[dnnl.ARG_DST].handle
         self._lock = threading.Lock()
 
     def run(self, x: np.ndarray) -> np.ndarray:
         buf = np.empty(self._buf_shape, dtype=self.dtype)
-        with self._lock:
-            self._mem[dnnl.ARG_SRC].rebind(x)
-            self._mem[dnnl.ARG_DST].rebind(buf)
+        set_handle = dnnl.lib().dnnl_memory_set_data_handle
+        with self._lock:  # the memories hold this call's buffers only while it runs
+            set_handle(self._src_h, dnnl.data_ptr(x))
+            set_handle(self._dst_h, dnnl.data_ptr(buf))
             self.prim.execute_args(self._args)
         return buf.transpose(self._perm)
 

@@ -83,17 +83,18 @@ _NATIVE_MIN_MACS = 1 << 18  # backends.cpu.gemm.MIN_MACS, without importing it a
 
 
 @kernel("Dense", domain=DOMAIN)
-def Dense(x, w, b=None, r=None, /, *, activation=""):
+def Dense(x, w, b=None, r=None, /, *, activation="", out_dtype=""):
     """activation(x @ w + b) [+ r] for a 2-D constant ``w``; batch dims of x flattened into one
     GEMM. ``r`` (a residual with the result's elements, added after the activation) and the
     ``gelu_tanh`` activation are given by ``passes/fuse_residual.py`` to Dense nodes with packed
-    weights.
+    weights; ``out_dtype="bf16"`` (passes/bf16_activations.py) writes a bfloat16 result for a
+    consumer that is itself a bf16 GEMM, and ``x`` may then be bfloat16.
 
     oneDNN runs it (bias and activation fused) when the product is big enough to pay for its
     call (backends/cpu/gemm.py has the measurements) or when ``w`` was packed for it
     (``precision="bf16"``); numpy otherwise, and wherever oneDNN is absent."""
-    if r is not None or activation == "gelu_tanh":
-        return (_dense_extended(x, w, b, r, activation),)
+    if r is not None or activation == "gelu_tanh" or out_dtype:
+        return (_dense_extended(x, w, b, r, activation, out_dtype),)
     if type(x) is np.ndarray:
         # Inline size test first: the tiny-MLP path pays no call (gemm.MIN_MACS, a test checks).
         if type(w) is not np.ndarray or (
@@ -106,6 +107,8 @@ def Dense(x, w, b=None, r=None, /, *, activation=""):
                 return (y,)
             if type(w) is not np.ndarray:  # a packed weight that oneDNN cannot use for this x
                 w = w.unpacked()
+                if w.dtype.kind == "V" or x.dtype.kind == "V":  # bfloat16: numpy in float32
+                    x, w = x.astype(np.float32), w.astype(np.float32)
         if x.ndim == 2 and x.shape[0] == 1:
             # One row: a vector-matrix product (BLAS gemv) costs ~40% less than a 1-row GEMM.
             y = np.dot(x[0], w)
@@ -128,11 +131,14 @@ def Dense(x, w, b=None, r=None, /, *, activation=""):
     return (y,)
 
 
-def _dense_extended(x, w, b, r, activation):
-    """Dense with a residual or the tanh GELU: one oneDNN primitive (both post-ops) where it
-    runs; else the product and epilogue, the GELU (GeluTanh's kernel), then the add."""
+def _dense_extended(x, w, b, r, activation, out_dtype=""):
+    """Dense with a residual, the tanh GELU or a bfloat16 result: one oneDNN primitive (post-ops,
+    bf16 destination) where it runs; else the product and epilogue, the GELU (GeluTanh's
+    kernel), the add, then the rounding to bfloat16."""
+    if out_dtype not in ("", "bf16"):
+        raise ExecutionError(f"Dense: out_dtype {out_dtype!r}; expected '' or 'bf16'")
     if type(x) is np.ndarray and type(w) is not np.ndarray:
-        y = _gemm().dense(x, w, b, activation, residual=r)
+        y = _gemm().dense(x, w, b, activation, residual=r, out_bf16=out_dtype == "bf16")
         if y is not None:
             return y
     tanh = activation == "gelu_tanh"
@@ -145,6 +151,10 @@ def _dense_extended(x, w, b, r, activation):
         if r.size != y.size:
             raise ExecutionError(f"Dense: residual of shape {r.shape} for a result of {y.shape}")
         y += r.reshape(y.shape)
+    if out_dtype == "bf16":
+        import ml_dtypes
+
+        y = y.astype(ml_dtypes.bfloat16)
     return y
 
 

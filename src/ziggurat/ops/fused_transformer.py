@@ -129,12 +129,13 @@ def _skip_layer_norm_jit(a, b, gamma, beta, axis, eps, n_outputs):
 
 
 @kernel("FusedAttention", domain=DOMAIN)
-def FusedAttention(q, k_t, v, mask=None, /, *, scale=1.0, nan_to_zero=0, bf16=0):
+def FusedAttention(q, k_t, v, mask=None, /, *, scale=1.0, nan_to_zero=0, bf16=0, out_dtype=""):
     """softmax(scale * (q @ k_t) + mask) @ v over the last axis; shapes broadcast as MatMul's.
 
     ``bf16=1`` (set by ``passes/pack_weights`` in ``precision="bf16"`` sessions): the two products
     in bfloat16 on oneDNN's AMX kernels, softmax in float32 (``backends/cpu/attention.py``) where
-    that path takes the case; the float32 path below otherwise.
+    that path takes the case; the float32 path below otherwise. ``out_dtype="bf16"``
+    (passes/bf16_activations.py): the result in bfloat16, for a bf16 GEMM that reads it.
 
     ``k_t`` is the keys already transposed ([..., D, T]), as exporters hand it to the MatMul.
     ``nan_to_zero``: rows whose every key is masked (-inf) give 0, as the exporters'
@@ -147,9 +148,14 @@ def FusedAttention(q, k_t, v, mask=None, /, *, scale=1.0, nan_to_zero=0, bf16=0)
     if type(q) is not np.ndarray or q.dtype not in (np.float32, np.float64):
         return _attention_generic(q, k_t, v, mask, scale, nan_to_zero)
     if bf16:
-        y = _attention_bf16(q, k_t, v, mask, scale, nan_to_zero)
+        y = _attention_bf16(q, k_t, v, mask, scale, nan_to_zero, out_dtype == "bf16")
         if y is not None:
             return (y,)
+    if out_dtype:
+        (y,) = FusedAttention(q, k_t, v, mask, scale=scale, nan_to_zero=nan_to_zero)
+        import ml_dtypes
+
+        return (y.astype(ml_dtypes.bfloat16),)
     if q.dtype == np.float32:  # three oneDNN primitives, the mask in the first one's epilogue
         from ..backends.cpu import attention_f32
 
@@ -175,14 +181,14 @@ def FusedAttention(q, k_t, v, mask=None, /, *, scale=1.0, nan_to_zero=0, bf16=0)
     return MatMul(p, v)
 
 
-def _attention_bf16(q, k_t, v, mask, scale, nan_to_zero):
+def _attention_bf16(q, k_t, v, mask, scale, nan_to_zero, out_bf16=False):
     """The bf16 attention (``backends/cpu/attention.py``), or None. A mask with an infinity could
     leave a row with every key at -inf, whose NaNs only the float32 path turns into zeros."""
     if nan_to_zero and mask is not None and not np.isfinite(mask).all():
         return None
     from ..backends.cpu import attention
 
-    return attention.attention(q, k_t, v, mask, float(scale))
+    return attention.attention(q, k_t, v, mask, float(scale), out_bf16)
 
 
 def _scaled_scores(q, k_t, scale):

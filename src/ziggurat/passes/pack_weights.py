@@ -90,7 +90,9 @@ def run(graph: ir.Graph, opsets: dict[str, int], precision: str = "bf16") -> ir.
             opsets.setdefault(FUSED_DOMAIN, 1)
         elif node.domain == FUSED_DOMAIN and node.op_type == "FusedAttention":
             node.attrs["bf16"] = 1  # its two products in bf16 on AMX (backends/cpu/attention.py)
-    return _fuse_residuals(graph)
+    from . import bf16_activations  # activations only bf16 GEMMs read: written in bf16
+
+    return bf16_activations.run(_fuse_residuals(graph))
 
 
 def _fuse_residuals(graph: ir.Graph) -> ir.Graph:

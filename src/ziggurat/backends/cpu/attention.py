@@ -70,12 +70,13 @@ def _reorder(src: dnnl.MemoryDesc, dst: dnnl.MemoryDesc) -> _Plan:
 class _AttentionPlan:
     """The six primitives for one set of shapes, strides and mask shape."""
 
-    def __init__(self, q, k_t, v, mask_shape, has_scale: bool, merged: int):
+    def __init__(self, q, k_t, v, mask_shape, has_scale: bool, merged: int, out_bf16: bool):
         _declare()
         bf = _bf16_dtype()
         b, h, s, d = q.shape
         t, dv = k_t.shape[3], v.shape[3]
         self.shapes = ((b, h, s, d), (b, h, t, d), (b, h, t, dv), (b, h, s, t), (b, s, h, dv))
+        self.out_dt = bf if out_bf16 else _F32
         md = dnnl.MemoryDesc.strided
         q_bf = md(q.shape, bf)
         # k is stored (B, H, T, D) and read as its transpose (B, H, D, T): AMX takes that layout
@@ -113,7 +114,7 @@ class _AttentionPlan:
         self.softmax = _Plan(pd, {dnnl.ARG_SRC: scores, dnnl.ARG_DST: md((b, h, s, t), bf)})
         p_bf = md((b, h, s, t), bf)
         # the output (B, H, S, Dv) written with (B, S, H, Dv) strides: heads already merged
-        out = md((b, h, s, dv), _F32, (s * h * dv, dv, h * dv, 1))
+        out = md((b, h, s, dv), self.out_dt, (s * h * dv, dv, h * dv, 1))
         pd = dnnl.PrimitiveDesc(
             "dnnl_matmul_primitive_desc_create", dnnl.engine(), p_bf, v_bf, None, out, None
         )
@@ -141,7 +142,7 @@ class _AttentionPlan:
         self.qk.run(*args)
         p = np.empty(ss, bf)
         self.softmax.run(scores, p)
-        out = np.empty(so, _F32)
+        out = np.empty(so, self.out_dt)
         self.pv.run(p, vb, out)
         return out.transpose(0, 2, 1, 3)
 
@@ -169,11 +170,12 @@ def _merged_stride(q, k_t, v) -> int:
     return dk // 4
 
 
-def attention(q, k_t, v, mask, scale: float):
+def attention(q, k_t, v, mask, scale: float, out_bf16: bool = False):
     """``softmax(scale * (q @ k_t) + mask) @ v`` in bf16 (see the module docstring) for float32
     numpy q [B, H, S, D], k_t [B, H, D, T], v [B, H, T, Dv] (any strides) and an optional finite
-    float32 mask broadcastable to [B, H, S, T]; a float32 [B, H, S, Dv] view of a (B, S, H, Dv)
-    buffer, or None when this path does not take the case."""
+    float32 mask broadcastable to [B, H, S, T]; a float32 (bfloat16 with ``out_bf16``, for a
+    bf16 GEMM reading it) [B, H, S, Dv] view of a (B, S, H, Dv) buffer, or None when this path
+    does not take the case."""
     if not all(type(a) is np.ndarray and a.dtype == _F32 and a.ndim == 4 for a in (q, k_t, v)):
         return None
     b, h, s, d = q.shape
@@ -193,11 +195,11 @@ def attention(q, k_t, v, mask, scale: float):
         mask = np.ascontiguousarray(mask)
     merged = _merged_stride(q, k_t, v)
     key = (q.shape, q.strides, k_t.shape, k_t.strides, v.shape, v.strides, mshape, scale != 1.0)
-    key += (merged,)
+    key += (merged, out_bf16)
     plan = _plans.get(key)
     if plan is None:
         try:
-            plan = _AttentionPlan(q, k_t, v, mshape, scale != 1.0, merged)
+            plan = _AttentionPlan(q, k_t, v, mshape, scale != 1.0, merged, out_bf16)
         except dnnl.DnnlError:
             return None
         with _lock:

@@ -152,8 +152,10 @@ def pack_weight(w: np.ndarray, dtype=np.float32, m_hint: int = 128) -> PackedWei
     return out
 
 
-def _matmul_pd(src_shape, wmd, n, dt, bias: bool, activation: str, bounds, residual=False):
-    """The matmul primitive: ``activation(src @ w + bias) [+ residual]``, float32 out."""
+def _matmul_pd(
+    src_shape, wmd, n, dt, bias: bool, activation: str, bounds, residual=False, out_dt=_F32
+):
+    """The matmul primitive: ``activation(src @ w + bias) [+ residual]``, ``out_dt`` out."""
     m = src_shape[0]
     attr = dnnl.Attr()
     if activation == "clip":
@@ -174,7 +176,7 @@ def _matmul_pd(src_shape, wmd, n, dt, bias: bool, activation: str, bounds, resid
         dnnl.MemoryDesc.strided(src_shape, dt),
         wmd,
         dnnl.MemoryDesc.strided((1, n), _F32) if bias else None,
-        dnnl.MemoryDesc.strided((m, n), _F32),
+        dnnl.MemoryDesc.strided((m, n), out_dt),
         attr,
     )
 
@@ -231,25 +233,26 @@ _plain_plans: dict[tuple, _Plan] = {}
 
 
 def _dense_plan(
-    w: np.ndarray, m: int, bias: bool, activation: str, bounds, residual: bool = False
+    w: np.ndarray, m: int, bias: bool, activation: str, bounds, residual=False, out_dt=_F32
 ) -> _Plan:
     """The cached primitive for an (m, K) input: on a PackedWeight it lives with the weight; for a
     plain float32 weight (any strides: oneDNN reads it in place, no copy) in a module table keyed
     by layout, not by data."""
     packed = isinstance(w, PackedWeight)
     if packed:
-        key, table = (m, bias, activation, bounds, residual), w._plans
+        key, table = (m, bias, activation, bounds, residual, out_dt), w._plans
     else:
-        key, table = (w.shape, w.strides, m, bias, activation, bounds, residual), _plain_plans
+        key = (w.shape, w.strides, m, bias, activation, bounds, residual, out_dt)
+        table = _plain_plans
     plan = table.get(key)
     if plan is None:
         k, n = w.shape
         wmd = w.md if packed else dnnl.MemoryDesc.from_array(w)
-        pd = _matmul_pd((m, k), wmd, n, w.dtype, bias, activation, bounds, residual)
+        pd = _matmul_pd((m, k), wmd, n, w.dtype, bias, activation, bounds, residual, out_dt)
         mds = {
             dnnl.ARG_SRC: dnnl.MemoryDesc.strided((m, k), w.dtype),
             dnnl.ARG_WEIGHTS: wmd,
-            dnnl.ARG_DST: dnnl.MemoryDesc.strided((m, n), _F32),
+            dnnl.ARG_DST: dnnl.MemoryDesc.strided((m, n), out_dt),
         }
         if bias:
             mds[dnnl.ARG_BIAS] = dnnl.MemoryDesc.strided((1, n), _F32)
@@ -265,7 +268,13 @@ def _dense_plan(
 
 
 def dense(
-    x: np.ndarray, w: np.ndarray, b=None, activation: str = "", bounds=(None, None), residual=None
+    x: np.ndarray,
+    w: np.ndarray,
+    b=None,
+    activation: str = "",
+    bounds=(None, None),
+    residual=None,
+    out_bf16: bool = False,
 ):
     """``activation(x @ w + b) [+ residual]`` as one oneDNN primitive, for a float32 ``x``
     (..., K) and a (K, N) weight: a PackedWeight (float32 or bfloat16; x is converted to bfloat16
@@ -274,8 +283,16 @@ def dense(
     row-major order, so a reshaped view of the result's shape), added last (a binary post-op:
     the residual stream of a transformer without a separate pass over it). Returns a fresh
     float32 (..., N) array, or None when oneDNN cannot run it (x or the residual not float32 or
-    of another size, or a plain weight of another dtype): the caller then uses numpy."""
-    if x.dtype != _F32 or x.ndim < 1 or not dnnl.available():
+    of another size, or a plain weight of another dtype): the caller then uses numpy.
+
+    With a bfloat16 weight, ``x`` may be bfloat16 already (another bf16 GEMM's output: no
+    conversion) and ``out_bf16`` writes the result in bfloat16 (rounded once from the float32
+    accumulator and epilogue) for a consumer that is itself a bf16 GEMM
+    (passes/bf16_activations.py)."""
+    bf16_w = isinstance(w, PackedWeight) and w.dtype != _F32
+    if x.ndim < 1 or (x.dtype != _F32 and not (bf16_w and x.dtype == w.dtype)):
+        return None
+    if (out_bf16 and not bf16_w) or not dnnl.available():
         return None
     if not isinstance(w, PackedWeight) and (w.dtype != _F32 or w.ndim != 2 or min(w.strides) < 0):
         return None
@@ -286,11 +303,12 @@ def dense(
         type(residual) is not np.ndarray or residual.dtype != _F32 or residual.size != m * n
     ):
         return None
-    if w.dtype != _F32:
+    if w.dtype != x2.dtype:
         x2 = to_bf16(x2)
     has_bias = b is not None
-    plan = _dense_plan(w, m, has_bias, activation, tuple(bounds), residual is not None)
-    y = np.empty((m, n), _F32)
+    out_dt = w.dtype if out_bf16 else _F32
+    plan = _dense_plan(w, m, has_bias, activation, tuple(bounds), residual is not None, out_dt)
+    y = np.empty((m, n), out_dt)
     wbuf = w._buf if isinstance(w, PackedWeight) else w
     args = [x2, wbuf, y]
     if has_bias:

@@ -1,0 +1,87 @@
+"""``precision="bf16"``: activations that only bf16 GEMMs read are written in bfloat16.
+
+A bf16 Dense converts its float32 input to bfloat16 before the product (a oneDNN reorder: one read
+of the float32 rows, one write of the bf16 copy). Where every reader of a value is such a Dense
+(through layout-only ops: Reshape, Transpose, Squeeze, Unsqueeze, Flatten; and Shape, which reads
+no data), its producer writes bfloat16 itself (``out_dtype="bf16"``): the FFN's first projection
+(after its GELU) for the second, and the bf16 attention (``FusedAttention``) for the output
+projection. The values are the same as before: the consumer rounded the same float32 numbers
+to bfloat16 (round to nearest even, both in oneDNN). What stays float32: everything any other op
+reads — the residual stream, LayerNorm inputs and outputs, softmax, graph outputs.
+
+Runs from ``pack_weights`` after the bf16 weights are packed and FusedAttention is marked; the
+value types in ``graph.value_info`` are updated to bfloat16.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .. import ir
+from ..ir import dtypes
+from ._match import FUSED_DOMAIN, Index
+
+_LAYOUT_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")
+
+
+def run(graph: ir.Graph) -> ir.Graph:
+    """Mark the producers of values read only by bf16 GEMMs ``out_dtype="bf16"``; return
+    ``graph``."""
+    from ..backends.cpu.gemm import PackedWeight
+
+    idx = Index(graph)
+
+    def bf16_dense(node: ir.Node, name: str) -> bool:
+        w = graph.initializers.get(node.inputs[1]) if len(node.inputs) > 1 else None
+        return (
+            node.domain == FUSED_DOMAIN
+            and node.op_type == "Dense"
+            and node.inputs[0] == name
+            and name not in node.inputs[1:]
+            and isinstance(w, PackedWeight)
+            and w.dtype != np.float32
+        )
+
+    def only_bf16_gemms(name: str, seen: list[str]) -> bool:
+        readers = idx.consumers.get(name, [])
+        if not readers or name in idx.outputs:
+            return False
+        seen.append(name)
+        for r in readers:
+            if bf16_dense(r, name) or (r.op_type == "Shape" and not r.domain):
+                continue
+            layout = r.op_type in _LAYOUT_OPS and not r.domain and r.inputs[0] == name
+            if not layout or name in r.inputs[1:] or not only_bf16_gemms(r.outputs[0], seen):
+                return False
+        return True
+
+    for node in graph.nodes:
+        if not _producer(node, graph, PackedWeight) or node.attrs.get("out_dtype"):
+            continue
+        seen: list[str] = []
+        if only_bf16_gemms(node.outputs[0], seen):
+            node.attrs["out_dtype"] = "bf16"
+            for name in seen:
+                _retype(graph, name)
+    return graph
+
+
+def _producer(node: ir.Node, graph: ir.Graph, packed_type) -> bool:
+    """A bf16 Dense (its weight packed in bfloat16) or a bf16 FusedAttention, one output."""
+    if node.domain != FUSED_DOMAIN or len(node.outputs) != 1:
+        return False
+    if node.op_type == "FusedAttention":
+        return bool(node.attrs.get("bf16"))
+    if node.op_type != "Dense" or len(node.inputs) < 2:
+        return False
+    w = graph.initializers.get(node.inputs[1])
+    return isinstance(w, packed_type) and w.dtype != np.float32
+
+
+def _retype(graph: ir.Graph, name: str) -> None:
+    info = graph.value_info.get(name)
+    if info is not None and info.type is not None and info.type.kind == "tensor":
+        t = dataclasses.replace(info.type, elem_type=dtypes.BFLOAT16)
+        graph.value_info[name] = dataclasses.replace(info, type=t)

@@ -192,3 +192,25 @@ def test_qlinearmatmul_float8():
     (y,) = Q.QLinearMatMul(a, one, zero, b, one, zero, np.float32(0.5), zero)
     assert y.dtype == f8
     np.testing.assert_array_equal(y.astype(np.float32), [[7, 10], [-9, -10]])
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16])
+@pytest.mark.parametrize("per_axis", [False, True])
+def test_dequantize_small_ints_to_float32_exact(dtype, per_axis):
+    """The float32 path for 8/16-bit inputs gives exactly (x - zp) formed in integers, times
+    the scale in float32 (the spec's arithmetic), extreme values and zero points included."""
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(31)
+    x = rng.integers(info.min, int(info.max) + 1, (3, 5, 7)).astype(dtype)
+    x[0, 0, :2] = info.min, info.max
+    n = 5 if per_axis else 1
+    zp = rng.integers(info.min, int(info.max) + 1, n).astype(dtype)
+    zp[0] = info.max
+    scale = rng.uniform(1e-3, 1.0, n).astype(np.float32)
+    shape = (1, 5, 1) if per_axis else ()
+    (got,) = Q.DequantizeLinear(x, scale.reshape(-1 if per_axis else ()), zp.reshape(
+        -1 if per_axis else ()), axis=1)  # fmt: skip
+    ref = (x.astype(np.int64) - zp.reshape(shape).astype(np.int64)).astype(np.float32)
+    ref = ref * scale.reshape(shape)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, ref)

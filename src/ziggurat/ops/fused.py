@@ -150,7 +150,7 @@ def _dense_extended(x, w, b, r, activation, out_dtype=""):
     if r is not None:
         if r.size != y.size:
             raise ExecutionError(f"Dense: residual of shape {r.shape} for a result of {y.shape}")
-        y += r.reshape(y.shape)
+        y += r.reshape(y.shape).astype(y.dtype, copy=False)
     if out_dtype == "bf16":
         import ml_dtypes
 

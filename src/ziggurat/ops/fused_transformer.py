@@ -63,9 +63,20 @@ def _ln_inputs(gamma, beta, x, what: str) -> None:
 
 
 @kernel("LayerNorm", domain=DOMAIN)
-def LayerNorm(x, gamma, beta=None, /, *, epsilon=1e-5):
-    """LayerNormalization over the last axis (the decomposed ReduceMean/Sub/Pow/Sqrt/Div form)."""
+def LayerNorm(x, gamma, beta=None, /, *, epsilon=1e-5, out_dtype=""):
+    """LayerNormalization over the last axis (the decomposed ReduceMean/Sub/Pow/Sqrt/Div form).
+    ``out_dtype="bf16"`` (passes/bf16_activations.py): statistics and normalization in float32,
+    the result rounded to bfloat16 for bf16 GEMMs that read it (backends/cpu/norm_bf16.py)."""
     _ln_inputs(gamma, beta, x, "LayerNorm")
+    if out_dtype == "bf16":
+        from ..backends.cpu import norm_bf16
+
+        y = norm_bf16.layer_norm(x, gamma, beta, float(epsilon))
+        if y is None:
+            import ml_dtypes
+
+            y = layer_norm_last_axes(x, gamma, beta, 1, float(epsilon)).astype(ml_dtypes.bfloat16)
+        return (y,)
     return (layer_norm_last_axes(x, gamma, beta, 1, float(epsilon)),)
 
 

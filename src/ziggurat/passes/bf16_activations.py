@@ -5,9 +5,16 @@ of the float32 rows, one write of the bf16 copy). Where every reader of a value 
 (through layout-only ops: Reshape, Transpose, Squeeze, Unsqueeze, Flatten; and Shape, which reads
 no data), its producer writes bfloat16 itself (``out_dtype="bf16"``): the FFN's first projection
 (after its GELU) for the second, and the bf16 attention (``FusedAttention``) for the output
-projection. The values are the same as before: the consumer rounded the same float32 numbers
-to bfloat16 (round to nearest even, both in oneDNN). What stays float32: everything any other op
-reads — the residual stream, LayerNorm inputs and outputs, softmax, graph outputs.
+projection. Those values are the same as before: the consumer rounded the same float32 numbers
+to bfloat16 (round to nearest even, both in oneDNN).
+
+A ``LayerNorm`` (left by passes/fuse_residual.py) whose output only bf16 Dense nodes read, as
+their input or as the residual added in their epilogue (BERT's post-norm blocks: the next Q/K/V
+projection and its output projection's residual), writes bfloat16 too, normalized in float32
+(backends/cpu/norm_bf16.py). That one does round something new: the residual stream is carried in
+bfloat16 between a LayerNorm and the next residual add (relative 2^-9 a block; BERT-base output
+cosine vs fp32 0.99999 before, see the commit). What stays float32: the sums the residual adds
+produce (LayerNorm inputs), softmax, graph outputs and anything any other op reads.
 
 Runs from ``pack_weights`` after the bf16 weights are packed and FusedAttention is marked; the
 value types in ``graph.value_info`` are updated to bfloat16.
@@ -34,15 +41,13 @@ def run(graph: ir.Graph) -> ir.Graph:
     idx = Index(graph)
 
     def bf16_dense(node: ir.Node, name: str) -> bool:
+        """``node`` a bf16 Dense reading ``name`` as its input or its residual (once)."""
         w = graph.initializers.get(node.inputs[1]) if len(node.inputs) > 1 else None
-        return (
-            node.domain == FUSED_DOMAIN
-            and node.op_type == "Dense"
-            and node.inputs[0] == name
-            and name not in node.inputs[1:]
-            and isinstance(w, PackedWeight)
-            and w.dtype != np.float32
-        )
+        if node.domain != FUSED_DOMAIN or node.op_type != "Dense" or node.inputs.count(name) != 1:
+            return False
+        if not isinstance(w, PackedWeight) or w.dtype == np.float32:
+            return False
+        return node.inputs[0] == name or node.inputs[3:4] == [name]
 
     def only_bf16_gemms(name: str, seen: list[str]) -> bool:
         readers = idx.consumers.get(name, [])
@@ -74,6 +79,8 @@ def _producer(node: ir.Node, graph: ir.Graph, packed_type) -> bool:
         return False
     if node.op_type == "FusedAttention":
         return bool(node.attrs.get("bf16"))
+    if node.op_type == "LayerNorm":
+        return True
     if node.op_type != "Dense" or len(node.inputs) < 2:
         return False
     w = graph.initializers.get(node.inputs[1])

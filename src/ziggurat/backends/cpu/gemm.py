@@ -153,9 +153,10 @@ def pack_weight(w: np.ndarray, dtype=np.float32, m_hint: int = 128) -> PackedWei
 
 
 def _matmul_pd(
-    src_shape, wmd, n, dt, bias: bool, activation: str, bounds, residual=False, out_dt=_F32
+    src_shape, wmd, n, dt, bias: bool, activation: str, bounds, residual=None, out_dt=_F32
 ):
-    """The matmul primitive: ``activation(src @ w + bias) [+ residual]``, ``out_dt`` out."""
+    """The matmul primitive: ``activation(src @ w + bias) [+ residual]``, ``out_dt`` out;
+    ``residual``: None or the residual's dtype."""
     m = src_shape[0]
     attr = dnnl.Attr()
     if activation == "clip":
@@ -167,8 +168,8 @@ def _matmul_pd(
         )
     elif activation:
         attr.eltwise(_ACTIVATIONS[activation])
-    if residual:
-        attr.binary(dnnl.BINARY_ADD, dnnl.MemoryDesc.strided((m, n), _F32))
+    if residual is not None:
+        attr.binary(dnnl.BINARY_ADD, dnnl.MemoryDesc.strided((m, n), residual))
     attr.finish()
     return dnnl.PrimitiveDesc(
         "dnnl_matmul_primitive_desc_create",
@@ -233,7 +234,7 @@ _plain_plans: dict[tuple, _Plan] = {}
 
 
 def _dense_plan(
-    w: np.ndarray, m: int, bias: bool, activation: str, bounds, residual=False, out_dt=_F32
+    w: np.ndarray, m: int, bias: bool, activation: str, bounds, residual=None, out_dt=_F32
 ) -> _Plan:
     """The cached primitive for an (m, K) input: on a PackedWeight it lives with the weight; for a
     plain float32 weight (any strides: oneDNN reads it in place, no copy) in a module table keyed
@@ -256,9 +257,10 @@ def _dense_plan(
         }
         if bias:
             mds[dnnl.ARG_BIAS] = dnnl.MemoryDesc.strided((1, n), _F32)
-        if residual:  # the binary add is the last post-op: after the activation, if any
+        if residual is not None:  # the binary add is the last post-op: after any activation
             index = 1 if activation else 0
-            mds[dnnl.ARG_POST_OP(index) | dnnl.ARG_SRC_1] = dnnl.MemoryDesc.strided((m, n), _F32)
+            res_md = dnnl.MemoryDesc.strided((m, n), residual)
+            mds[dnnl.ARG_POST_OP(index) | dnnl.ARG_SRC_1] = res_md
         plan = _Plan(pd, mds)
         with _lock:
             if not packed and len(table) > 512:  # bounded however many shapes a model sees
@@ -286,9 +288,9 @@ def dense(
     of another size, or a plain weight of another dtype): the caller then uses numpy.
 
     With a bfloat16 weight, ``x`` may be bfloat16 already (another bf16 GEMM's output: no
-    conversion) and ``out_bf16`` writes the result in bfloat16 (rounded once from the float32
-    accumulator and epilogue) for a consumer that is itself a bf16 GEMM
-    (passes/bf16_activations.py)."""
+    conversion), so may the residual (a LayerNorm's bf16 output), and ``out_bf16`` writes the
+    result in bfloat16 (rounded once from the float32 accumulator and epilogue) for a consumer
+    that is itself a bf16 GEMM (passes/bf16_activations.py)."""
     bf16_w = isinstance(w, PackedWeight) and w.dtype != _F32
     if x.ndim < 1 or (x.dtype != _F32 and not (bf16_w and x.dtype == w.dtype)):
         return None
@@ -300,14 +302,17 @@ def dense(
     x2 = np.ascontiguousarray(x).reshape(-1, k)
     m = x2.shape[0]
     if residual is not None and (
-        type(residual) is not np.ndarray or residual.dtype != _F32 or residual.size != m * n
+        type(residual) is not np.ndarray
+        or residual.dtype not in (_F32, w.dtype)
+        or residual.size != m * n
     ):
         return None
     if w.dtype != x2.dtype:
         x2 = to_bf16(x2)
     has_bias = b is not None
     out_dt = w.dtype if out_bf16 else _F32
-    plan = _dense_plan(w, m, has_bias, activation, tuple(bounds), residual is not None, out_dt)
+    res = None if residual is None else residual.dtype
+    plan = _dense_plan(w, m, has_bias, activation, tuple(bounds), res, out_dt)
     y = np.empty((m, n), out_dt)
     wbuf = w._buf if isinstance(w, PackedWeight) else w
     args = [x2, wbuf, y]

@@ -117,3 +117,25 @@ def test_fused_attention_kernel_bf16_and_fully_masked_rows():
     (fp32,) = FusedAttention(q, k_t, v, mask, scale=0.25, nan_to_zero=1)
     np.testing.assert_array_equal(got, fp32)
     assert (got[0, :, 3] == 0).all()
+
+
+def test_bf16_operands_read_as_they_are():
+    """q, k, v already in bfloat16 (a bf16 projection's output, passes/bf16_activations.py): the
+    same products as from float32 operands holding the same (bf16-representable) values."""
+    import ml_dtypes
+
+    rng = np.random.default_rng(5)
+    qkv = rng.standard_normal((1, 32, 3 * 4 * 16)).astype(ml_dtypes.bfloat16)
+    views = []
+    for arr in (qkv, qkv.astype(np.float32)):
+        heads = [arr[..., i * 64 : (i + 1) * 64].reshape(1, 32, 4, 16) for i in range(3)]
+        views.append((heads[0].transpose(0, 2, 1, 3), heads[1].transpose(0, 2, 3, 1),
+                      heads[2].transpose(0, 2, 1, 3)))  # fmt: skip
+    got = attention.attention(*views[0], None, 0.25)
+    ref = attention.attention(*views[1], None, 0.25)
+    assert got is not None and ref is not None
+    np.testing.assert_array_equal(got, ref)
+    q, k_t, v = views[0]
+    assert attention.attention(q, k_t.astype(np.float32), v, None, 0.25) is None  # mixed dtypes
+    (via_kernel,) = FusedAttention(q, k_t, v, None, scale=0.25, bf16=1)
+    np.testing.assert_array_equal(via_kernel, ref)

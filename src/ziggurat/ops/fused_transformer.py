@@ -156,12 +156,14 @@ def FusedAttention(q, k_t, v, mask=None, /, *, scale=1.0, nan_to_zero=0, bf16=0,
     (the smaller operand, [..., S, D]), written into a fresh C-contiguous buffer that BLAS reads
     at unit stride.
     """
-    if type(q) is not np.ndarray or q.dtype not in (np.float32, np.float64):
-        return _attention_generic(q, k_t, v, mask, scale, nan_to_zero)
-    if bf16:
+    if bf16 and type(q) is np.ndarray:
         y = _attention_bf16(q, k_t, v, mask, scale, nan_to_zero, out_dtype == "bf16")
         if y is not None:
             return (y,)
+        if q.dtype.kind == "V":  # bfloat16 q/k/v (a bf16 projection's): the float32 path below
+            q, k_t, v = (a.astype(np.float32) for a in (q, k_t, v))
+    if type(q) is not np.ndarray or q.dtype not in (np.float32, np.float64):
+        return _attention_generic(q, k_t, v, mask, scale, nan_to_zero)
     if out_dtype:
         (y,) = FusedAttention(q, k_t, v, mask, scale=scale, nan_to_zero=nan_to_zero)
         import ml_dtypes

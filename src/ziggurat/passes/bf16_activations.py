@@ -5,7 +5,9 @@ of the float32 rows, one write of the bf16 copy). Where every reader of a value 
 (through layout-only ops: Reshape, Transpose, Squeeze, Unsqueeze, Flatten; and Shape, which reads
 no data), its producer writes bfloat16 itself (``out_dtype="bf16"``): the FFN's first projection
 (after its GELU) for the second, and the bf16 attention (``FusedAttention``) for the output
-projection. Those values are the same as before: the consumer rounded the same float32 numbers
+projection, and the merged Q/K/V projection for the bf16 attention (through its Split and the
+per-head Reshape/Transpose views; the attention's reorder to head-major layouts then reads half
+the bytes). Those values are the same as before: the consumer rounded the same float32 numbers
 to bfloat16 (round to nearest even, both in oneDNN).
 
 A ``LayerNorm`` (left by passes/fuse_residual.py) whose output only bf16 Dense nodes read, as
@@ -49,16 +51,30 @@ def run(graph: ir.Graph) -> ir.Graph:
             return False
         return node.inputs[0] == name or node.inputs[3:4] == [name]
 
+    def bf16_attention(node: ir.Node, name: str) -> bool:
+        """``node`` a bf16 FusedAttention reading ``name`` as q, k^T or v (not as the mask)."""
+        return (
+            node.domain == FUSED_DOMAIN
+            and node.op_type == "FusedAttention"
+            and bool(node.attrs.get("bf16"))
+            and name in node.inputs[:3]
+            and name not in node.inputs[3:]
+        )
+
     def only_bf16_gemms(name: str, seen: list[str]) -> bool:
         readers = idx.consumers.get(name, [])
         if not readers or name in idx.outputs:
             return False
         seen.append(name)
         for r in readers:
-            if bf16_dense(r, name) or (r.op_type == "Shape" and not r.domain):
+            if bf16_dense(r, name) or bf16_attention(r, name):
                 continue
-            layout = r.op_type in _LAYOUT_OPS and not r.domain and r.inputs[0] == name
-            if not layout or name in r.inputs[1:] or not only_bf16_gemms(r.outputs[0], seen):
+            if r.op_type == "Shape" and not r.domain:
+                continue
+            layout = r.op_type in _LAYOUT_OPS + ("Split",) and not r.domain
+            if not layout or r.inputs[0] != name or name in r.inputs[1:]:
+                return False
+            if not all(o and only_bf16_gemms(o, seen) for o in r.outputs):
                 return False
         return True
 

@@ -85,12 +85,12 @@ class _AttentionPlan:
         self.merged = merged
         if merged:  # q, k, v: three equal views, ``merged`` elements apart (one Q/K/V projection)
             self.qkv = _reorder(
-                md((3,) + q.shape, _F32, (merged,) + _elems(q)), md((3,) + q.shape, bf)
+                md((3,) + q.shape, q.dtype, (merged,) + _elems(q)), md((3,) + q.shape, bf)
             )
         else:
-            self.q = _reorder(md(q.shape, _F32, _elems(q)), q_bf)
-            self.k = _reorder(md(k_t.shape, _F32, _elems(k_t)), kt_bf)
-            self.v = _reorder(md(v.shape, _F32, _elems(v)), v_bf)
+            self.q = _reorder(md(q.shape, q.dtype, _elems(q)), q_bf)
+            self.k = _reorder(md(k_t.shape, q.dtype, _elems(k_t)), kt_bf)
+            self.v = _reorder(md(v.shape, q.dtype, _elems(v)), v_bf)
         scores = md((b, h, s, t), _F32)
         attr = dnnl.Attr()
         mds = {dnnl.ARG_SRC: q_bf, dnnl.ARG_WEIGHTS: kt_bf, dnnl.ARG_DST: scores}
@@ -165,25 +165,28 @@ def _merged_stride(q, k_t, v) -> int:
         return 0
     base = q.ctypes.data
     dk, dv = k.ctypes.data - base, v.ctypes.data - base
-    if dk <= 0 or dk % 4 or dv != 2 * dk:
+    if dk <= 0 or dk % q.itemsize or dv != 2 * dk:
         return 0
-    return dk // 4
+    return dk // q.itemsize
 
 
 def attention(q, k_t, v, mask, scale: float, out_bf16: bool = False):
     """``softmax(scale * (q @ k_t) + mask) @ v`` in bf16 (see the module docstring) for float32
-    numpy q [B, H, S, D], k_t [B, H, D, T], v [B, H, T, Dv] (any strides) and an optional finite
+    (or all bfloat16: a bf16 projection's output, passes/bf16_activations.py) numpy
+    q [B, H, S, D], k_t [B, H, D, T], v [B, H, T, Dv] (any strides) and an optional finite
     float32 mask broadcastable to [B, H, S, T]; a float32 (bfloat16 with ``out_bf16``, for a
     bf16 GEMM reading it) [B, H, S, Dv] view of a (B, S, H, Dv) buffer, or None when this path
     does not take the case."""
-    if not all(type(a) is np.ndarray and a.dtype == _F32 and a.ndim == 4 for a in (q, k_t, v)):
+    if not all(type(a) is np.ndarray and a.ndim == 4 for a in (q, k_t, v)):
+        return None
+    if q.dtype not in (_F32, _bf16_dtype()) or not q.dtype == k_t.dtype == v.dtype:
         return None
     b, h, s, d = q.shape
     if k_t.shape[:3] != (b, h, d) or v.shape[:2] != (b, h) or v.shape[2] != k_t.shape[3]:
         return None
     if min(q.size, k_t.size, v.size) == 0 or not dnnl.available():
         return None
-    if any(st < 0 or st % 4 for a in (q, k_t, v) for st in a.strides):
+    if any(st < 0 or st % q.itemsize for a in (q, k_t, v) for st in a.strides):
         return None
     mshape = None
     if mask is not None:

@@ -90,9 +90,12 @@ def test_weight_quantization_shrinks_weights_and_stays_close():
     m = load_model(model.SerializeToString())
     g = optimize(m.graph, m.opsets, quantize=True)
     g.lint()
-    assert [n.op_type for n in g.nodes].count("QDense") == 4  # q, k, v merged (fuse_qkv)
+    # q, k, v merged (fuse_qkv); each input's quantization inside its layer (fuse_dynamic)
+    assert [n.op_type for n in g.nodes].count("DynamicQDense") == 4
     assert all(
-        g.initializers[n.inputs[1]].dtype == np.int8 for n in g.nodes if n.op_type == "QDense"
+        g.initializers[n.inputs[1]].dtype == np.int8
+        for n in g.nodes
+        if n.op_type == "DynamicQDense"
     )
     rng = np.random.default_rng(5)
     feeds = {

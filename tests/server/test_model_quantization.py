@@ -27,6 +27,6 @@ def test_server_session_is_quantized(tmp_path):
     settings = ModelConfig(enable_quantization=True).resolve(Config())
     sess = ziggurat_session(str(path), settings)
     graph = sess._compiled.graph
-    qdense = [n for n in graph.nodes if n.op_type == "QDense"]
+    qdense = [n for n in graph.nodes if n.op_type in ("QDense", "DynamicQDense")]
     assert len(qdense) >= 4
     assert all(graph.initializers[n.inputs[1]].dtype == np.int8 for n in qdense)

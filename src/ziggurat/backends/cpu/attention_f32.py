@@ -42,6 +42,7 @@ _ARG_SRC_SCALES = 4096 | dnnl.ARG_SRC  # DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC
 _ARG_MASK = dnnl.ARG_POST_OP(0) | dnnl.ARG_SRC_1
 _lock = threading.Lock()
 _plans: dict[tuple, _Plans] = {}
+_scales: dict[float, np.ndarray] = {}
 _declared = False
 
 
@@ -168,6 +169,13 @@ def attention(q, k_t, v, mask, scale: float, nan_to_zero: bool = False):
         with _lock:
             if len(_plans) > 256:  # sequence lengths vary: stay bounded
                 _plans.clear()
+                _scales.clear()
             plan = _plans.setdefault(key, plan)
-    sc = np.array([scale], _F32) if has_scale else None
+    sc = None
+    if has_scale:  # one read-only array per scale value: the same buffer every call
+        sc = _scales.get(scale)
+        if sc is None:
+            sc = np.array([scale], _F32)
+            sc.flags.writeable = False
+            _scales[scale] = sc
     return plan.run(q, k_t, v, mask, sc, bool(nan_to_zero))

@@ -29,6 +29,7 @@ def _mask_graph():
         ir.Node("And", ["ng", "rowok"], ["a"]),
         ir.Node("Expand", ["a", "shape"], ["e"]),
         ir.Node("Where", ["e", "zero", "neg"], ["bias"]),
+        ir.Node("Expand", ["e", "shape"], ["e2"], name="same_shape"),
         ir.Node("Split", ["x", "sizes"], ["p", "q", "r"], {"axis": 1}),
         ir.Node("Transpose", ["q"], ["qt"], {"perm": [1, 0]}),
         ir.Node("Transpose", ["r"], ["rt"]),
@@ -43,7 +44,7 @@ def _mask_graph():
         "sizes": np.array([1, 2, 3], np.int64),
     }
     inputs = [_vi("m", [4], ir.dtypes.INT64), _vi("x", [4, 6])]
-    outputs = [_vi(n) for n in ("bias", "p", "qt", "rt", "mf")]
+    outputs = [_vi(n) for n in ("bias", "p", "qt", "rt", "mf", "e2")]
     return _graph(nodes, inputs, outputs, inits)
 
 
@@ -57,6 +58,8 @@ def test_direct_expressions_give_the_kernels_results():
     kinds = {s.node.op_type: spec.fast[s.index][0] for s in spec.kept if s.index in spec.fast}
     assert kinds == {op: "split" if op == "Split" else "expr" for op in kinds}
     assert set(kinds) == {"Cast", "Gather", "Not", "And", "Expand", "Where", "Split", "Transpose"}
+    same = next(s for s in spec.kept if s.node.name == "same_shape")
+    assert spec.fast[same.index][1] == "{0}.copy()"  # nothing to broadcast
     for _ in range(3):  # new values, same signature: the specialised code
         m = rng.integers(0, 3, 4).astype(np.int64)
         x = rng.standard_normal((4, 6)).astype(np.float32)

@@ -7,7 +7,9 @@ import pytest
 
 from ziggurat import ir
 from ziggurat.errors import ExecutionError
+from ziggurat.runtime.direct import direct_call
 from ziggurat.runtime.executor import CompiledGraph
+from ziggurat.runtime.plan import Plan
 
 OPSETS = {"": 17}
 
@@ -70,15 +72,38 @@ def test_direct_expressions_give_the_kernels_results():
     assert got[2].base is not None  # Split and Transpose stay views, as the kernels return
 
 
-def test_float_to_int_cast_keeps_its_kernel():
-    """The kernel silences NaN/overflow warnings of float -> int: no direct astype there."""
-    nodes = [ir.Node("Cast", ["x"], ["y"], {"to": ir.dtypes.INT32})]
-    cg = CompiledGraph(_graph(nodes, [_vi("x", [3])], [_vi("y")]), OPSETS)
-    x = np.array([1.5, np.nan, 1e30], np.float32)
+@pytest.mark.parametrize(
+    "src,to,values",
+    [
+        (ir.dtypes.FLOAT, ir.dtypes.INT32, [1.5, np.nan, 1e30]),
+        (ir.dtypes.DOUBLE, ir.dtypes.FLOAT, [1.5, np.nan, 1e300]),
+        (ir.dtypes.INT64, ir.dtypes.FLOAT16, [1, -(2**40), 2**40]),
+    ],
+)
+def test_casts_numpy_would_warn_on_keep_their_kernel(src, to, values):
+    """The kernel silences NaN/overflow warnings (float -> int, narrowing float, -> float16):
+    no direct astype there, and the run warns nothing."""
+    nodes = [ir.Node("Cast", ["x"], ["y"], {"to": to})]
+    cg = CompiledGraph(_graph(nodes, [_vi("x", [3], src)], [_vi("y")]), OPSETS)
+    x = np.array(values, ir.dtypes.to_numpy(src))
     spec = cg.signature_plan([x])
     assert not spec.fast
     with np.errstate(all="raise"):
-        assert cg.run([x])[0].dtype == np.int32
+        assert cg.run([x])[0].dtype == ir.dtypes.to_numpy(to)
+
+
+@pytest.mark.parametrize("axis,expected", [(-2, 0), (1, 1), (2, None), (-3, None)])
+def test_gather_axis_is_normalised_or_left_to_the_kernel(axis, expected):
+    """An axis out of range gets no expression (the kernel raises its own error)."""
+    nodes = [ir.Node("Gather", ["x", "i"], ["y"], {"axis": axis})]
+    g = _graph(nodes, [_vi("x", [3, 2]), _vi("i", [1], ir.dtypes.INT64)], [_vi("y")])
+    step = Plan.build(g, OPSETS).steps[0]
+    f32, i64 = np.dtype(np.float32), np.dtype(np.int64)
+    fast = direct_call(step, [((3, 2), f32), ((1,), i64)], ((1, 2), f32), set())
+    if expected is None:
+        assert fast is None
+    else:
+        assert fast[1] == f"__np_take({{0}}, {{1}}, axis={expected})"
 
 
 def test_gather_out_of_range_still_names_the_node():

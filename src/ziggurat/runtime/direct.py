@@ -8,8 +8,9 @@ signature's recorded shapes and dtypes are known, these ops are exactly one nump
 
 - ``Transpose``: ``x.transpose(perm)`` (a view, as the kernel's);
 - ``Split``: one basic slice per output (views, as the kernel's), bounds from the recorded shapes;
-- ``Cast`` between numpy's own bool/int/float types, except float -> int/bool (the kernel
-  silences NaN/overflow warnings there): ``x.astype(dtype)``, a new array as the kernel's;
+- ``Cast`` between numpy's own bool/int/float types where numpy cannot warn (not float ->
+  int/bool, a narrowing float cast or to float16: the kernel silences NaN/overflow warnings
+  there): ``x.astype(dtype)``, a new array as the kernel's;
 - ``Expand`` to a signature-static shape: ``np.broadcast_to(x, shape).copy()`` (``x.copy()``
   when x has that shape already);
 - ``Where`` on a bool condition and two values of the output's dtype: ``np.where(c, x, y)``;
@@ -60,7 +61,9 @@ def direct_call(step: Step, ins: list, out: Meta, shape_static: set[str]) -> tup
     if op == "Where" and len(ins) == 3 and dts[0] == np.bool_ and dts[1] == dts[2] == out[1]:
         return ("expr", "__np_where({0}, {1}, {2})", _np("where"))
     if op == "Gather" and len(ins) == 2 and _builtin(dts[1], "iu") and ins[0][0]:
-        axis = int(step.kwargs.get("axis", 0)) % len(ins[0][0])
+        axis = _axis(step, len(ins[0][0]))
+        if axis is None:  # out of range: the kernel's error
+            return None
         return ("expr", f"__np_take({{0}}, {{1}}, axis={axis})", _np("take"))
     if op in _LOGICAL and all(dt == np.bool_ for dt in dts) and out[1] == np.bool_:
         fn = _LOGICAL[op]
@@ -69,11 +72,20 @@ def direct_call(step: Step, ins: list, out: Meta, shape_static: set[str]) -> tup
     return None
 
 
+def _axis(step: Step, rank: int) -> int | None:
+    axis = int(step.kwargs.get("axis", 0))
+    return axis % rank if -rank <= axis < rank else None
+
+
 def _cast_changes_semantics(src: np.dtype, dst: np.dtype) -> bool:
-    """Whether ``x.astype(dst)`` could differ from the Cast kernel (see the module docstring)."""
-    if not (_builtin(src, "biuf") and _builtin(dst, "biuf")):
+    """Whether ``x.astype(dst)`` could differ from the Cast kernel, which silences numpy's
+    warnings: float -> int/bool (NaN, overflow), a narrowing float cast and anything -> float16
+    (overflow to inf) keep the kernel."""
+    if not (_builtin(src, "biuf") and _builtin(dst, "biuf")) or dst == np.float16:
         return True
-    return src.kind == "f" and dst.kind in "biu"
+    if src.kind == "f":
+        return dst.kind != "f" or dst.itemsize < src.itemsize
+    return False
 
 
 def _np(fn: str) -> dict[str, Any]:
@@ -89,7 +101,9 @@ def split_call(step: Step, meta: dict[str, Any], shape_static: set[str]) -> tupl
         return None
     if any(o not in shape_static or meta.get(o) is None for o in step.outputs):
         return None
-    axis = int(step.kwargs.get("axis", 0)) % len(src[0])
+    axis = _axis(step, len(src[0]))
+    if axis is None:
+        return None
     templates: list[str | None] = []
     lo = 0
     for o in node.outputs:

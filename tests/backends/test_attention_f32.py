@@ -97,7 +97,7 @@ def test_fused_attention_kernel_takes_this_path_and_agrees_with_numpy_path():
 
 @pytest.mark.parametrize(
     "case",
-    ["float64", "rank3", "small", "mask_not_broadcastable", "mask_int", "batch_broadcast"],
+    ["float64", "rank3", "small", "large", "mask_not_broadcastable", "mask_int", "batch_broadcast"],
 )
 def test_cases_it_does_not_take_return_none(case):
     rng = np.random.default_rng(4)
@@ -109,6 +109,9 @@ def test_cases_it_does_not_take_return_none(case):
         q, k_t, v = q[0], k_t[0], v[0]
     elif case == "small":  # below gemm.MIN_MACS: numpy's matmul costs less than oneDNN's call
         q, k_t, v = _views(rng, 1, 8, 2, 4)
+        mask = None
+    elif case == "large":  # above MAX_SCORES: the op-by-op path is as fast
+        q, k_t, v = _views(rng, 1, 512, 6, 16)
         mask = None
     elif case == "mask_not_broadcastable":
         mask = np.zeros((1, 3, 128, 128), np.float32)

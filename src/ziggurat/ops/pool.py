@@ -220,6 +220,13 @@ def GlobalAveragePool(x, /):
     xc = x if dt in (np.float32, np.float64) else x.astype(np.float32)
     n, c = x.shape[:2]
     length = math.prod(x.shape[2:])
+    if xp is np and dt == np.float32 and _channels_last(x):
+        # A convolution's channels-last output: oneDNN averages it on the OpenMP threads the
+        # convolutions run on. A BLAS call here would wake OpenBLAS's own threads, which keep
+        # spinning after it returns and take the cores from the next run's first convolutions.
+        geo = window_geometry(x.shape[2:], x.shape[2:])
+        if (y := _native(x, geo, "avg_exclude")) is not None:
+            return (y,)
     # A BLAS matrix-vector product with a ones vector beats numpy's mean reduction here.
     if n == 1 and xp is np and x.ndim > 2 and _channels_last(xc):
         # A convolution's channels-last output: (spatial, C) rows, no copy.

@@ -102,6 +102,10 @@ def MatMulNBits(
     The weight stays packed; it is dequantized a few output columns at a time (4 MiB of float32
     at most), each slab multiplied by BLAS.
     """
+    if b.dtype == np.int8 and a.shape[-1] == K:  # codes unpacked at load (passes/pack_nbits.py)
+        y = _matmul_codes(a, b, bias, K, N)
+        if y is not None:
+            return (y,)
     if bits not in (2, 4, 8) or b.dtype != np.uint8 or b.shape[0] != N:
         raise ExecutionError(
             f"MatMulNBits: expected uint8 B of shape ({N}, blocks, blob) and bits in 2/4/8, got "
@@ -128,6 +132,27 @@ def MatMulNBits(
     if bias is not None:
         y += bias.astype(np.float32)
     return (y.reshape(a.shape[:-1] + (N,)).astype(dt, copy=False),)
+
+
+def _matmul_codes(a, b, bias, K: int, N: int):
+    """MatMulNBits on ``backends.cpu.nbits.NBitsCodes`` (centred int8 codes + scales): each slab
+    dequantized by one oneDNN reorder into the same float32 weights as ``_nbits_blocks`` gives,
+    then the same float32 product; None for any other int8 array."""
+    from ..backends.cpu import nbits
+
+    if not isinstance(b, nbits.NBitsCodes) or b.shape[0] != N:
+        return None
+    a2 = a.reshape(-1, K).astype(np.float32, copy=False)
+    y = np.empty((a2.shape[0], N), dtype=np.float32)
+    step = max(1, _DEQUANT_CHUNK // max(K, 1))
+    buf = np.empty((min(step, N),) + b.shape[1:], np.float32)
+    for n0 in range(0, N, step):
+        n1 = min(N, n0 + step)
+        w = nbits.dequantize(b, n0, n1, buf[: n1 - n0]).reshape(-1, K)
+        (y[:, n0:n1],) = MatMul(a2, w.T)
+    if bias is not None:
+        y += bias.astype(np.float32)
+    return y.reshape(a.shape[:-1] + (N,)).astype(a.dtype, copy=False)
 
 
 # bitsandbytes' NF4 code book (normal-float quantiles of [-1, 1]), indexed by the 4-bit code

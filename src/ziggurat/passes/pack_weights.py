@@ -42,6 +42,9 @@ def run(graph: ir.Graph, opsets: dict[str, int], precision: str = "bf16") -> ir.
     from . import pack_int8  # int8 QDense weights: oneDNN's blocked layout, whatever precision
 
     pack_int8.run(graph)
+    from . import pack_nbits  # 2/4-bit MatMulNBits weights: centred int8 codes, whatever precision
+
+    pack_nbits.run(graph)
     if precision != "bf16":
         return _fuse_residuals(_pack_fp32(graph))
     from ..backends.cpu import gemm

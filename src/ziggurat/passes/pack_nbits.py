@@ -1,0 +1,73 @@
+"""Constant 2/4-bit ``MatMulNBits`` weights unpacked once into centred int8 codes (CPU only).
+
+onnxruntime's ``MatMulNBitsQuantizer`` writes B (N, blocks, blob) uint8 with the codes packed
+lowest bits first, a scale per block and optional packed uint8 zero points. Each call of the
+kernel used to unpack, centre and scale every code before its float32 product. Here each such B
+(whole blocks along K, no g_idx, read by MatMulNBits nodes only) becomes a
+``backends.cpu.nbits.NBitsCodes``: ``q - zp`` as int8, one byte a weight, dequantized per slab by
+one oneDNN reorder with the block scales (same float32 weights, same results). The packed B's file
+pages are handed back (``pack_weights._release``). Float zero points, 8-bit weights (q - zp does
+not fit int8) and machines without oneDNN keep the packed path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ir
+
+_MS = "com.microsoft"
+
+
+def run(graph: ir.Graph) -> ir.Graph:
+    """Unpack the eligible MatMulNBits weights of ``graph`` in place; returns ``graph``."""
+    nodes = [n for n in graph.nodes if n.op_type == "MatMulNBits" and n.domain == _MS]
+    if not nodes:
+        return graph
+    from ..backends.cpu import dnnl
+    from .pack_weights import _release, _trim, weight_readers
+
+    if not dnnl.available():
+        return graph
+    readers, shadowed = weight_readers(graph)
+    weight_reads: dict[str, int] = {}
+    for n in nodes:
+        weight_reads[n.inputs[1]] = weight_reads.get(n.inputs[1], 0) + 1
+    done: set[str] = set()
+    freed = 0
+    for n in nodes:
+        name = n.inputs[1]
+        if name in done or name in shadowed or readers.get(name) != weight_reads[name]:
+            continue
+        codes = _codes(graph, n)
+        if codes is None:
+            continue
+        b = graph.initializers[name]
+        graph.initializers[name] = codes
+        done.add(name)
+        freed = _trim(_release(b, freed))
+        del b
+    if done:
+        from ..backends import cpu
+
+        cpu.release_free_memory()
+    return graph
+
+
+def _codes(graph: ir.Graph, node: ir.Node):
+    """The NBitsCodes for ``node``'s weight, or None when it does not qualify."""
+    from ..backends.cpu import nbits
+
+    ins = list(node.inputs) + [""] * (6 - len(node.inputs))
+    b_name, s_name, zp_name, g_idx = ins[1], ins[2], ins[3], ins[4]
+    b, scales = graph.initializers.get(b_name), graph.initializers.get(s_name)
+    zp = graph.initializers.get(zp_name) if zp_name else None
+    if g_idx or type(b) is not np.ndarray or not isinstance(scales, np.ndarray):
+        return None
+    if zp_name and not isinstance(zp, np.ndarray):
+        return None
+    a = node.attrs
+    k, n, bits, block = a.get("K"), a.get("N"), a.get("bits", 4), a.get("block_size")
+    if b.ndim != 3 or b.shape[0] != n or not block or k != b.shape[1] * block:
+        return None
+    return nbits.pack(b, scales, zp, bits, n, block)

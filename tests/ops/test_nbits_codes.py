@@ -1,0 +1,75 @@
+"""MatMulNBits with constant weights: passes/pack_nbits.py unpacks 2/4-bit codes once into
+centred int8 (backends/cpu/nbits.py) and each call dequantizes them with oneDNN. The float32
+weights are the unpacking path's bit for bit, so results equal that path's exactly, and
+onnxruntime's within float32 rounding of the K-term sums."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import helper, numpy_helper
+
+import ziggurat as zg
+from ziggurat.backends.cpu import dnnl, nbits
+from ziggurat.ops import contrib_quant
+from ziggurat.passes import pack_nbits
+
+from ._contrib import assert_close, f32_tol
+from .test_contrib_quant import _pack
+
+_F = np.float32
+
+
+def _model(rng, bits, K, N, block, zp, bias):
+    n_blocks = -(-K // block)
+    q = rng.integers(0, 1 << bits, (N, n_blocks * block)).astype(np.uint8)
+    inits = {
+        "b": _pack(q, bits).reshape(N, n_blocks, -1),
+        "s": rng.uniform(0.01, 0.1, N * n_blocks).astype(_F),
+    }
+    zq = rng.integers(0, 1 << bits, (N, n_blocks)).astype(np.uint8)
+    names = ["a", "b", "s"]
+    if zp:
+        inits["zp"] = _pack(zq, bits).reshape(-1)
+        names.append("zp")
+    if bias:
+        inits["bias"] = rng.standard_normal(N).astype(_F)
+        names += [""] * (5 - len(names)) + ["bias"]
+    node = helper.make_node("MatMulNBits", names, ["y"], domain="com.microsoft", K=K, N=N,
+                            bits=bits, block_size=block)  # fmt: skip
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("a", 1, ["m", K])],
+        [helper.make_tensor_value_info("y", 1, None)],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )  # fmt: skip
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+    zmat = zq if zp else np.full((N, n_blocks), 1 << (bits - 1), np.uint8)
+    centred = q.astype(np.int16) - np.repeat(zmat, block, axis=1)
+    return model.SerializeToString(), centred
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("K,block", [(128, 32), (96, 16), (80, 32)])
+@pytest.mark.parametrize("zp", [False, True])
+def test_unpacked_codes_match_packed_path_and_onnxruntime(bits, K, block, zp, monkeypatch):
+    rng = np.random.default_rng(40 + bits + K)
+    N = 2500
+    # slabs of 2^16 / K rows: several per weight, the last one partial
+    monkeypatch.setattr(contrib_quant, "_DEQUANT_CHUNK", 1 << 16)
+    model, centred = _model(rng, bits, K, N, block, zp, bias=zp)
+    a = rng.standard_normal((7, K)).astype(_F)
+    sess = zg.InferenceSession(model)
+    got = sess.run(None, {"a": a})[0]
+    b = sess._compiled.graph.initializers["b"]
+    eligible = K % block == 0 and dnnl.available()
+    assert isinstance(b, nbits.NBitsCodes) == eligible
+    if eligible:  # q - zp, exactly
+        np.testing.assert_array_equal(np.asarray(b).reshape(N, -1), centred[:, :K])
+    ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"a": a})[0]
+    assert_close(got, ref, f32_tol(ref, K), f"MatMulNBits {bits}-bit K={K}")
+    monkeypatch.setattr(pack_nbits, "run", lambda g: g)
+    plain = zg.InferenceSession(model).run(None, {"a": a})[0]
+    np.testing.assert_array_equal(got, plain)

@@ -139,3 +139,14 @@ def test_bf16_operands_read_as_they_are():
     assert attention.attention(q, k_t.astype(np.float32), v, None, 0.25) is None  # mixed dtypes
     (via_kernel,) = FusedAttention(q, k_t, v, None, scale=0.25, bf16=1)
     np.testing.assert_array_equal(via_kernel, ref)
+
+
+def test_causal_mask_with_infinities_stays_on_bf16():
+    """GPT-2's causal mask (-inf above the diagonal, every row keeps a finite key): the bf16
+    path runs, and the masked keys get probability 0."""
+    rng = np.random.default_rng(6)
+    q, k_t, v = _merged_views(rng, 1, 2, 16, 8)
+    mask = np.triu(np.full((16, 16), -np.inf, np.float32), 1)[None, None]
+    (got,) = FusedAttention(q, k_t, v, mask, scale=0.25, nan_to_zero=1, bf16=1)
+    _check(got, q, k_t, v, mask, 0.25)
+    np.testing.assert_allclose(got[0, :, 0], v[0, :, 0], rtol=0, atol=U * np.abs(v).max())

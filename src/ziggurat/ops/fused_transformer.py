@@ -195,9 +195,11 @@ def FusedAttention(q, k_t, v, mask=None, /, *, scale=1.0, nan_to_zero=0, bf16=0,
 
 
 def _attention_bf16(q, k_t, v, mask, scale, nan_to_zero, out_bf16=False):
-    """The bf16 attention (``backends/cpu/attention.py``), or None. A mask with an infinity could
-    leave a row with every key at -inf, whose NaNs only the float32 path turns into zeros."""
-    if nan_to_zero and mask is not None and not np.isfinite(mask).all():
+    """The bf16 attention (``backends/cpu/attention.py``), or None. Where ``nan_to_zero`` asks
+    rows without any finite key to give zeros (their softmax is NaN) and the mask could make one
+    (a NaN, a +inf, or a row all -inf: its row maximum is not finite), the float32 path runs;
+    -inf entries in rows that keep a finite key (GPT-2's causal mask) stay on this path."""
+    if nan_to_zero and mask is not None and not np.isfinite(mask.max(axis=-1)).all():
         return None
     from ..backends.cpu import attention
 

@@ -167,3 +167,30 @@ def test_dense_gelu_tanh_numpy_fallback_matches_the_native_one():
     atol = 5 * 2.0**-23 * np.sqrt(K) * max(1.0, float(np.abs(exact).max()))
     np.testing.assert_allclose(native, exact, rtol=0, atol=atol)
     np.testing.assert_allclose(portable, exact, rtol=0, atol=1e-12 * np.abs(exact).max() * K)
+
+
+@needs_dnnl
+def test_a_dense_output_a_subgraph_reads_is_left_alone():
+    """A name read inside an If branch keeps its value: no residual folded into its Dense."""
+    w = gemm.pack_weight(np.ones((4, 4), np.float32))
+    branch = ir.Graph(
+        nodes=[ir.Node("Identity", ["d"], ["o"])], outputs=[ir.ValueInfo("o")], name="then"
+    )
+    g = ir.Graph(
+        nodes=[
+            ir.Node("Dense", ["x", "w"], ["d"], {"activation": ""}, domain="ziggurat"),
+            ir.Node(
+                "SkipLayerNorm",
+                ["d", "x", "g"],
+                ["y"],
+                {"axis": -1, "epsilon": 1e-5},
+                domain="ziggurat",
+            ),
+            ir.Node("If", ["c"], ["z"], {"then_branch": branch, "else_branch": branch}),
+        ],  # fmt: skip
+        inputs=[ir.ValueInfo("x"), ir.ValueInfo("c")],
+        outputs=[ir.ValueInfo("y"), ir.ValueInfo("z")],
+        initializers={"w": w, "g": np.ones(4, np.float32)},
+    )
+    fuse_residual.run(g)
+    assert [n.op_type for n in g.nodes] == ["Dense", "SkipLayerNorm", "If"]

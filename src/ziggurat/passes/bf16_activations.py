@@ -41,6 +41,8 @@ def run(graph: ir.Graph) -> ir.Graph:
     from ..backends.cpu.gemm import PackedWeight
 
     idx = Index(graph)
+    # names a subgraph (If/Loop body) reads from here: their type must not change under it
+    sub_reads = {n for node in graph.nodes for g in node.subgraphs() for n in g.free_names()}
 
     def bf16_dense(node: ir.Node, name: str) -> bool:
         """``node`` a bf16 Dense reading ``name`` as its input or its residual (once)."""
@@ -63,7 +65,7 @@ def run(graph: ir.Graph) -> ir.Graph:
 
     def only_bf16_gemms(name: str, seen: list[str]) -> bool:
         readers = idx.consumers.get(name, [])
-        if not readers or name in idx.outputs:
+        if not readers or name in idx.outputs or name in sub_reads:
             return False
         seen.append(name)
         for r in readers:

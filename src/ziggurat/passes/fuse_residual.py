@@ -30,6 +30,7 @@ def run(graph: ir.Graph) -> ir.Graph:
     """Fold every eligible tanh GELU, then residual add, into its packed Dense; return ``graph``."""
     _fold_gelu_tanh(graph)
     idx = Index(graph)
+    sub_reads = _subgraph_reads(graph)
     moved: dict[int, list[ir.Node]] = {}
     drop: set[int] = set()
     for sk in graph.nodes:
@@ -38,7 +39,7 @@ def run(graph: ir.Graph) -> ir.Graph:
         if len(sk.inputs) < 3 or sk.inputs[0] == sk.inputs[1]:
             continue
         for i in (0, 1):
-            found = _packed_dense(idx, graph, sk.inputs[i])
+            found = _packed_dense(idx, graph, sk.inputs[i], sub_reads)
             if found is not None and id(found[0]) not in drop:
                 break
         else:
@@ -78,11 +79,12 @@ def _fold_gelu_tanh(graph: ir.Graph) -> None:
     oneDNN's tanh-GELU post-op on the product in cache instead of GeluTanh's numpy passes (GPT-2's
     128 x 3072 FFN activation: ~0.4-0.6 ms a call, a tenth of its bf16 run)."""
     idx = Index(graph)
+    sub_reads = _subgraph_reads(graph)
     drop: set[int] = set()
     for gelu in graph.nodes:
         if gelu.domain != FUSED_DOMAIN or gelu.op_type != "GeluTanh":
             continue
-        found = _packed_dense(idx, graph, gelu.inputs[0])
+        found = _packed_dense(idx, graph, gelu.inputs[0], sub_reads)
         if found is None or found[0].attrs.get("activation", "") != "":
             continue
         dense, reshape = found
@@ -93,18 +95,23 @@ def _fold_gelu_tanh(graph: ir.Graph) -> None:
         graph.nodes[:] = [n for n in graph.nodes if id(n) not in drop]
 
 
-def _packed_dense(idx: Index, graph: ir.Graph, name: str):
+def _subgraph_reads(graph: ir.Graph) -> set[str]:
+    """Names that subgraphs (If/Loop bodies) read from this scope."""
+    return {n for node in graph.nodes for g in node.subgraphs() for n in g.free_names()}
+
+
+def _packed_dense(idx: Index, graph: ir.Graph, name: str, sub_reads: set[str]):
     """(Dense, Reshape or None) when ``name`` is made, for its one reader, by a Dense with a
     packed weight, at most a bias and no residual yet, or by a Reshape of such a Dense's output
-    read by nothing else; None otherwise."""
-    if idx.only_use(name) is None:
+    read by nothing else (no subgraph either: the names keep new values); None otherwise."""
+    if idx.only_use(name) is None or name in sub_reads:
         return None
     node = idx.producer.get(name)
     reshape = None
     if node is not None and node.op_type == "Reshape" and not node.domain:
         reshape, name = node, node.inputs[0]
         node = idx.producer.get(name)
-        if idx.only_use(name) is None:
+        if idx.only_use(name) is None or name in sub_reads:
             return None
     if node is None or node.domain != FUSED_DOMAIN or node.op_type != "Dense":
         return None

@@ -11,7 +11,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 import ziggurat as zg
-from ziggurat.backends.cpu import dnnl, nbits
+from ziggurat.backends.cpu import dnnl, gemm, nbits
 from ziggurat.ops import contrib_quant
 from ziggurat.passes import pack_nbits
 
@@ -48,7 +48,7 @@ def _model(rng, bits, K, N, block, zp, bias):
     )
     zmat = zq if zp else np.full((N, n_blocks), 1 << (bits - 1), np.uint8)
     centred = q.astype(np.int16) - np.repeat(zmat, block, axis=1)
-    return model.SerializeToString(), centred
+    return model.SerializeToString(), centred, inits["s"].reshape(N, n_blocks)
 
 
 @pytest.mark.parametrize("bits", [2, 4])
@@ -59,7 +59,7 @@ def test_unpacked_codes_match_packed_path_and_onnxruntime(bits, K, block, zp, mo
     N = 2500
     # slabs of 2^16 / K rows: several per weight, the last one partial
     monkeypatch.setattr(contrib_quant, "_DEQUANT_CHUNK", 1 << 16)
-    model, centred = _model(rng, bits, K, N, block, zp, bias=zp)
+    model, centred, _ = _model(rng, bits, K, N, block, zp, bias=zp)
     a = rng.standard_normal((7, K)).astype(_F)
     sess = zg.InferenceSession(model)
     got = sess.run(None, {"a": a})[0]
@@ -70,6 +70,28 @@ def test_unpacked_codes_match_packed_path_and_onnxruntime(bits, K, block, zp, mo
         np.testing.assert_array_equal(np.asarray(b).reshape(N, -1), centred[:, :K])
     ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"a": a})[0]
     assert_close(got, ref, f32_tol(ref, K), f"MatMulNBits {bits}-bit K={K}")
-    monkeypatch.setattr(pack_nbits, "run", lambda g: g)
+    monkeypatch.setattr(pack_nbits, "run", lambda g, precision="fp32": g)
     plain = zg.InferenceSession(model).run(None, {"a": a})[0]
     np.testing.assert_array_equal(got, plain)
+
+
+@pytest.mark.skipif(not gemm.bf16_supported(), reason="bf16 GEMMs need AVX512-BF16 or AMX")
+@pytest.mark.parametrize("chunk", [1 << 16, 1 << 20], ids=["slabs", "one-slab"])
+def test_bf16_session_multiplies_the_codes_in_bfloat16(chunk, monkeypatch):
+    """precision="bf16": each product term carries the bfloat16 rounding of the input and of the
+    dequantized weight (relative 2^-9 each), so the result is within 2^-7 of sum |a_k w_k| of the
+    exact float64 product (float32 accumulation adds far less)."""
+    monkeypatch.setattr(contrib_quant, "_DEQUANT_CHUNK", chunk)
+    rng = np.random.default_rng(50)
+    K, N, block = 128, 1200, 32
+    model, centred, scales = _model(rng, 4, K, N, block, zp=True, bias=False)
+    w = centred.astype(np.float64) * np.repeat(scales, block, axis=1)
+    a = rng.standard_normal((9, K)).astype(_F)
+    sess = zg.InferenceSession(model, zg.SessionOptions(precision="bf16"))
+    b = sess._compiled.graph.initializers["b"]
+    assert isinstance(b, nbits.NBitsCodes) and b.bf16
+    got = sess.run(None, {"a": a})[0]
+    exact = a.astype(np.float64) @ w.T
+    tol = 2.0**-7 * (np.abs(a.astype(np.float64)) @ np.abs(w).T) + f32_tol(exact, K)
+    assert np.all(np.abs(got - exact) <= tol)
+    assert not np.array_equal(got, zg.InferenceSession(model).run(None, {"a": a})[0])  # bf16 ran

@@ -137,7 +137,8 @@ def MatMulNBits(
 def _matmul_codes(a, b, bias, K: int, N: int):
     """MatMulNBits on ``backends.cpu.nbits.NBitsCodes`` (centred int8 codes + scales): each slab
     dequantized by one oneDNN reorder into the same float32 weights as ``_nbits_blocks`` gives,
-    then the same float32 product; None for any other int8 array."""
+    then the same float32 product (in bfloat16 on AMX for ``precision="bf16"`` sessions: ``b.bf16``,
+    set by passes/pack_nbits.py); None for any other int8 array."""
     from ..backends.cpu import nbits
 
     if not isinstance(b, nbits.NBitsCodes) or b.shape[0] != N:
@@ -145,11 +146,27 @@ def _matmul_codes(a, b, bias, K: int, N: int):
     a2 = a.reshape(-1, K).astype(np.float32, copy=False)
     y = np.empty((a2.shape[0], N), dtype=np.float32)
     step = max(1, _DEQUANT_CHUNK // max(K, 1))
-    buf = np.empty((min(step, N),) + b.shape[1:], np.float32)
-    for n0 in range(0, N, step):
-        n1 = min(N, n0 + step)
-        w = nbits.dequantize(b, n0, n1, buf[: n1 - n0]).reshape(-1, K)
-        (y[:, n0:n1],) = MatMul(a2, w.T)
+    if b.bf16:
+        from ..backends.cpu import gemm
+
+        a_bf = gemm.to_bf16(np.ascontiguousarray(a2))
+        step = max(1, 2 * _DEQUANT_CHUNK // max(K, 1))  # the same bytes as float32 slabs
+        if step >= N:  # one slab: the product lands in y itself
+            nbits.matmul_bf16(a_bf, b, 0, N, y, np.empty(N * K, a_bf.dtype))
+        else:
+            buf = np.empty(step * K, a_bf.dtype)
+            part = np.empty((a2.shape[0], step), np.float32)
+            for n0 in range(0, N, step):
+                n1 = min(N, n0 + step)
+                dense = part if n1 - n0 == step else np.empty((a2.shape[0], n1 - n0), np.float32)
+                nbits.matmul_bf16(a_bf, b, n0, n1, dense, buf)
+                y[:, n0:n1] = dense
+    else:
+        buf = np.empty((min(step, N),) + b.shape[1:], np.float32)
+        for n0 in range(0, N, step):
+            n1 = min(N, n0 + step)
+            w = nbits.dequantize(b, n0, n1, buf[: n1 - n0]).reshape(-1, K)
+            (y[:, n0:n1],) = MatMul(a2, w.T)
     if bias is not None:
         y += bias.astype(np.float32)
     return y.reshape(a.shape[:-1] + (N,)).astype(a.dtype, copy=False)

@@ -7,7 +7,9 @@ kernel used to unpack, centre and scale every code before its float32 product. H
 ``backends.cpu.nbits.NBitsCodes``: ``q - zp`` as int8, one byte a weight, dequantized per slab by
 one oneDNN reorder with the block scales (same float32 weights, same results). The packed B's file
 pages are handed back (``pack_weights._release``). Float zero points, 8-bit weights (q - zp does
-not fit int8) and machines without oneDNN keep the packed path.
+not fit int8) and machines without oneDNN keep the packed path. In ``precision="bf16"`` sessions
+the slabs are dequantized into bfloat16 and multiplied on AMX (one more rounding of each weight
+and of the input: bf16's precision, as the session asked).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from .. import ir
 _MS = "com.microsoft"
 
 
-def run(graph: ir.Graph) -> ir.Graph:
-    """Unpack the eligible MatMulNBits weights of ``graph`` in place; returns ``graph``."""
+def run(graph: ir.Graph, precision: str = "fp32") -> ir.Graph:
+    """Unpack the eligible MatMulNBits weights of ``graph`` in place; returns ``graph``. With
+    ``precision="bf16"`` (the session checked the CPU) their products run in bfloat16."""
     nodes = [n for n in graph.nodes if n.op_type == "MatMulNBits" and n.domain == _MS]
     if not nodes:
         return graph
@@ -42,6 +45,7 @@ def run(graph: ir.Graph) -> ir.Graph:
         codes = _codes(graph, n)
         if codes is None:
             continue
+        codes.bf16 = precision == "bf16"
         b = graph.initializers[name]
         graph.initializers[name] = codes
         done.add(name)

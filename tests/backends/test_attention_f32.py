@@ -1,9 +1,11 @@
 """float32 attention on oneDNN (backends/cpu/attention_f32.py) against a float64 reference.
 
-Measured when it was wired into FusedAttention (bert-tiny, 2 heads x 128 x 64 read as the
-exporters' strided views of the merged QKV projection, plus the head merge's Transpose + Reshape;
-2 shared cores, medians of 500 calls, same minutes): the op-by-op float32 path 145-150 us, this
-path 99-114 us. In the whole bert-tiny run see the commit that wired it.
+Measured when it was wired into FusedAttention (the exporters' strided per-head views of the
+merged QKV projection, plus the head merge's Transpose + Reshape; medians in one process, the
+op-by-op float32 path / this path, same minutes): bert-tiny's 2 heads x 128 x 64, 2 shared
+cores (load ~1-4), 145-150 / 99-114 us; BERT-base's 12 heads x 128 x 64, one thread, CPU time
+(load ~14), 645 / 530 us. bert-tiny whole run, one thread, CPU time: 1164-1242 -> 977-1063 us
+with this and runtime/direct.py and dnnl.data_ptr together (load ~6).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ needs_bf16 = pytest.mark.skipif(
     not gemm.bf16_supported(), reason="this CPU has neither AVX512-BF16 nor AMX (or no oneDNN)"
 )
 U32 = 2.0**-24  # float32 unit roundoff
-U_BF16 = 2.0**-9  # bfloat16 unit roundoff (8 significant bits, round to nearest even)
+U_BF16 = 2.0**-8  # bfloat16 unit roundoff: 8 significant bits, spacing 2^-7 in [1, 2), RNE
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
 

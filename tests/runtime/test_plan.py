@@ -336,6 +336,9 @@ def test_graphs_a_signature_plan_cannot_change_skip_the_lookup():
         cg.run([np.ones((2, 3), np.float32)])
     assert not cg._specs and not cg._pending
     assert Plan.build(_shape_chain_graph(), OPSETS).specializable()
+    # ...yet `inspect --plan` still describes it (nothing folded, no signature code kept)
+    text = cg.plan.text(cg.signature_plan([np.ones((2, 3), np.float32)]))
+    assert "2 of 2 steps run (0 folded" in text and "MatMul" in text and not cg._specs
 
 
 def test_an_array_taken_back_out_of_a_sequence_keeps_its_buffer():

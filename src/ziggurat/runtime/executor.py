@@ -235,6 +235,15 @@ class CompiledGraph:
             raise ExecutionError(
                 f"model '{self.model_name}': a signature plan needs numpy arrays as inputs"
             )
+        if not self._specialize:  # nothing to fold (or ZIGGURAT_PLAN=0): plan only for the text
+            _, first = self._record(inputs)
+            _, rec = self._record(inputs)
+            if first.agrees(rec):
+                return SignaturePlan(self.plan, sig, rec, self._static[1])  # type: ignore[index]
+            raise ExecutionError(
+                f"model '{self.model_name}': signature {sig} cannot be specialised: two runs "
+                "disagreed on a value the plan assumed static"
+            )
         for _ in range(4):
             entry = self._specs.get(sig)
             if entry is not None:

@@ -439,3 +439,18 @@ def _takes_nhwc_dst(w) -> bool:
 
     (prim,) = [p for k, (p, _) in dnnl_conv._cache.items() if k[0] == id(w)]
     return prim._dst_reorder is None
+
+
+def test_fusedconv_in_place_residual_that_is_also_the_input(conv_path):
+    """A residual sharing memory with the data input is never written over during the read."""
+    from ziggurat.ops.fused import FusedConv
+
+    rng = np.random.default_rng(13)
+    x, w, b = rand(rng, (1, 16, 9, 9)), rand(rng, (16, 16, 3, 3)), rand(rng, (16,))
+    pads = [1, 1, 1, 1]
+    exact = np.maximum(conv_ref64(x, w, b, pads=pads) + x, 0)
+    xin = nhwc(x)
+    y = FusedConv(xin, w, b, xin, activation="relu", layout="nhwc", pads=pads, inplace_skip=1)[0]
+    assert not np.shares_memory(y, xin)
+    np.testing.assert_array_equal(xin, x)
+    assert np.all(np.abs(y - exact) <= conv_bound(x, w, b, x, pads=pads))

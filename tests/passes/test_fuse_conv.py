@@ -151,3 +151,16 @@ def test_residual_read_by_a_graph_output_or_a_later_branch_is_kept():
     ops = _by_output(fuse_conv.run(_graph(nodes, ["t", "v", "a"], W)))
     assert "inplace_skip" not in ops["s"].attrs  # a is a graph output
     assert "inplace_skip" not in ops["t"].attrs  # Sigmoid may run after it
+
+
+def test_residual_with_a_view_reader_is_kept():
+    """An Identity/Reshape of the residual may alias it: its readers could see the result."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w2"], ["a"]),
+        helper.make_node("Identity", ["a"], ["ai"]),  # a view of a, read before and after
+        helper.make_node("Conv", ["ai", "w3"], ["b"]),
+        helper.make_node("Add", ["b", "a"], ["s"]),
+        helper.make_node("Add", ["s", "ai"], ["y"]),
+    ]
+    ops = _by_output(fuse_conv.run(_graph(nodes, ["y"], W)))
+    assert ops["s"].inputs[3] == "a" and "inplace_skip" not in ops["s"].attrs

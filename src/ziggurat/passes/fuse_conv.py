@@ -12,8 +12,9 @@ A residual that dies at its fused convolution is marked ``inplace_skip=1``: the 
 write its result into the residual's buffer (oneDNN's sum post-op reads the destination), which
 saves a full-size copy per residual block (ResNet-50: 16 of them, up to 3 MiB each). Only where
 nothing else can read the residual afterwards: its other readers all run before the convolution
-(they are its ancestors), it is no graph input or output, and a convolution or a pool made it
-(kernels that return a buffer of their own, never a view of another value).
+(they are its ancestors), it is no graph input or output, and it and its other readers are
+convolutions or pools (kernels that return a buffer of their own, never a view of an input: no
+view of the residual can reach the convolution's data input or outlive it).
 """
 
 from __future__ import annotations
@@ -133,11 +134,20 @@ def _skip_dies_here(idx: Index, node: ir.Node) -> bool:
     prod = idx.producer.get(skip) if skip else None
     if prod is None or skip in idx.outputs or node.inputs.count(skip) != 1:
         return False
-    domain = "" if prod.domain in ("", "ai.onnx") else prod.domain
-    if (domain, prod.op_type) not in _OWN_BUFFER or len(prod.outputs) != 1:
+    if not _owns_its_output(prod):
         return False
-    others = {id(u) for u in idx.consumers.get(skip, []) if u is not node}
+    # Its other readers must also make buffers of their own: a view of the residual (an Identity,
+    # a Reshape) could reach this node's data input or outlive it and see the result.
+    users = [u for u in idx.consumers.get(skip, []) if u is not node]
+    if not all(_owns_its_output(u) for u in users):
+        return False
+    others = {id(u) for u in users}
     return not others or others <= _ancestors(idx, node, others)
+
+
+def _owns_its_output(node: ir.Node) -> bool:
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    return (domain, node.op_type) in _OWN_BUFFER and len([o for o in node.outputs if o]) == 1
 
 
 def _ancestors(idx: Index, node: ir.Node, wanted: set[int]) -> set[int]:

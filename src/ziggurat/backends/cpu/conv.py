@@ -199,6 +199,7 @@ class ConvPrimitive:
             and skip.dtype == self.out_dtype
             and skip.strides == self._y_strides
             and skip.flags.writeable
+            and not np.may_share_memory(x, skip)  # bounds only: cheap, and never a false "no"
         ):
             return self._run_into(x, skip)
         buf = np.empty(self._buf_shape, dtype=self.out_dtype)

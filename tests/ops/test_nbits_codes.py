@@ -70,7 +70,7 @@ def test_unpacked_codes_match_packed_path_and_onnxruntime(bits, K, block, zp, mo
         np.testing.assert_array_equal(np.asarray(b).reshape(N, -1), centred[:, :K])
     ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"a": a})[0]
     assert_close(got, ref, f32_tol(ref, K), f"MatMulNBits {bits}-bit K={K}")
-    monkeypatch.setattr(pack_nbits, "run", lambda g, precision="fp32": g)
+    monkeypatch.setattr(pack_nbits, "run", lambda g, *args: g)
     plain = zg.InferenceSession(model).run(None, {"a": a})[0]
     np.testing.assert_array_equal(got, plain)
 
@@ -95,3 +95,60 @@ def test_bf16_session_multiplies_the_codes_in_bfloat16(chunk, monkeypatch):
     tol = 2.0**-7 * (np.abs(a.astype(np.float64)) @ np.abs(w).T) + f32_tol(exact, K)
     assert np.all(np.abs(got - exact) <= tol)
     assert not np.array_equal(got, zg.InferenceSession(model).run(None, {"a": a})[0])  # bf16 ran
+
+
+def _ffn_model(rng, K, N, block):
+    """MatMulNBits -> Add(bias) -> erf GELU (as an exporter writes it), 4-bit, with zero points."""
+    model, centred, scales = _model(rng, 4, K, N, block, zp=True, bias=False)
+    import onnx
+
+    m = onnx.load_from_string(model)
+    g = m.graph
+    g.node[0].output[0] = "mm"
+    consts = {"bias": rng.standard_normal(N).astype(_F) * 0.5, "sqrt2": np.array(np.sqrt(2), _F),
+              "one": np.array(1, _F), "half": np.array(0.5, _F)}  # fmt: skip
+    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    g.node.extend([
+        helper.make_node("Add", ["bias", "mm"], ["h"]),
+        helper.make_node("Div", ["h", "sqrt2"], ["d"]),
+        helper.make_node("Erf", ["d"], ["e"]),
+        helper.make_node("Add", ["e", "one"], ["e1"]),
+        helper.make_node("Mul", ["h", "e1"], ["g0"]),
+        helper.make_node("Mul", ["g0", "half"], ["y"]),
+    ])  # fmt: skip
+    w = centred.astype(np.float64) * np.repeat(scales, block, axis=1)
+    return m.SerializeToString(), w, consts["bias"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_bias_and_gelu_join_the_product(precision, monkeypatch):
+    """MatMulNBits + bias Add + erf GELU become one NBitsDense (oneDNN epilogue): onnxruntime's
+    result within float32 rounding of K terms plus erf's float32 error; in bf16, within the
+    bfloat16 bound of the exact product (GELU's slope is below 1.13)."""
+    if precision == "bf16" and not gemm.bf16_supported():
+        pytest.skip("bf16 GEMMs need AVX512-BF16 or AMX")
+    if not dnnl.available():
+        pytest.skip("the unpacked codes need oneDNN")
+    monkeypatch.setattr(contrib_quant, "_DEQUANT_CHUNK", 1 << 16)  # several slabs
+    rng = np.random.default_rng(51)
+    K, N, block = 128, 1100, 32
+    model, w, bias = _ffn_model(rng, K, N, block)
+    a = rng.standard_normal((10, K)).astype(_F)
+    sess = zg.InferenceSession(model, zg.SessionOptions(precision=precision))
+    ops = [n.op_type for n in sess._compiled.graph.nodes]
+    assert ops == ["NBitsDense"], ops
+    got = sess.run(None, {"a": a})[0]
+    assert got.shape == (10, N) and got.dtype == np.float32
+    if precision == "fp32":
+        ref = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"a": a})
+        ref = ref[0]
+        tol = f32_tol(ref, K) + 4 * np.spacing(np.abs(ref)) + 1e-6 * np.abs(ref).max()
+        assert_close(got, ref, tol, "NBitsDense + GELU")
+        return
+    from scipy.special import erf
+
+    a64 = a.reshape(-1, K).astype(np.float64)
+    pre = a64 @ w.T + bias
+    exact = 0.5 * pre * (1 + erf(pre / np.sqrt(2)))
+    tol = 1.13 * (2.0**-7 * (np.abs(a64) @ np.abs(w).T) + f32_tol(pre, K)) + 1e-6
+    assert np.all(np.abs(got.reshape(-1, N) - exact) <= tol)

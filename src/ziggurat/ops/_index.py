@@ -202,6 +202,7 @@ INDEX: dict[str, tuple[str, ...]] = {
     "Mul": ("elementwise",),
     "MultiHeadAttention": ("contrib_attention",),
     "Multinomial": ("random",),
+    "NBitsDense": ("contrib_quant",),
     "Neg": ("elementwise",),
     "NegativeLogLikelihoodLoss": ("loss",),
     "NhwcConv": ("contrib_fused",),

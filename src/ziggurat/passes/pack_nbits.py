@@ -9,7 +9,10 @@ one oneDNN reorder with the block scales (same float32 weights, same results). T
 pages are handed back (``pack_weights._release``). Float zero points, 8-bit weights (q - zp does
 not fit int8) and machines without oneDNN keep the packed path. In ``precision="bf16"`` sessions
 the slabs are dequantized into bfloat16 and multiplied on AMX (one more rounding of each weight
-and of the input: bf16's precision, as the session asked).
+and of the input: bf16's precision, as the session asked). Where the fusions ran, a bias Add and
+a GELU/ReLU after such a MatMulNBits join it as ``ziggurat::NBitsDense``: the epilogue of the
+product's oneDNN primitive instead of two more passes (numpy's erf GELU over BERT-base's
+128 x 3072 took ~1.8 ms, 12 times a run).
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ir
+from ._match import FUSED_DOMAIN, Index, other_input
 
 _MS = "com.microsoft"
 
 
-def run(graph: ir.Graph, precision: str = "fp32") -> ir.Graph:
+def run(graph: ir.Graph, precision: str = "fp32", opsets: dict | None = None) -> ir.Graph:
     """Unpack the eligible MatMulNBits weights of ``graph`` in place; returns ``graph``. With
-    ``precision="bf16"`` (the session checked the CPU) their products run in bfloat16."""
+    ``precision="bf16"`` (the session checked the CPU) their products run in bfloat16. Where the
+    fusions ran (``opsets`` has the ziggurat domain), a MatMulNBits on unpacked codes and its
+    bias Add and GELU/ReLU become one ``ziggurat::NBitsDense``."""
     nodes = [n for n in graph.nodes if n.op_type == "MatMulNBits" and n.domain == _MS]
     if not nodes:
         return graph
@@ -55,7 +61,48 @@ def run(graph: ir.Graph, precision: str = "fp32") -> ir.Graph:
         from ..backends import cpu
 
         cpu.release_free_memory()
+        if opsets is not None and FUSED_DOMAIN in opsets:
+            _fuse_epilogues(graph, done)
     return graph
+
+
+_ACTIVATIONS = {("", "Relu"): "relu", ("ai.onnx", "Relu"): "relu", (FUSED_DOMAIN, "Gelu"): "gelu"}
+
+
+def _fuse_epilogues(graph: ir.Graph, unpacked: set[str]) -> None:
+    """MatMulNBits (weight in ``unpacked``) [-> Add(constant float32 bias of N)] [-> GELU/ReLU]
+    -> one NBitsDense, each intermediate read by the chain only."""
+    idx = Index(graph)
+    replace: dict[int, ir.Node] = {}
+    drop: set[int] = set()
+    for mm in graph.nodes:
+        if mm.op_type != "MatMulNBits" or mm.domain != _MS or mm.inputs[1] not in unpacked:
+            continue
+        ins = list(mm.inputs) + [""] * (6 - len(mm.inputs))
+        n = mm.attrs.get("N")
+        chain, out, bias = [mm], mm.outputs[0], ins[5]
+        add = idx.only_use(out)
+        if not bias and add is not None and add.op_type == "Add" and add.domain in ("", "ai.onnx"):
+            b_name = other_input(add, out)
+            b = idx.const(b_name) if b_name else None
+            if b is not None and b.dtype == np.float32 and b.size == n and b.shape[-1] == n:
+                chain.append(add)
+                out, bias = add.outputs[0], b_name
+        act = idx.only_use(out)
+        activation = ""
+        if act is not None and (act.domain, act.op_type) in _ACTIVATIONS and len(act.inputs) == 1:
+            chain.append(act)
+            activation = _ACTIVATIONS[(act.domain, act.op_type)]
+        if len(chain) == 1:
+            continue
+        replace[id(chain[-1])] = ir.Node(
+            "NBitsDense", [ins[0], ins[1], bias], [chain[-1].outputs[0]],
+            {"K": mm.attrs.get("K"), "N": n, "activation": activation},
+            name=f"{mm.label}/dense", domain=FUSED_DOMAIN,
+        )  # fmt: skip
+        drop.update(id(x) for x in chain[:-1])
+    if replace:
+        graph.nodes = [replace.get(id(x), x) for x in graph.nodes if id(x) not in drop]
 
 
 def _codes(graph: ir.Graph, node: ir.Node):

@@ -44,7 +44,7 @@ def run(graph: ir.Graph, opsets: dict[str, int], precision: str = "bf16") -> ir.
     pack_int8.run(graph)
     from . import pack_nbits  # 2/4-bit MatMulNBits weights: centred int8 codes, whatever precision
 
-    pack_nbits.run(graph, precision)
+    pack_nbits.run(graph, precision, opsets)
     if precision != "bf16":
         return _fuse_residuals(_pack_fp32(graph))
     from ..backends.cpu import gemm

@@ -110,27 +110,40 @@ def dequantize(codes: NBitsCodes, r0: int, r1: int, out: np.ndarray) -> np.ndarr
     return out
 
 
-def matmul_bf16(a: np.ndarray, codes: NBitsCodes, r0: int, r1: int, out: np.ndarray, buf) -> None:
-    """``out = a @ W[r0:r1].T`` for bfloat16 ``a`` (M, K) and float32 ``out`` (M, r1 - r0), both
-    C-contiguous: the slab dequantized into bfloat16 ``buf`` ((r1 - r0) * K elements; one rounding
-    of (q - zp) * scale), multiplied on oneDNN's AMX bf16 kernel with float32 accumulation. A
-    dense ``out`` matters: with a strided one (columns of a wider matrix) oneDNN falls back from
-    AMX to its slower bf16 GEMM. Measured, 128 x 768 by a 1365-row slab, 2 threads, busy machine:
-    0.6 ms dequantization + 0.5 ms product, against 0.5 + 1.5 ms in float32."""
+def matmul_slab(a, codes: NBitsCodes, r0: int, r1: int, out, buf, bias=None, activation="") -> None:
+    """``out = activation(a @ W[r0:r1].T + bias[r0:r1])`` for ``a`` (M, K) float32 or bfloat16
+    and float32 ``out`` (M, r1 - r0), both C-contiguous: the slab dequantized into ``buf`` (of
+    a's dtype, (r1 - r0) * K elements: for bfloat16 one rounding of (q - zp) * scale), then one
+    oneDNN matmul with the bias and the activation ('', 'relu', erf 'gelu') as its epilogue
+    (bfloat16: AMX, float32 accumulation). A dense ``out`` matters: with a strided one (columns
+    of a wider matrix) oneDNN falls back from AMX to its slower bf16 GEMM. Measured, 128 x 768 by
+    a 1365-row slab, 2 threads, busy machine: bf16 0.6 ms dequantization + 0.5 ms product,
+    float32 0.5 + 1.5 ms."""
     m, k = a.shape
     rows = r1 - r0
     w = dequantize(codes, r0, r1, buf[: rows * k].reshape((rows,) + codes.shape[1:]))
-    key = ("bf16", m, rows)
+    key = ("gemm", a.dtype, m, rows, bias is not None, activation)
     plan = codes._plans.get(key)
     if plan is None:
+        from .gemm import _ACTIVATIONS
+
         src = dnnl.MemoryDesc.strided((m, k), a.dtype)
         wmd = dnnl.MemoryDesc.strided((k, rows), a.dtype, (1, k))  # W[r0:r1].T, read in place
         dst = dnnl.MemoryDesc.strided((m, rows), _F32)
+        bmd = dnnl.MemoryDesc.strided((1, rows), _F32) if bias is not None else None
+        attr = dnnl.Attr()
+        if activation:
+            attr.eltwise(_ACTIVATIONS[activation])
         pd = dnnl.PrimitiveDesc(
-            "dnnl_matmul_primitive_desc_create", dnnl.engine(), src, wmd, None, dst,
-            dnnl.Attr().finish(),
-        )  # fmt: skip
-        plan = _Plan(pd, {dnnl.ARG_SRC: src, dnnl.ARG_WEIGHTS: wmd, dnnl.ARG_DST: dst})
+            "dnnl_matmul_primitive_desc_create", dnnl.engine(), src, wmd, bmd, dst, attr.finish()
+        )
+        mds = {dnnl.ARG_SRC: src, dnnl.ARG_WEIGHTS: wmd, dnnl.ARG_DST: dst}
+        if bmd is not None:
+            mds[dnnl.ARG_BIAS] = bmd
+        plan = _Plan(pd, mds)
         with _lock:
             plan = codes._plans.setdefault(key, plan)
-    plan.run(a, w, out)
+    if bias is None:
+        plan.run(a, w, out)
+    else:
+        plan.run(a, w, out, bias[r0:r1])

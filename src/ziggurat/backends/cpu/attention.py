@@ -30,7 +30,6 @@ dims, dtypes, a primitive oneDNN will not create); the caller then runs the floa
 from __future__ import annotations
 
 import threading
-from ctypes import c_int, c_void_p
 
 import numpy as np
 
@@ -38,22 +37,8 @@ from . import dnnl
 from .gemm import _bf16_dtype, _Plan
 
 _F32 = np.dtype(np.float32)
-_SOFTMAX_ACCURATE = 0x30000  # dnnl_alg_kind_t: max subtracted, float32 exp and sum
-_ARG_SRC_SCALES = 4096 | dnnl.ARG_SRC  # DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC
 _lock = threading.Lock()
 _plans: dict[tuple, _AttentionPlan] = {}
-_declared = False
-
-
-def _declare() -> None:
-    global _declared
-    if not _declared:
-        dnnl.declare("dnnl_primitive_attr_set_scales_mask", (c_void_p, c_int, c_int))
-        dnnl.declare(
-            "dnnl_softmax_forward_primitive_desc_create",
-            (c_void_p,) * 2 + (c_int,) * 2 + (c_void_p,) * 2 + (c_int, c_void_p),
-        )
-        _declared = True
 
 
 def _elems(a: np.ndarray) -> tuple[int, ...]:
@@ -71,7 +56,6 @@ class _AttentionPlan:
     """The six primitives for one set of shapes, strides and mask shape."""
 
     def __init__(self, q, k_t, v, mask_shape, has_scale: bool, merged: int, out_bf16: bool):
-        _declare()
         bf = _bf16_dtype()
         b, h, s, d = q.shape
         t, dv = k_t.shape[3], v.shape[3]
@@ -96,7 +80,7 @@ class _AttentionPlan:
         mds = {dnnl.ARG_SRC: q_bf, dnnl.ARG_WEIGHTS: kt_bf, dnnl.ARG_DST: scores}
         if has_scale:
             dnnl.call("dnnl_primitive_attr_set_scales_mask", attr.handle, dnnl.ARG_SRC, 0)
-            mds[_ARG_SRC_SCALES] = md((1,), _F32)
+            mds[dnnl.ARG_SRC_SCALES] = md((1,), _F32)
         if mask_shape is not None:
             mask_md = md(mask_shape, _F32)
             attr.binary(dnnl.BINARY_ADD, mask_md)
@@ -109,7 +93,7 @@ class _AttentionPlan:
         # over the last axis of the 4-D scores: 15-20 % faster than the same rows as 2-D
         pd = dnnl.PrimitiveDesc(
             "dnnl_softmax_forward_primitive_desc_create", dnnl.engine(), dnnl.FORWARD_INFERENCE,
-            _SOFTMAX_ACCURATE, scores, md((b, h, s, t), bf), 3, None,
+            dnnl.SOFTMAX_ACCURATE, scores, md((b, h, s, t), bf), 3, None,
         )  # fmt: skip
         self.softmax = _Plan(pd, {dnnl.ARG_SRC: scores, dnnl.ARG_DST: md((b, h, s, t), bf)})
         p_bf = md((b, h, s, t), bf)

@@ -29,7 +29,6 @@ refusing a primitive): the caller then runs its own path.
 from __future__ import annotations
 
 import threading
-from ctypes import c_int, c_void_p
 
 import numpy as np
 
@@ -37,8 +36,6 @@ from . import dnnl
 from .gemm import _Plan, worth_it
 
 _F32 = np.dtype(np.float32)
-_SOFTMAX_ACCURATE = 0x30000  # dnnl_alg_kind_t: row maximum subtracted
-_ARG_SRC_SCALES = 4096 | dnnl.ARG_SRC  # DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC
 _ARG_MASK = dnnl.ARG_POST_OP(0) | dnnl.ARG_SRC_1
 # Above this many scores the op-by-op path measured as fast or a few % faster (12 heads x 384^2,
 # one thread, CPU time: 4.29-4.35 vs 4.37-4.67 ms; x 256^2 and 197^2 within noise; x 128^2
@@ -47,18 +44,6 @@ MAX_SCORES = 1 << 20
 _lock = threading.Lock()
 _plans: dict[tuple, _Plans] = {}
 _scales: dict[float, np.ndarray] = {}
-_declared = False
-
-
-def _declare() -> None:
-    global _declared
-    if not _declared:
-        dnnl.declare("dnnl_primitive_attr_set_scales_mask", (c_void_p, c_int, c_int))
-        dnnl.declare(
-            "dnnl_softmax_forward_primitive_desc_create",
-            (c_void_p,) * 2 + (c_int,) * 2 + (c_void_p,) * 2 + (c_int, c_void_p),
-        )
-        _declared = True
 
 
 class _Plans:
@@ -67,7 +52,6 @@ class _Plans:
     __slots__ = ("qk", "softmax", "pv", "scores", "out", "rows")
 
     def __init__(self, q, k_t, v, mask_shape, has_scale: bool):
-        _declare()
         md = dnnl.MemoryDesc.from_array
         b, h, s, _ = q.shape
         t, dv = k_t.shape[3], v.shape[3]
@@ -77,7 +61,7 @@ class _Plans:
         attr = dnnl.Attr()
         if has_scale:
             dnnl.call("dnnl_primitive_attr_set_scales_mask", attr.handle, dnnl.ARG_SRC, 0)
-            mds[_ARG_SRC_SCALES] = dnnl.MemoryDesc.strided((1,), _F32)
+            mds[dnnl.ARG_SRC_SCALES] = dnnl.MemoryDesc.strided((1,), _F32)
         if mask_shape is not None:
             mds[_ARG_MASK] = dnnl.MemoryDesc.strided(mask_shape, _F32)
             attr.binary(dnnl.BINARY_ADD, mds[_ARG_MASK])
@@ -90,7 +74,7 @@ class _Plans:
         rows = dnnl.MemoryDesc.strided(self.rows, _F32)
         pd = dnnl.PrimitiveDesc(
             "dnnl_softmax_forward_primitive_desc_create", dnnl.engine(), dnnl.FORWARD_INFERENCE,
-            _SOFTMAX_ACCURATE, rows, rows, 1, None,
+            dnnl.SOFTMAX_ACCURATE, rows, rows, 1, None,
         )  # fmt: skip
         self.softmax = _Plan(pd, {dnnl.ARG_SRC: rows, dnnl.ARG_DST: rows})
         # the result [B, H, S, Dv] laid out as (B, S, H, Dv): the heads come out merged

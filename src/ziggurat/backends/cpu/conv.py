@@ -23,10 +23,9 @@ input is converted (with the layout change) before the call.
 
 from __future__ import annotations
 
-import ctypes
 import threading
 import weakref
-from ctypes import POINTER, byref, c_float, c_int, c_void_p
+from ctypes import byref, c_void_p
 
 import numpy as np
 
@@ -40,30 +39,6 @@ _POOL_AVG_INCLUDE = 0x2FF
 _POOL_AVG_EXCLUDE = 0x3FF
 _FORWARD_INFERENCE = 96
 _DT_UNDEF = 0
-
-_SIGNATURES = {
-    "dnnl_convolution_forward_primitive_desc_create": (POINTER(c_void_p),)
-    + (c_void_p,)
-    + (c_int, c_int)
-    + (c_void_p,) * 4
-    + (dnnl.DIMS,) * 4
-    + (c_void_p,),
-    "dnnl_pooling_forward_primitive_desc_create": (POINTER(c_void_p), c_void_p, c_int, c_int)
-    + (c_void_p,) * 2
-    + (dnnl.DIMS,) * 5
-    + (c_void_p,),
-    "dnnl_post_ops_append_sum": (c_void_p, c_float, ctypes.c_int32, c_int),
-}
-_declared = False
-
-
-def _declare() -> None:
-    """Declare the C functions this module adds to those ``dnnl`` declares."""
-    global _declared
-    if not _declared:
-        for name, argtypes in _SIGNATURES.items():
-            dnnl.declare(name, argtypes)
-        _declared = True
 
 
 def available() -> bool:
@@ -111,7 +86,6 @@ class ConvPrimitive:
     def __init__(self, x_shape, x_strides, w, b, geo, group, activation, bounds, has_skip,
                  bf16=False, channels_last_out=True, x_dtype=np.float32, out_bf16=False,
                  inplace_skip=False):  # fmt: skip
-        _declare()
         # oneDNN sizes its work split by the thread count at creation: make it the one runs use.
         dnnl._apply_threads()
         n = x_shape[0]

@@ -72,6 +72,7 @@ QUERY_SCRATCHPAD_MD = 136
 # dnnl_prop_kind_t; convolution algorithms (dnnl_alg_kind_t)
 FORWARD_INFERENCE = 96
 CONVOLUTION_DIRECT, CONVOLUTION_WINOGRAD, CONVOLUTION_AUTO = 1, 2, 3
+SOFTMAX_ACCURATE = 0x30000  # softmax: row maximum subtracted, float32 exp and sum
 # dnnl_fpmath_mode_t, dnnl_scratchpad_mode_t
 FPMATH_STRICT, FPMATH_BF16 = 0, 1
 SCRATCHPAD_LIBRARY, SCRATCHPAD_USER = 0, 1
@@ -83,6 +84,7 @@ ARG_WEIGHTS = 33
 ARG_BIAS = 41
 ARG_SCRATCHPAD = 80
 ARG_FROM, ARG_TO = ARG_SRC, ARG_DST
+ARG_SRC_SCALES = 4096 | ARG_SRC  # DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC: the source's runtime scale
 
 
 def ARG_POST_OP(index: int) -> int:
@@ -190,6 +192,57 @@ _SIGNATURES: dict[str, tuple] = {
     ),  # fmt: skip
     # (pd*, engine, alg_kind, src0, src1, dst, attr)
     "dnnl_binary_primitive_desc_create": (POINTER(c_void_p), c_void_p, c_int) + (c_void_p,) * 4,
+    # (pd*, engine, prop_kind, alg_kind, src, dst, strides, kernel, dilation, pad_l, pad_r, attr)
+    "dnnl_pooling_forward_primitive_desc_create": (POINTER(c_void_p), c_void_p, c_int, c_int)
+    + (c_void_p,) * 2
+    + (DIMS,) * 5
+    + (c_void_p,),
+    # (pd*, engine, prop_kind, alg_kind, src, dst, softmax_axis, attr)
+    "dnnl_softmax_forward_primitive_desc_create": (
+        POINTER(c_void_p),
+        c_void_p,
+        c_int,
+        c_int,
+        c_void_p,
+        c_void_p,
+        c_int,
+        c_void_p,
+    ),  # fmt: skip
+    # (pd*, engine, prop_kind, src, dst, stat, epsilon, flags, attr)
+    "dnnl_layer_normalization_forward_primitive_desc_create": (
+        POINTER(c_void_p),
+        c_void_p,
+        c_int,
+        c_void_p,
+        c_void_p,
+        c_void_p,
+        c_float,
+        c_uint,
+        c_void_p,
+    ),  # fmt: skip
+    "dnnl_post_ops_append_sum": (c_void_p, c_float, ctypes.c_int32, c_int),
+    "dnnl_primitive_attr_set_scales_mask": (c_void_p, c_int, c_int),
+    "dnnl_primitive_attr_set_zero_points_mask": (c_void_p, c_int, c_int),
+    # (transa, transb, offsetc, M, N, K, alpha, A, lda, ao, B, ldb, bo, beta, C, ldc, co)
+    "dnnl_gemm_u8s8s32": (
+        ctypes.c_char,
+        ctypes.c_char,
+        ctypes.c_char,
+        c_int64,
+        c_int64,
+        c_int64,
+        c_float,
+        c_void_p,
+        c_int64,
+        ctypes.c_uint8,
+        c_void_p,
+        c_int64,
+        ctypes.c_int8,
+        c_float,
+        c_void_p,
+        c_int64,
+        c_void_p,
+    ),  # fmt: skip
     "dnnl_get_effective_cpu_isa": (),
     "dnnl_cpu_isa2str": (c_int,),
     "dnnl_set_primitive_cache_capacity": (c_int,),

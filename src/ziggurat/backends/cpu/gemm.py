@@ -383,8 +383,6 @@ def matmul(a: np.ndarray, b: np.ndarray, scale: float = 1.0):
     return y
 
 
-# DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC (dnnl_types.h): the runtime scale of the source operand.
-_ARG_SRC_SCALES = 4096 | dnnl.ARG_SRC
 _scaled_plans: dict[tuple, _Plan] = {}
 
 
@@ -400,14 +398,11 @@ def _scaled_matmul(a: np.ndarray, b: np.ndarray, scale: float):
     key = (a.shape, a.strides, b.shape, b.strides)
     plan = _scaled_plans.get(key)
     if plan is None:
-        from ctypes import c_int, c_void_p
-
-        dnnl.declare("dnnl_primitive_attr_set_scales_mask", (c_void_p, c_int, c_int))
         mds = {
             dnnl.ARG_SRC: dnnl.MemoryDesc.from_array(a),
             dnnl.ARG_WEIGHTS: dnnl.MemoryDesc.from_array(b),
             dnnl.ARG_DST: dnnl.MemoryDesc.strided(out_shape, _F32),
-            _ARG_SRC_SCALES: dnnl.MemoryDesc.strided((1,), _F32),
+            dnnl.ARG_SRC_SCALES: dnnl.MemoryDesc.strided((1,), _F32),
         }
         attr = dnnl.Attr()
         dnnl.call("dnnl_primitive_attr_set_scales_mask", attr.handle, dnnl.ARG_SRC, 0)

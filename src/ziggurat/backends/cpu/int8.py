@@ -47,7 +47,6 @@ _U8 = np.dtype(np.uint8)
 _S8 = np.dtype(np.int8)
 _S32 = np.dtype(np.int32)
 _lock = threading.Lock()
-_declared = False
 
 
 def native() -> bool:
@@ -55,24 +54,6 @@ def native() -> bool:
     if not dnnl.available():
         return False
     return dnnl.has_isa(ISA_AVX512_CORE_VNNI) or dnnl.has_isa(ISA_AVX2_VNNI)
-
-
-def _declare() -> None:
-    """C signatures of the attribute setters and the integer GEMM used here (once)."""
-    global _declared
-    if _declared:
-        return
-    from ctypes import c_char, c_float, c_int, c_int8, c_int64, c_uint8, c_void_p
-
-    dnnl.declare("dnnl_primitive_attr_set_scales_mask", (c_void_p, c_int, c_int))
-    dnnl.declare("dnnl_primitive_attr_set_zero_points_mask", (c_void_p, c_int, c_int))
-    # (transa, transb, offsetc, M, N, K, alpha, A, lda, ao, B, ldb, bo, beta, C, ldc, co)
-    dnnl.declare(
-        "dnnl_gemm_u8s8s32",
-        (c_char, c_char, c_char, c_int64, c_int64, c_int64, c_float, c_void_p, c_int64, c_uint8,
-         c_void_p, c_int64, c_int8, c_float, c_void_p, c_int64, c_void_p),
-    )  # fmt: skip
-    _declared = True
 
 
 class PackedInt8(BlockedArray):
@@ -101,7 +82,6 @@ def plain(w: np.ndarray) -> np.ndarray:
 def pack(w: np.ndarray, m_hint: int = 128) -> PackedInt8:
     """Copy a (K, N) int8 matrix into oneDNN's preferred layout for u8 x s8 matmuls (the layout
     depends on K, N and the types only, not on M)."""
-    _declare()
     k, n = w.shape
     src = np.ascontiguousarray(w, dtype=_S8)
     pd = _matmul_pd(m_hint, dnnl.MemoryDesc.any((k, n), _S8), n, 1, False, "")
@@ -145,7 +125,6 @@ def _plan(w: np.ndarray, m: int, n_scales: int, bias: bool, activation: str) -> 
         key, table = (w.shape, w.strides, m, n_scales, bias, activation), _plain_plans
     plan = table.get(key)
     if plan is None:
-        _declare()
         k, n = w.shape
         wmd = w.md if packed else dnnl.MemoryDesc.from_array(w)
         pd = _matmul_pd(m, wmd, n, n_scales, bias, activation)
@@ -212,7 +191,6 @@ def gemm_u8s8s32(qa: np.ndarray, a_zp: int, w: np.ndarray) -> np.ndarray | None:
     returns the exact int32 accumulator, but the dequantizing epilogue is then numpy's."""
     if qa.dtype != _U8 or w.dtype != _S8 or qa.ndim != 2 or w.ndim != 2 or not native():
         return None
-    _declare()
     qa = np.ascontiguousarray(qa)
     w = np.ascontiguousarray(w)
     m, k = qa.shape
@@ -236,7 +214,6 @@ def quantize_pd(n: int):
     """(primitive descriptor, argument -> memory descriptor) of the quantizing pass over ``n``
     float32 values: binary division by a one-element scale, then round half to even and the
     addition of a one-element zero point as post-ops, saturated into uint8 by the store."""
-    _declare()
     src = dnnl.MemoryDesc.strided((n,), _F32)
     one = dnnl.MemoryDesc.strided((1,), _F32)
     dst = dnnl.MemoryDesc.strided((n,), _U8)

@@ -81,9 +81,6 @@ def pack(b: np.ndarray, scales: np.ndarray, zero_points, bits: int, n: int, bloc
 def _reorder(codes: NBitsCodes, rows: int, dt=_F32) -> _Plan:
     plan = codes._plans.get((rows, dt))
     if plan is None:
-        from .int8 import _declare
-
-        _declare()  # dnnl_primitive_attr_set_scales_mask's signature
         shape = (rows,) + codes.shape[1:]
         src = dnnl.MemoryDesc.strided(shape, _S8)
         dst = dnnl.MemoryDesc.strided(shape, dt)

@@ -22,7 +22,6 @@ then computes with numpy.
 from __future__ import annotations
 
 import threading
-from ctypes import POINTER, c_float, c_int, c_uint, c_void_p
 
 import numpy as np
 
@@ -31,21 +30,10 @@ from .gemm import _Plan
 
 MIN_ELEMENTS = 1 << 13
 _F32 = np.dtype(np.float32)
-_SOFTMAX_ACCURATE = 0x30000  # dnnl_alg_kind_t
 _USE_SCALE, _USE_SHIFT = 0x2, 0x4  # dnnl_normalization_flags_t
 _ARG_SCALE, _ARG_SHIFT = 51, 52  # DNNL_ARG_SCALE, DNNL_ARG_SHIFT
-_SIGNATURES = {
-    "dnnl_layer_normalization_forward_primitive_desc_create": (
-        POINTER(c_void_p), c_void_p, c_int, c_void_p, c_void_p, c_void_p, c_float, c_uint,
-        c_void_p,
-    ),
-    "dnnl_softmax_forward_primitive_desc_create": (
-        POINTER(c_void_p), c_void_p, c_int, c_int, c_void_p, c_void_p, c_int, c_void_p,
-    ),
-}  # fmt: skip
 _lock = threading.Lock()
 _plans: dict[tuple, object] = {}
-_declared = False
 
 
 def _usable(x: np.ndarray, out: np.ndarray) -> bool:
@@ -64,12 +52,7 @@ def _usable(x: np.ndarray, out: np.ndarray) -> bool:
 def _plan(key: tuple, build):
     plan = _plans.get(key)
     if plan is None:
-        global _declared
         with _lock:
-            if not _declared:
-                for name, argtypes in _SIGNATURES.items():
-                    dnnl.declare(name, argtypes)
-                _declared = True
             if len(_plans) > 256:  # row counts vary with the batch and sequence: stay bounded
                 _plans.clear()
             plan = _plans.setdefault(key, build())
@@ -118,7 +101,7 @@ def softmax(x: np.ndarray, out: np.ndarray) -> bool:
         md = dnnl.MemoryDesc.strided(x.shape, _F32)
         pd = dnnl.PrimitiveDesc(
             "dnnl_softmax_forward_primitive_desc_create", dnnl.engine(),
-            dnnl.FORWARD_INFERENCE, _SOFTMAX_ACCURATE, md, md, 1, None,
+            dnnl.FORWARD_INFERENCE, dnnl.SOFTMAX_ACCURATE, md, md, 1, None,
         )  # fmt: skip
         return _Plan(pd, {dnnl.ARG_SRC: md, dnnl.ARG_DST: md})
 

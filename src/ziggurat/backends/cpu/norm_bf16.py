@@ -14,7 +14,6 @@ float32 and rounds.
 from __future__ import annotations
 
 import threading
-from ctypes import c_float, c_int, c_uint, c_void_p
 
 import numpy as np
 
@@ -29,10 +28,6 @@ _plans: dict[tuple, _Plan] = {}
 
 
 def _build(shape, eps: float, shift: bool) -> _Plan:
-    dnnl.declare(
-        "dnnl_layer_normalization_forward_primitive_desc_create",
-        (c_void_p, c_void_p, c_int, c_void_p, c_void_p, c_void_p, c_float, c_uint, c_void_p),
-    )
     src = dnnl.MemoryDesc.strided(shape, _F32)
     dst = dnnl.MemoryDesc.strided(shape, _bf16_dtype())
     vec = dnnl.MemoryDesc.strided((shape[1],), _F32)

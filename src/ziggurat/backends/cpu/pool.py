@@ -9,7 +9,6 @@ bf16. Primitives are cached per (input shape, strides, dtype, geometry, algorith
 from __future__ import annotations
 
 import threading
-from ctypes import POINTER, c_int, c_void_p
 
 import numpy as np
 
@@ -20,26 +19,12 @@ _POOL_AVG_INCLUDE = 0x2FF
 _POOL_AVG_EXCLUDE = 0x3FF
 _FORWARD_INFERENCE = 96
 _ALGS = {"max": _POOL_MAX, "avg_include": _POOL_AVG_INCLUDE, "avg_exclude": _POOL_AVG_EXCLUDE}
-_declared = False
-
-
-def _declare() -> None:
-    global _declared
-    if not _declared:
-        dnnl.declare(
-            "dnnl_pooling_forward_primitive_desc_create",
-            (POINTER(c_void_p), c_void_p, c_int, c_int, c_void_p, c_void_p)
-            + (dnnl.DIMS,) * 5
-            + (c_void_p,),
-        )
-        _declared = True
 
 
 class PoolPrimitive:
     """One pooling primitive; ``run(x)`` returns a fresh output in ``x``'s layout and dtype."""
 
     def __init__(self, x: np.ndarray, geo, alg: str):
-        _declare()
         dnnl._apply_threads()  # oneDNN splits the work by the thread count at creation
         n, c = x.shape[:2]
         out_shape = (n, c) + tuple(geo.out)

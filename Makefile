@@ -25,7 +25,7 @@ test: setup
 # The numerically sensitive tests (kernels, conformance, real models) again under another BLAS
 # kernel, one BLAS thread and a fixed order: their outcome must not depend on the BLAS's rounding
 # (docs/architecture.md, Testing). CI runs this after `make test`.
-NUMERIC_TESTS := tests/conformance tests/models tests/ops tests/passes
+NUMERIC_TESTS := tests/conformance tests/models tests/ops tests/passes tests/runtime tests/backends
 test-numerics: setup
 	ZIGGURAT_GOMP_SPINCOUNT=0 OPENBLAS_CORETYPE=$${OPENBLAS_CORETYPE_ALT:-Prescott} OPENBLAS_NUM_THREADS=1 \
 	  $(BIN)/python -m pytest -n auto -q -p no:cacheprovider -p no:randomly $(NUMERIC_TESTS)

@@ -34,6 +34,7 @@ import threading
 import numpy as np
 
 from . import dnnl
+from .attention_f32 import operands, scale_array
 from .gemm import _bf16_dtype, _Plan
 
 _F32 = np.dtype(np.float32)
@@ -131,15 +132,6 @@ class _AttentionPlan:
         return out.transpose(0, 2, 1, 3)
 
 
-def _mask_shape(mask: np.ndarray, scores_shape) -> tuple[int, ...] | None:
-    if mask.ndim > 4:
-        return None
-    shape = (1,) * (4 - mask.ndim) + mask.shape
-    if any(m not in (1, s) for m, s in zip(shape, scores_shape)):
-        return None
-    return shape
-
-
 def _merged_stride(q, k_t, v) -> int:
     """The distance in elements from q to k and from k to v when k (k_t transposed back) and v
     are q's layout shifted by one same positive offset, as the heads of one merged Q/K/V
@@ -165,21 +157,12 @@ def attention(q, k_t, v, mask, scale: float, out_bf16: bool = False):
         return None
     if q.dtype not in (_F32, _bf16_dtype()) or not q.dtype == k_t.dtype == v.dtype:
         return None
-    b, h, s, d = q.shape
-    if k_t.shape[:3] != (b, h, d) or v.shape[:2] != (b, h) or v.shape[2] != k_t.shape[3]:
+    checked = operands(q, k_t, v, mask)
+    if checked is None or not dnnl.available():
         return None
-    if min(q.size, k_t.size, v.size) == 0 or not dnnl.available():
-        return None
+    mshape, mask = checked
     if any(st < 0 or st % q.itemsize for a in (q, k_t, v) for st in a.strides):
         return None
-    mshape = None
-    if mask is not None:
-        if type(mask) is not np.ndarray or mask.dtype != _F32:
-            return None
-        mshape = _mask_shape(mask, (b, h, s, k_t.shape[3]))
-        if mshape is None:
-            return None
-        mask = np.ascontiguousarray(mask)
     merged = _merged_stride(q, k_t, v)
     key = (q.shape, q.strides, k_t.shape, k_t.strides, v.shape, v.strides, mshape, scale != 1.0)
     key += (merged, out_bf16)
@@ -193,5 +176,4 @@ def attention(q, k_t, v, mask, scale: float, out_bf16: bool = False):
             if len(_plans) > 256:  # sequence lengths vary: stay bounded
                 _plans.clear()
             plan = _plans.setdefault(key, plan)
-    sc = np.array([scale], _F32) if scale != 1.0 else None
-    return plan.run(q, k_t, v, mask, sc)
+    return plan.run(q, k_t, v, mask, scale_array(scale))

@@ -100,14 +100,40 @@ class _Plans:
         return out.transpose(0, 2, 1, 3)
 
 
-def _mask_shape(mask, scores_shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The mask as a rank-4 shape that broadcasts per axis to the scores', or None."""
-    if mask.ndim > 4:
+def operands(q, k_t, v, mask):
+    """``(mask shape at rank 4 or None, mask C-contiguous or None)`` when q [B, H, S, D],
+    k_t [B, H, D, T] and v [B, H, T, Dv] (rank-4 numpy arrays) agree, none is empty, and the
+    mask (if any) is float32 and broadcasts per axis to the scores [B, H, S, T]; None otherwise.
+    The checks the float32 and bf16 attention paths share."""
+    b, h, s, d = q.shape
+    if k_t.shape[:3] != (b, h, d) or v.shape[:2] != (b, h) or v.shape[2] != k_t.shape[3]:
+        return None
+    if min(q.size, k_t.size, v.size) == 0:
+        return None
+    if mask is None:
+        return None, None
+    if type(mask) is not np.ndarray or mask.dtype != _F32 or mask.ndim > 4:
         return None
     shape = (1,) * (4 - mask.ndim) + mask.shape
-    if any(m not in (1, s) for m, s in zip(shape, scores_shape)):
+    if any(m not in (1, n) for m, n in zip(shape, (b, h, s, k_t.shape[3]))):
         return None
-    return shape
+    return shape, np.ascontiguousarray(mask)
+
+
+def scale_array(scale: float):
+    """The scale as a read-only float32 [1] array, one per value (the same buffer every call,
+    so a plan's scale memory is not re-pointed), or None for 1.0."""
+    if scale == 1.0:
+        return None
+    sc = _scales.get(scale)
+    if sc is None:
+        sc = np.array([scale], _F32)
+        sc.flags.writeable = False
+        with _lock:
+            if len(_scales) > 256:
+                _scales.clear()
+            _scales[scale] = sc
+    return sc
 
 
 def _strides_ok(a: np.ndarray) -> bool:
@@ -129,23 +155,17 @@ def attention(q, k_t, v, mask, scale: float, nan_to_zero: bool = False):
         and q.ndim == k_t.ndim == v.ndim == 4
     ):
         return None
-    b, h, s, d = q.shape
-    if k_t.shape[:3] != (b, h, d) or v.shape[:2] != (b, h) or v.shape[2] != k_t.shape[3]:
+    checked = operands(q, k_t, v, mask)
+    if checked is None:
         return None
-    if min(q.size, k_t.size, v.size) == 0 or not worth_it(b * h * s, d, k_t.shape[3]):
+    mshape, mask = checked
+    b, h, s, d = q.shape
+    if not worth_it(b * h * s, d, k_t.shape[3]):
         return None  # small products: numpy's call costs less than oneDNN's
     if b * h * s * k_t.shape[3] > MAX_SCORES:
         return None
     if not (_strides_ok(q) and _strides_ok(k_t) and _strides_ok(v)):
         return None
-    mshape = None
-    if mask is not None:
-        if type(mask) is not np.ndarray or mask.dtype != _F32:
-            return None
-        mshape = _mask_shape(mask, (b, h, s, k_t.shape[3]))
-        if mshape is None:
-            return None
-        mask = np.ascontiguousarray(mask)
     has_scale = scale != 1.0
     key = (q.shape, q.strides, k_t.shape, k_t.strides, v.shape, v.strides, mshape, has_scale)
     plan = _plans.get(key)
@@ -159,13 +179,5 @@ def attention(q, k_t, v, mask, scale: float, nan_to_zero: bool = False):
         with _lock:
             if len(_plans) > 256:  # sequence lengths vary: stay bounded
                 _plans.clear()
-                _scales.clear()
             plan = _plans.setdefault(key, plan)
-    sc = None
-    if has_scale:  # one read-only array per scale value: the same buffer every call
-        sc = _scales.get(scale)
-        if sc is None:
-            sc = np.array([scale], _F32)
-            sc.flags.writeable = False
-            _scales[scale] = sc
-    return plan.run(q, k_t, v, mask, sc, bool(nan_to_zero))
+    return plan.run(q, k_t, v, mask, scale_array(scale), bool(nan_to_zero))

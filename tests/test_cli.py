@@ -84,3 +84,8 @@ def test_bench_runs_and_compares(mlp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "ziggurat" in out and "onnxruntime" in out and "ratio" in out
+
+
+def test_bench_refuses_a_malformed_dim(mlp_path, capsys):
+    assert main(["bench", str(mlp_path), "--runs", "1", "--dim", "batch"]) == 2
+    assert "--dim expects NAME=N (e.g. batch=1), got 'batch'" in capsys.readouterr().err

@@ -57,17 +57,13 @@ def _summary(name: str, times: list[float]) -> str:
 
 def bench_main(args: argparse.Namespace) -> int:
     from . import InferenceSession, SessionOptions
+    from .cli import DEVICE_PROVIDERS, _dims
 
-    dims = {}
-    for spec in args.dim:
-        k, _, v = spec.partition("=")
-        dims[k] = int(v)
+    dims = _dims(args.dim)
     opts = SessionOptions(
         intra_op_num_threads=args.threads, precision=getattr(args, "precision", "fp32")
     )
     t0 = time.perf_counter()
-    from .cli import DEVICE_PROVIDERS
-
     providers = DEVICE_PROVIDERS[getattr(args, "device", "cpu")]
     sess = InferenceSession(args.model, sess_options=opts, providers=providers)
     print(f"ziggurat load+compile: {(time.perf_counter() - t0) * 1e3:.1f} ms")

@@ -101,17 +101,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 1 if report["unsupported"] and args.strict else 0
 
 
+def _dims(specs: list[str]) -> dict[str, int]:
+    """``--dim NAME=N`` options as {name: size}; a clear error for anything else."""
+    dims = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        if not sep or not value.isdigit():
+            raise ZigguratError(f"--dim expects NAME=N (e.g. batch=1), got {spec!r}")
+        dims[name] = int(value)
+    return dims
+
+
 def _print_plan(args: argparse.Namespace) -> int:
     """``inspect --plan``: the execution plan for inputs of the --dim sizes (random values)."""
     from . import InferenceSession
     from .bench import random_feeds
 
-    dims = {}
-    for spec in args.dim:
-        name, sep, value = spec.partition("=")
-        if not sep or not value.isdigit():
-            raise ZigguratError(f"--dim expects NAME=N (e.g. batch=1), got {spec!r}")
-        dims[name] = int(value)
+    dims = _dims(args.dim)
     sess = InferenceSession(args.model)
     print(sess.execution_plan(random_feeds(sess.get_inputs(), dims)))
     return 0
@@ -123,12 +129,7 @@ def _print_placement(args: argparse.Namespace) -> int:
     from . import InferenceSession
     from .bench import random_feeds
 
-    dims = {}
-    for spec in args.dim:
-        name, sep, value = spec.partition("=")
-        if not sep or not value.isdigit():
-            raise ZigguratError(f"--dim expects NAME=N (e.g. batch=1), got {spec!r}")
-        dims[name] = int(value)
+    dims = _dims(args.dim)
     sess = InferenceSession(args.model, providers=DEVICE_PROVIDERS[args.device])
     placement = sess.placement(random_feeds(sess.get_inputs(), dims))
     if placement is None:

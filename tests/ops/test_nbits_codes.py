@@ -152,3 +152,10 @@ def test_bias_and_gelu_join_the_product(precision, monkeypatch):
     exact = 0.5 * pre * (1 + erf(pre / np.sqrt(2)))
     tol = 1.13 * (2.0**-7 * (np.abs(a64) @ np.abs(w).T) + f32_tol(pre, K)) + 1e-6
     assert np.all(np.abs(got.reshape(-1, N) - exact) <= tol)
+
+
+def test_nbits_dense_without_unpacked_codes_says_what_it_needs():
+    a = np.ones((2, 8), np.float32)
+    with pytest.raises(zg.ExecutionError, match=r"NBitsDense: expected A \(\.\.\., 8\).*got A \(2, 8\) "
+                       r"and B ndarray\(4, 8\); run the model's MatMulNBits instead"):  # fmt: skip
+        contrib_quant.NBitsDense(a, np.ones((4, 8), np.float32), K=8, N=4)

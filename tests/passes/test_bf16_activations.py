@@ -101,3 +101,14 @@ def test_dense_out_dtype_native_and_portable_paths_agree():
     for out in (y, p):
         err = np.abs(out.astype(np.float64) - exact)
         assert np.all(err <= U * mag + U * np.abs(exact))
+
+
+def test_dense_refuses_an_unknown_out_dtype_and_a_mismatched_residual():
+    x = np.ones((2, 3), np.float32)
+    w = np.ones((3, 4), np.float32)
+    with pytest.raises(zg.ExecutionError, match="out_dtype 'fp16'; expected '' or 'bf16'"):
+        Dense(x, w, out_dtype="fp16")
+    with pytest.raises(
+        zg.ExecutionError, match=r"residual of shape \(2, 3\) for a result of \(2, 4\)"
+    ):
+        Dense(x, w, None, np.ones((2, 3), np.float32))

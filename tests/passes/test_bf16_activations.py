@@ -109,6 +109,10 @@ def test_dense_refuses_an_unknown_out_dtype_and_a_mismatched_residual():
     with pytest.raises(zg.ExecutionError, match="out_dtype 'fp16'; expected '' or 'bf16'"):
         Dense(x, w, out_dtype="fp16")
     with pytest.raises(
-        zg.ExecutionError, match=r"residual of shape \(2, 3\) for a result of \(2, 4\)"
+        zg.ExecutionError,
+        match=r"residual of shape \(2, 3\) neither matches nor broadcasts to the result's \(2, 4\)",
     ):
         Dense(x, w, None, np.ones((2, 3), np.float32))
+    # a residual that broadcasts (an Add's (S, H) over (B, S, H)) is added as the Add would
+    (y,) = Dense(x, w, None, np.arange(4, dtype=np.float32))
+    np.testing.assert_array_equal(y, np.full((2, 4), 3, np.float32) + np.arange(4))

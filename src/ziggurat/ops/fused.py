@@ -131,6 +131,13 @@ def Dense(x, w, b=None, r=None, /, *, activation="", out_dtype=""):
     return (y,)
 
 
+def _broadcasts_to(shape: tuple, target: tuple) -> bool:
+    try:
+        return np.broadcast_shapes(shape, target) == tuple(target)
+    except ValueError:
+        return False
+
+
 def _dense_extended(x, w, b, r, activation, out_dtype=""):
     """Dense with a residual, the tanh GELU or a bfloat16 result: one oneDNN primitive (post-ops,
     bf16 destination) where it runs; else the product and epilogue, the GELU (GeluTanh's
@@ -148,9 +155,16 @@ def _dense_extended(x, w, b, r, activation, out_dtype=""):
 
         (y,) = GeluTanh(y)
     if r is not None:
-        if r.size != y.size:
-            raise ExecutionError(f"Dense: residual of shape {r.shape} for a result of {y.shape}")
-        y += r.reshape(y.shape).astype(y.dtype, copy=False)
+        r = r.astype(y.dtype, copy=False)
+        if r.size == y.size:  # the native path's contract: the same elements, any shape
+            y += r.reshape(y.shape)
+        elif _broadcasts_to(r.shape, y.shape):  # an Add's residual broadcast over the batch
+            y += r
+        else:
+            raise ExecutionError(
+                f"Dense: residual of shape {r.shape} neither matches nor broadcasts to the "
+                f"result's {y.shape}"
+            )
     if out_dtype == "bf16":
         import ml_dtypes
 

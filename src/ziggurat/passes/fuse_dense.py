@@ -1,4 +1,4 @@
-"""Fuse MatMul(x, W) + Add(bias) [+ Gelu/Relu] with constant W and bias into ``ziggurat::Dense``.
+"""Fuse MatMul(x, W) + Add(bias) [+ Gelu/GeluTanh/Relu] with constant W and bias into ``ziggurat::Dense``.
 
 The fused kernel writes the bias and the activation into the matmul's own output buffer instead of
 allocating one tensor per op, and flattens the batch dims into one BLAS call.
@@ -11,7 +11,11 @@ import numpy as np
 from .. import ir
 from ._match import FUSED_DOMAIN, Index, other_input
 
-_ACTIVATIONS = {("", "Relu"): "relu", (FUSED_DOMAIN, "Gelu"): "gelu"}
+_ACTIVATIONS = {
+    ("", "Relu"): "relu",
+    (FUSED_DOMAIN, "Gelu"): "gelu",
+    (FUSED_DOMAIN, "GeluTanh"): "gelu_tanh",
+}
 
 
 def run(graph: ir.Graph) -> ir.Graph:

@@ -2,7 +2,8 @@
 
 - always: Gradient nodes (ai.onnx.preview.training) expanded into their backward graph.
 - basic (1): constant folding, common subexpression elimination, dead code elimination.
-- extended (2) and all (99): also fusions (GELU, MatMul+bias+activation, BatchNorm into Conv,
+- extended (2) and all (99): also fusions (onnxruntime's contrib GELUs and SkipLayerNormalization
+  rewritten for them, GELU, MatMul+bias+activation, BatchNorm into Conv,
   Conv+residual+ReLU, zero Pad into Conv, Add+LayerNorm and decomposed LayerNorm, attention,
   quantize_dynamic's MatMulInteger->Cast->Mul[->Add][->GELU] into one int8 QDense)
   unless ``fusion`` is off; with ``quantize``, dynamic int8 quantization of MatMul/Gemm
@@ -14,6 +15,7 @@ from __future__ import annotations
 from .. import ir
 from . import (
     constant_fold,
+    contrib_canon,
     cse,
     dce,
     fold_batchnorm,
@@ -56,6 +58,7 @@ def optimize(
         opsets.setdefault(FUSED_DOMAIN, 1)
         fold_batchnorm.run(graph)
         fuse_pad.run(graph)
+        contrib_canon.run(graph)  # onnxruntime-optimized models: before the fusions read them
         fuse_gelu.run(graph)
         dce.run(graph)
         fuse_quant_matmul.run(graph)

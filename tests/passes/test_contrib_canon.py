@@ -173,3 +173,98 @@ def test_bf16_session_of_a_contrib_model_runs_on_packed_bf16_weights():
     pre = 2.0**-8 * (np.abs(x) @ np.abs(w)).max()
     atol = pre * gamma.max() / total.std(axis=-1).min()
     np.testing.assert_allclose(got, ref, rtol=0, atol=atol)
+
+
+# --------------------------------------------------------------------------- contrib Attention
+HEADS, HID, SEQ = 4, 64, 8
+
+
+def _attention_model(mask_shape=None, **attrs):
+    rng = np.random.default_rng(3)
+    inits = [
+        numpy_helper.from_array(
+            (rng.standard_normal((HID, 3 * HID)) * 0.2).astype(np.float32), "wqkv"
+        ),
+        numpy_helper.from_array((rng.standard_normal(3 * HID) * 0.1).astype(np.float32), "bqkv"),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", SEQ, HID])]
+    names = ["x", "wqkv", "bqkv"]
+    if mask_shape is not None:
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.INT32, mask_shape))
+        names.append("mask")
+    node = helper.make_node(
+        "Attention", names, ["y"], domain="com.microsoft", num_heads=HEADS, **attrs
+    )
+    graph = helper.make_graph(
+        [node], "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets).SerializeToString()
+
+
+B = 2
+MASKS = {
+    "none": (None, None),
+    "lengths": ([B], np.array([SEQ, 5], np.int32)),
+    "raw 2-D": ([B, SEQ], np.array([[1] * SEQ, [1] * 3 + [0] * (SEQ - 3)], np.int32)),
+    "3-D": ([B, SEQ, SEQ], np.tril(np.ones((SEQ, SEQ), np.int32))[None].repeat(B, 0)),
+    "left padding": ([2 * B], np.array([SEQ, SEQ, 0, 2], np.int32)),
+}
+
+
+def _attention_check(data, feeds, sess):
+    (got,) = sess.run(None, feeds)
+    (ref,) = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)
+    # The projections' float32 bound, 5 eps sqrt(HID) of the scale, enters four times: in v,
+    # in q and in k (the scores' relative error, which the softmax passes on to the weights),
+    # and once more for the scores' own D-long sums; a convex combination adds nothing.
+    atol = 5 * 2.0**-23 * np.sqrt(HID) * max(1.0, float(np.abs(ref).max())) * 4
+    np.testing.assert_allclose(got, ref, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("mask", list(MASKS))
+def test_attention_becomes_dense_and_fused_attention(mask):
+    shape, value = MASKS[mask]
+    data = _attention_model(shape)
+    feeds = {"x": np.random.default_rng(4).standard_normal((B, SEQ, HID)).astype(np.float32)}
+    if value is not None:
+        feeds["mask"] = value
+    sess = zg.InferenceSession(data)
+    ops = _ops(sess)
+    assert "Attention" not in ops and "FusedAttention" in ops and "Dense" in ops
+    _attention_check(data, feeds, sess)
+
+
+def test_attention_scale_and_mask_filter_value_carry_over():
+    shape, value = MASKS["raw 2-D"]
+    data = _attention_model(shape, scale=0.3, mask_filter_value=-50.0)
+    feeds = {"x": np.random.default_rng(5).standard_normal((B, SEQ, HID)).astype(np.float32)}
+    feeds["mask"] = value
+    sess = zg.InferenceSession(data)
+    assert "FusedAttention" in _ops(sess)
+    _attention_check(data, feeds, sess)
+
+
+def test_causal_attention_keeps_the_contrib_kernel():
+    sess = zg.InferenceSession(_attention_model(None, unidirectional=1))
+    assert "Attention" in _ops(sess) and "FusedAttention" not in _ops(sess)
+
+
+def test_layers_share_one_additive_mask():
+    """Two Attention nodes reading one mask_index: one AttentionMask for both."""
+    shape, value = MASKS["lengths"]
+    m = _attention_model(shape)
+    import onnx
+
+    model = onnx.load_from_string(m)
+    second = onnx.helper.make_node(
+        "Attention", ["y", "wqkv", "bqkv", "mask"], ["y2"], domain="com.microsoft", num_heads=HEADS
+    )
+    model.graph.node.append(second)
+    model.graph.output[0].name = "y2"
+    data = model.SerializeToString()
+    sess = zg.InferenceSession(data)
+    assert _ops(sess).count("AttentionMask") == 1 and _ops(sess).count("FusedAttention") == 2
+    feeds = {"x": np.random.default_rng(6).standard_normal((B, SEQ, HID)).astype(np.float32)}
+    feeds["mask"] = value
+    _attention_check(data, feeds, sess)

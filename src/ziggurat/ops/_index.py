@@ -67,6 +67,7 @@ INDEX: dict[str, tuple[str, ...]] = {
     "Atan": ("elementwise",),
     "Atanh": ("elementwise",),
     "Attention": ("attention", "contrib_attention"),
+    "AttentionMask": ("contrib_attention",),
     "AveragePool": ("pool",),
     "BatchNormalization": ("norm",),
     "Bernoulli": ("random",),

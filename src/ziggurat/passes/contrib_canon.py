@@ -22,21 +22,28 @@ order where onnxruntime may add ``x + skip`` first.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import ir
 from ._match import FUSED_DOMAIN, Index
 
 MS = "com.microsoft"
 
 
-def run(graph: ir.Graph) -> ir.Graph:
-    """Rewrite every eligible contrib GELU / SkipLayerNormalization in ``graph``; return it."""
+def run(graph: ir.Graph, opsets: dict[str, int] | None = None) -> ir.Graph:
+    """Rewrite every eligible contrib op in ``graph`` (``opsets``: the model's, for the form of
+    the Split it may add); return it."""
     idx = Index(graph)
     replace: dict[int, list[ir.Node]] = {}
+    masks: dict[tuple[str, float], str] = {}  # one additive mask per mask_index, for all layers
     for node in graph.nodes:
         key = (node.domain or "", node.op_type)
-        if key not in _REWRITES or not any(_reads_gemm(idx, n) for n in node.inputs[:2]):
+        if key == (MS, "Attention"):
+            chain = _attention(graph, idx, node, (opsets or {}).get("", 1), masks)
+        elif key not in _REWRITES or not any(_reads_gemm(idx, n) for n in node.inputs[:2]):
             continue
-        chain = _REWRITES[key](idx, node)
+        else:
+            chain = _REWRITES[key](idx, node)
         if chain is not None:
             replace[id(node)] = chain
     if replace:
@@ -111,6 +118,86 @@ def _skip_layer_norm(idx: Index, node: ir.Node) -> list[ir.Node] | None:
     outputs = [outs[0]] + ([sum_out] if sum_out else [])
     fused = ir.Node("SkipLayerNorm", inputs, outputs, attrs, name=node.name, domain=FUSED_DOMAIN)
     return [*chain, fused]
+
+
+def _attention(graph, idx: Index, node: ir.Node, opset: int, masks: dict) -> list[ir.Node] | None:
+    """``Attention(x, W, b, mask_index)`` without past state, causal masking, attention bias or
+    rotary embedding as ``Dense(x, W, b)``, a Split into per-head views (Reshape + Transpose, no
+    copies), one ``ziggurat::FusedAttention`` with the additive mask and the head merge: the
+    exported form the rest of the pipeline already runs on packed / bf16 weights."""
+    a = node.attrs
+    ins = list(node.inputs) + [""] * (7 - len(node.inputs))
+    x, wname, bname, mask_index = ins[:4]
+    heads = int(a.get("num_heads", 0))
+    if any(ins[4:]) or a.get("unidirectional", 0) or a.get("do_rotary", 0) or heads <= 0:
+        return None
+    if any(o and (idx.consumers.get(o) or o in idx.outputs) for o in node.outputs[1:]):
+        return None  # present is read: past-state models keep the contrib kernel
+    w, b = idx.const(wname), idx.const(bname) if bname else None
+    if w is None or w.ndim != 2 or w.dtype.kind != "f" or w.shape[1] % 3:
+        return None
+    hidden = w.shape[1] // 3
+    sizes = a.get("qkv_hidden_sizes")
+    if (sizes and list(sizes) != [hidden] * 3) or hidden % heads:
+        return None
+    if bname and (b is None or b.shape != (w.shape[1],)):
+        return None
+    hd = hidden // heads
+    label = node.label
+    fresh = _namer(graph, label)
+    chain: list[ir.Node] = []
+    qkv = fresh("qkv")
+    chain.append(ir.Node("Dense", [x, wname] + ([bname] if bname else []), [qkv],
+                         {"activation": ""}, name=qkv, domain=FUSED_DOMAIN))  # fmt: skip
+    parts = [fresh(p) for p in "qkv"]
+    if opset >= 13:  # Split-13 takes the sizes as an input
+        split_sizes = fresh("split_sizes")
+        graph.initializers[split_sizes] = np.array([hidden] * 3, np.int64)
+        chain.append(ir.Node("Split", [qkv, split_sizes], parts, {"axis": -1}, name=fresh("split")))
+    else:
+        chain.append(ir.Node("Split", [qkv], parts, {"axis": -1, "split": [hidden] * 3},
+                             name=fresh("split")))  # fmt: skip
+    head_shape = fresh("head_shape")
+    graph.initializers[head_shape] = np.array([0, 0, heads, hd], np.int64)
+    views = []
+    for part, perm in zip(parts, ([0, 2, 1, 3], [0, 2, 3, 1], [0, 2, 1, 3]), strict=True):
+        r = fresh(f"{part}_heads")
+        chain.append(ir.Node("Reshape", [part, head_shape], [r], {}, name=r))
+        views.append(fresh(f"{part}_t"))
+        chain.append(ir.Node("Transpose", [r], [views[-1]], {"perm": perm}, name=views[-1]))
+    fill = float(a.get("mask_filter_value", -10000.0))
+    if mask_index:
+        mask = masks.get((mask_index, fill))
+        if mask is None:
+            mask = masks[(mask_index, fill)] = fresh("mask")
+            chain.append(ir.Node("AttentionMask", [mask_index, x], [mask],
+                                 {"mask_filter_value": fill}, name=mask, domain=FUSED_DOMAIN))  # fmt: skip
+        views.append(mask)
+    scale = float(a.get("scale", 0.0)) or 1.0 / float(np.sqrt(hd))
+    y4 = fresh("context")
+    chain.append(ir.Node("FusedAttention", views, [y4], {"scale": scale, "nan_to_zero": 0},
+                         name=y4, domain=FUSED_DOMAIN))  # fmt: skip
+    y3 = fresh("merged")
+    chain.append(ir.Node("Transpose", [y4], [y3], {"perm": [0, 2, 1, 3]}, name=y3))
+    merge_shape = fresh("merge_shape")
+    graph.initializers[merge_shape] = np.array([0, 0, hidden], np.int64)
+    chain.append(ir.Node("Reshape", [y3, merge_shape], [node.outputs[0]], {}, name=node.name))
+    return chain
+
+
+def _namer(graph: ir.Graph, label: str):
+    """Fresh value names under ``label`` (none taken in ``graph``)."""
+    taken = graph.defined_names() | set(graph.initializers)
+
+    def fresh(suffix: str) -> str:
+        base = name = f"{label}/{suffix}"
+        i = 1
+        while name in taken:
+            name, i = f"{base}_{i}", i + 1
+        taken.add(name)
+        return name
+
+    return fresh
 
 
 _REWRITES = {

@@ -58,7 +58,7 @@ def optimize(
         opsets.setdefault(FUSED_DOMAIN, 1)
         fold_batchnorm.run(graph)
         fuse_pad.run(graph)
-        contrib_canon.run(graph)  # onnxruntime-optimized models: before the fusions read them
+        contrib_canon.run(graph, opsets)  # onnxruntime-optimized models: before the fusions
         fuse_gelu.run(graph)
         dce.run(graph)
         fuse_quant_matmul.run(graph)

@@ -106,8 +106,8 @@ def test_unsupported_node_falls_back_with_copies(be):
 
 def test_bert_fused_by_onnxruntimes_optimizer(be):
     """The classic BERT export after onnxruntime's transformers optimizer: EmbedLayerNormalization,
-    Attention with its mask, SkipLayerNormalization and BiasGelu all on the device (the last two as
-    the Dense + SkipLayerNorm that passes/contrib_canon.py rewrites them into)."""
+    Attention with its mask, SkipLayerNormalization and BiasGelu all on the device, as the Dense,
+    FusedAttention and SkipLayerNorm that passes/contrib_canon.py rewrites them into."""
     import logging
 
     from onnxruntime.transformers.optimizer import optimize_model
@@ -125,10 +125,11 @@ def test_bert_fused_by_onnxruntimes_optimizer(be):
     }
     placement = _run_both(be, opt, {k: v for k, v in feeds.items() if k in names})
     ops = {s.op for s in placement.steps if s.where == "device"}
-    wanted = {"com.microsoft::EmbedLayerNormalization", "com.microsoft::Attention",
+    wanted = {"com.microsoft::EmbedLayerNormalization", "ziggurat::FusedAttention",
               "ziggurat::SkipLayerNorm", "ziggurat::Dense"}  # fmt: skip
     assert wanted <= ops, (sorted(ops), placement.text())
-    left = {"com.microsoft::BiasGelu", "com.microsoft::SkipLayerNormalization"}
+    left = {"com.microsoft::Attention", "com.microsoft::BiasGelu",
+            "com.microsoft::SkipLayerNormalization"}  # fmt: skip
     assert not left & {s.op for s in placement.steps}, placement.text()
 
 

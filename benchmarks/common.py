@@ -10,7 +10,8 @@ import numpy as np
 
 def make_feeds(inputs, batch: int = 1, seq: int = 128, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded inputs for a model's NodeArgs (onnxruntime's or Ziggurat's): token ids in [0, 1000),
-    attention masks of ones, floats from N(0, 1); symbolic dims: batch -> ``batch``, else ``seq``."""
+    attention masks of ones, token types 0, floats from N(0, 1); symbolic dims: batch -> ``batch``,
+    else ``seq``."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for arg in inputs:
@@ -23,6 +24,8 @@ def make_feeds(inputs, batch: int = 1, seq: int = 128, seed: int = 0) -> dict[st
         if "int64" in arg.type:
             if "mask" in arg.name:
                 feeds[arg.name] = np.ones(shape, np.int64)
+            elif "token_type" in arg.name:  # segment ids: 0 (a single sentence)
+                feeds[arg.name] = np.zeros(shape, np.int64)
             else:
                 feeds[arg.name] = rng.integers(0, 1000, size=shape, dtype=np.int64)
         else:

@@ -65,6 +65,22 @@ CASES = {
         128,
         10,
     ),
+    # onnxruntime's transformers optimizer applied (benchmarks/ort_optimized.py writes them)
+    "bert-base-ortopt": (
+        "BERT-base, onnxruntime-optimized, b1 seq128",
+        "bert-base-ortopt.onnx",
+        1,
+        128,
+        15,
+    ),
+    "gpt2-ortopt": ("GPT-2, onnxruntime-optimized, b1 seq128", "gpt2-ortopt.onnx", 1, 128, 10),
+    "bert-classic-ortopt": (
+        "BERT-base classic export, onnxruntime-fused Attention, b1 seq128",
+        "bert-classic-ortopt.onnx",
+        1,
+        128,
+        15,
+    ),
 }
 
 

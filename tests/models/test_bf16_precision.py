@@ -114,3 +114,32 @@ def test_light_zoo_bf16(name):
 def test_zoo_names_exist():
     names = {os.path.basename(p) for p in glob.glob(os.path.join(zoo.DATA, "light_*.onnx"))}
     assert {f"light_{n}.onnx" for n in ZOO} <= names
+
+
+def test_onnxruntime_optimized_bert_bf16(monkeypatch):
+    """The classic BERT export after onnxruntime's transformers optimizer (EmbedLayerNormalization,
+    contrib Attention, SkipLayerNormalization, BiasGelu), hidden 512 so that every weight is packed:
+    passes/contrib_canon.py rewrites the contrib ops onto the bf16 kernels. Two layers of
+    Q/K/V, scores, context, output projection and two feed-forward GEMMs: L = 12."""
+    import logging
+
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    import tests.ops._mini_bert as mb
+
+    for name, value in (("HIDDEN", 512), ("HEADS", 8), ("LAYERS", 2)):
+        monkeypatch.setattr(mb, name, value)
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    model = optimize_model(mb.mini_bert(seq=16), model_type="bert", num_heads=8, hidden_size=512,
+                           opt_level=0).model  # fmt: skip
+    assert {"Attention", "BiasGelu", "SkipLayerNormalization"} <= {
+        n.op_type for n in model.graph.node
+    }
+    rng = np.random.default_rng(4)
+    feeds = {
+        "input_ids": rng.integers(0, mb.VOCAB, (2, 16)).astype(np.int64),
+        "token_type_ids": rng.integers(0, 2, (2, 16)).astype(np.int64),
+        "attention_mask": np.array([[1] * 16, [1] * 9 + [0] * 7], np.int64),
+    }
+    names = {i.name for i in model.graph.input}
+    _check(model.SerializeToString(), {k: v for k, v in feeds.items() if k in names}, layers=12)

@@ -245,8 +245,28 @@ def test_attention_scale_and_mask_filter_value_carry_over():
     _attention_check(data, feeds, sess)
 
 
-def test_causal_attention_keeps_the_contrib_kernel():
-    sess = zg.InferenceSession(_attention_model(None, unidirectional=1))
+@pytest.mark.parametrize("mask", ["none", "lengths", "raw 2-D"])
+def test_causal_attention_masks_the_future_keys(mask):
+    """unidirectional=1: future keys excluded, padded ones get mask_filter_value (a query whose
+    only causal keys are padded still attends to them, as onnxruntime's)."""
+    shape, value = MASKS[mask]
+    data = _attention_model(shape, unidirectional=1)
+    feeds = {"x": np.random.default_rng(7).standard_normal((B, SEQ, HID)).astype(np.float32)}
+    if value is not None:
+        feeds["mask"] = value
+    sess = zg.InferenceSession(data)
+    assert "Attention" not in _ops(sess) and "FusedAttention" in _ops(sess)
+    _attention_check(data, feeds, sess)
+
+
+def test_attention_with_past_state_keeps_the_contrib_kernel():
+    data = _attention_model(None, unidirectional=1)
+    import onnx
+
+    model = onnx.load_from_string(data)
+    model.graph.node[0].output.append("present")
+    model.graph.output.append(helper.make_tensor_value_info("present", TensorProto.FLOAT, None))
+    sess = zg.InferenceSession(model.SerializeToString())
     assert "Attention" in _ops(sess) and "FusedAttention" not in _ops(sess)
 
 

@@ -164,16 +164,25 @@ def _projected_attention(qkv, sizes, num_heads, mask_index, past, attention_bias
 
 
 @kernel("AttentionMask", domain="ziggurat")
-def AttentionMask(mask_index, x, /, *, mask_filter_value=-10000.0):
+def AttentionMask(mask_index, x, /, *, mask_filter_value=-10000.0, unidirectional=0):
     """The additive float32 [B, 1, S|1, T] mask that ``Attention`` derives from ``mask_index``
-    (any of onnxruntime's forms) for the (B, S, D) input ``x`` without past state: 0 for a kept
-    key, ``mask_filter_value`` for a padded one. Made by passes/contrib_canon.py, which rewrites
-    Attention into a projection and ``ziggurat::FusedAttention``; computed once for all layers."""
+    (any of onnxruntime's forms, or None) for the (B, S, D) input ``x`` without past state: 0 for
+    a kept key, ``mask_filter_value`` for a padded one and, with ``unidirectional``, -inf for a
+    future one (excluded outright, as onnxruntime does). Made by passes/contrib_canon.py, which
+    rewrites Attention into a projection and ``ziggurat::FusedAttention``; computed once for all
+    layers."""
     B, S = int(x.shape[0]), int(x.shape[1])
-    ok = _key_mask(mask_index, B, S, S, 0, "Attention")
-    if ok.ndim == 3 and ok.strides[1] == 0:  # a per-key mask (lengths, (B, T)): one row per batch
-        ok = ok[:, :1]
-    return (np.where(ok, np.float32(0), np.float32(mask_filter_value))[:, None],)
+    if mask_index is not None:
+        ok = _key_mask(mask_index, B, S, S, 0, "Attention")
+        if ok.ndim == 3 and ok.strides[1] == 0:  # a per-key mask (lengths, (B, T)): one row
+            ok = ok[:, :1]
+        add = np.where(ok, np.float32(0), np.float32(mask_filter_value))
+    else:
+        add = np.zeros((B, 1, S), np.float32)
+    if unidirectional:
+        add = np.array(np.broadcast_to(add, (B, S, S)))
+        add[:, np.triu(np.ones((S, S), bool), 1)] = -np.inf
+    return (add[:, None],)
 
 
 @kernel("Attention", domain=MS, since=1)

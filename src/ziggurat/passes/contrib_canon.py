@@ -1,6 +1,11 @@
 """Rewrite the ``com.microsoft`` ops of onnxruntime's transformers optimizer into the forms the
 fusions read, so that a model optimized for onnxruntime runs as fast as the plain export.
 
+``Attention`` (merged Q/K/V weight, ``mask_index``, optionally causal; no past state) becomes a
+Dense, per-head views and ``ziggurat::FusedAttention`` with a ``ziggurat::AttentionMask`` that
+all layers share (see ``_attention``): the contrib kernel's float32 numpy products took 2.2 ms a
+layer of BERT-base in bf16 sessions, against ~0.3 ms for the fused form on AMX.
+
 onnxruntime's optimizer moves each projection's bias out of its MatMul: into ``BiasGelu(a, b)``
 (BERT's FFN), ``FastGelu(x, bias)`` (GPT-2's) and the fifth input of
 ``SkipLayerNormalization(x, skip, gamma, beta, bias)`` (every residual block). Left as they are,
@@ -121,15 +126,51 @@ def _skip_layer_norm(idx: Index, node: ir.Node) -> list[ir.Node] | None:
 
 
 def _attention(graph, idx: Index, node: ir.Node, opset: int, masks: dict) -> list[ir.Node] | None:
-    """``Attention(x, W, b, mask_index)`` without past state, causal masking, attention bias or
-    rotary embedding as ``Dense(x, W, b)``, a Split into per-head views (Reshape + Transpose, no
-    copies), one ``ziggurat::FusedAttention`` with the additive mask and the head merge: the
-    exported form the rest of the pipeline already runs on packed / bf16 weights."""
+    """``Attention(x, W, b, mask_index)`` without past state, attention bias or rotary embedding
+    as ``Dense(x, W, b)``, a Split into per-head views (Reshape + Transpose, no copies), one
+    ``ziggurat::FusedAttention`` with the additive mask (padding and, for ``unidirectional``, the
+    future keys at -inf) and the head merge: the exported form the rest of the pipeline already
+    runs on packed / bf16 weights."""
+    found = _attention_operands(idx, node)
+    if found is None:
+        return None
+    x, wname, bname, mask_index, heads, hidden = found
+    a = node.attrs
+    fresh = _namer(graph, node.label)
+    qkv = fresh("qkv")
+    chain = [ir.Node("Dense", [x, wname] + ([bname] if bname else []), [qkv],
+                     {"activation": ""}, name=qkv, domain=FUSED_DOMAIN)]  # fmt: skip
+    views = _head_views(graph, fresh, chain, qkv, heads, hidden, opset)
+    fill = float(a.get("mask_filter_value", -10000.0))
+    causal = int(bool(a.get("unidirectional", 0)))
+    if mask_index or causal:
+        key = (mask_index, fill, causal)
+        if key not in masks:
+            masks[key] = fresh("mask")
+            attrs = {"mask_filter_value": fill, "unidirectional": causal}
+            chain.append(ir.Node("AttentionMask", [mask_index, x], [masks[key]], attrs,
+                                 name=masks[key], domain=FUSED_DOMAIN))  # fmt: skip
+        views.append(masks[key])
+    scale = float(a.get("scale", 0.0)) or 1.0 / float(np.sqrt(hidden // heads))
+    y4, y3 = fresh("context"), fresh("merged")
+    chain.append(ir.Node("FusedAttention", views, [y4], {"scale": scale, "nan_to_zero": 0},
+                         name=y4, domain=FUSED_DOMAIN))  # fmt: skip
+    chain.append(ir.Node("Transpose", [y4], [y3], {"perm": [0, 2, 1, 3]}, name=y3))
+    merge_shape = fresh("merge_shape")
+    graph.initializers[merge_shape] = np.array([0, 0, hidden], np.int64)
+    chain.append(ir.Node("Reshape", [y3, merge_shape], [node.outputs[0]], {}, name=node.name))
+    return chain
+
+
+def _attention_operands(idx: Index, node: ir.Node):
+    """(x, W, bias or "", mask_index or "", heads, hidden) for an Attention this pass rewrites:
+    constant W (D, 3 * hidden) with equal Q/K/V sizes and a constant bias if any; no past,
+    attention bias or rotary embedding, and ``present`` unread. None otherwise."""
     a = node.attrs
     ins = list(node.inputs) + [""] * (7 - len(node.inputs))
     x, wname, bname, mask_index = ins[:4]
     heads = int(a.get("num_heads", 0))
-    if any(ins[4:]) or a.get("unidirectional", 0) or a.get("do_rotary", 0) or heads <= 0:
+    if any(ins[4:]) or a.get("do_rotary", 0) or heads <= 0:
         return None
     if any(o and (idx.consumers.get(o) or o in idx.outputs) for o in node.outputs[1:]):
         return None  # present is read: past-state models keep the contrib kernel
@@ -142,13 +183,12 @@ def _attention(graph, idx: Index, node: ir.Node, opset: int, masks: dict) -> lis
         return None
     if bname and (b is None or b.shape != (w.shape[1],)):
         return None
-    hd = hidden // heads
-    label = node.label
-    fresh = _namer(graph, label)
-    chain: list[ir.Node] = []
-    qkv = fresh("qkv")
-    chain.append(ir.Node("Dense", [x, wname] + ([bname] if bname else []), [qkv],
-                         {"activation": ""}, name=qkv, domain=FUSED_DOMAIN))  # fmt: skip
+    return x, wname, bname, mask_index, heads, hidden
+
+
+def _head_views(graph, fresh, chain: list, qkv: str, heads: int, hidden: int, opset: int):
+    """Append the Split of the merged projection into q, k, v and their per-head views
+    (q, v: [B, N, S, H]; k transposed: [B, N, H, S]) to ``chain``; return the three names."""
     parts = [fresh(p) for p in "qkv"]
     if opset >= 13:  # Split-13 takes the sizes as an input
         split_sizes = fresh("split_sizes")
@@ -158,31 +198,14 @@ def _attention(graph, idx: Index, node: ir.Node, opset: int, masks: dict) -> lis
         chain.append(ir.Node("Split", [qkv], parts, {"axis": -1, "split": [hidden] * 3},
                              name=fresh("split")))  # fmt: skip
     head_shape = fresh("head_shape")
-    graph.initializers[head_shape] = np.array([0, 0, heads, hd], np.int64)
+    graph.initializers[head_shape] = np.array([0, 0, heads, hidden // heads], np.int64)
     views = []
     for part, perm in zip(parts, ([0, 2, 1, 3], [0, 2, 3, 1], [0, 2, 1, 3]), strict=True):
         r = fresh(f"{part}_heads")
         chain.append(ir.Node("Reshape", [part, head_shape], [r], {}, name=r))
         views.append(fresh(f"{part}_t"))
         chain.append(ir.Node("Transpose", [r], [views[-1]], {"perm": perm}, name=views[-1]))
-    fill = float(a.get("mask_filter_value", -10000.0))
-    if mask_index:
-        mask = masks.get((mask_index, fill))
-        if mask is None:
-            mask = masks[(mask_index, fill)] = fresh("mask")
-            chain.append(ir.Node("AttentionMask", [mask_index, x], [mask],
-                                 {"mask_filter_value": fill}, name=mask, domain=FUSED_DOMAIN))  # fmt: skip
-        views.append(mask)
-    scale = float(a.get("scale", 0.0)) or 1.0 / float(np.sqrt(hd))
-    y4 = fresh("context")
-    chain.append(ir.Node("FusedAttention", views, [y4], {"scale": scale, "nan_to_zero": 0},
-                         name=y4, domain=FUSED_DOMAIN))  # fmt: skip
-    y3 = fresh("merged")
-    chain.append(ir.Node("Transpose", [y4], [y3], {"perm": [0, 2, 1, 3]}, name=y3))
-    merge_shape = fresh("merge_shape")
-    graph.initializers[merge_shape] = np.array([0, 0, hidden], np.int64)
-    chain.append(ir.Node("Reshape", [y3, merge_shape], [node.outputs[0]], {}, name=node.name))
-    return chain
+    return views
 
 
 def _namer(graph: ir.Graph, label: str):

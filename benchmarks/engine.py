@@ -35,6 +35,9 @@ engine, src, batch, seq, runs = {args!r}
 if src == "mlp":
     from tests.models import builders
     src = builders.mlp().SerializeToString()
+elif src == "ffn-chain":
+    from synthetic import ffn_chain
+    src = ffn_chain().SerializeToString()
 run, _ = open_session(engine, src, batch, seq)
 print(median_ms(run, 3, runs))
 """
@@ -42,6 +45,8 @@ print(median_ms(run, 3, runs))
 # name -> (label, model file or "mlp", batch, seq, timed runs per process)
 CASES = {
     "mlp": ("tiny MLP 784-128-10, b1", "mlp", 1, 1, 3000),
+    # GEMMs alone: 12 BERT-base FFN blocks (benchmarks/synthetic.py), 128 rows
+    "ffn-chain": ("12 BERT-base FFN blocks (24 GEMMs), 128 rows", "ffn-chain", 1, 128, 20),
     "bert-base-16": ("BERT-base b1 seq16", "bert-base.onnx", 1, 16, 30),
     "bert-base": ("BERT-base b1 seq128", "bert-base.onnx", 1, 128, 15),
     "resnet50": ("ResNet-50 b1 224²", "resnet50.onnx", 1, 0, 20),
@@ -117,7 +122,7 @@ def latency(models: str, engines=("ziggurat", "onnxruntime"), only=None, rounds=
     for key, (name, src, batch, seq, runs) in CASES.items():
         if only and key not in only:
             continue
-        if src != "mlp":
+        if src not in ("mlp", "ffn-chain"):
             src = os.path.join(models, src)
             if not os.path.exists(src):
                 print(f"| {name} | (missing {src}) |")

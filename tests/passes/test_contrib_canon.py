@@ -288,3 +288,24 @@ def test_layers_share_one_additive_mask():
     feeds = {"x": np.random.default_rng(6).standard_normal((B, SEQ, HID)).astype(np.float32)}
     feeds["mask"] = value
     _attention_check(data, feeds, sess)
+
+
+def test_a_float16_model_keeps_its_contrib_ops_and_dtypes():
+    """onnxruntime's optimizer with float16=True: weights in float16. The rewrite is float32-only;
+    the contrib kernels run the float16 model as onnxruntime does (float16 out)."""
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(8)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]),
+         helper.make_node("BiasGelu", ["m", "b"], ["y"], domain="com.microsoft")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 8, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)],
+        [nh.from_array((rng.standard_normal((64, 64)) * 0.1).astype(np.float16), "w"),
+         nh.from_array(rng.standard_normal(64).astype(np.float16), "b")],
+    )  # fmt: skip
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    sess = zg.InferenceSession(helper.make_model(graph, opset_imports=opsets).SerializeToString())
+    assert "BiasGelu" in _ops(sess)
+    (y,) = sess.run(None, {"x": rng.standard_normal((2, 8, 64)).astype(np.float16)})
+    assert y.dtype == np.float16

@@ -60,8 +60,10 @@ def run(graph: ir.Graph, opsets: dict[str, int] | None = None) -> ir.Graph:
 
 
 def _reads_gemm(idx: Index, name: str) -> bool:
-    """Whether ``name`` is made by a MatMul or Gemm whose weight is a constant 2-D float matrix,
-    possibly through a Reshape (GPT-2's 2-D Gemm) or a bias Add."""
+    """Whether ``name`` is made by a MatMul or Gemm whose weight is a constant 2-D float32 matrix,
+    possibly through a Reshape (GPT-2's 2-D Gemm) or a bias Add. float32 only: the fused forms'
+    fast paths are float32 (bf16 by packing), and a float16 model's contrib kernels keep its
+    dtypes end to end."""
     node = idx.producer.get(name)
     for _ in range(2):
         if (
@@ -76,7 +78,7 @@ def _reads_gemm(idx: Index, name: str) -> bool:
     if node is None or node.op_type not in ("MatMul", "Gemm") or node.domain not in ("", "ai.onnx"):
         return False
     w = idx.const(node.inputs[1]) if len(node.inputs) > 1 else None
-    return w is not None and w.ndim == 2 and w.dtype.kind == "f"
+    return w is not None and w.ndim == 2 and w.dtype == np.float32
 
 
 def _bias_chain(idx: Index, node: ir.Node, x: str, bias: str) -> tuple[list[ir.Node], str] | None:
@@ -175,7 +177,7 @@ def _attention_operands(idx: Index, node: ir.Node):
     if any(o and (idx.consumers.get(o) or o in idx.outputs) for o in node.outputs[1:]):
         return None  # present is read: past-state models keep the contrib kernel
     w, b = idx.const(wname), idx.const(bname) if bname else None
-    if w is None or w.ndim != 2 or w.dtype.kind != "f" or w.shape[1] % 3:
+    if w is None or w.ndim != 2 or w.dtype != np.float32 or w.shape[1] % 3:
         return None
     hidden = w.shape[1] // 3
     sizes = a.get("qkv_hidden_sizes")

@@ -11,12 +11,16 @@ into Ziggurat's per-node cost (session minus this) and the kernels' (this minus 
 
 from __future__ import annotations
 
-import time
+import os
+import sys
 
 import ml_dtypes
 import numpy as np
 
 from ziggurat.backends.cpu import dnnl
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import median_ms  # noqa: E402
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 ROWS, HIDDEN, INNER, LAYERS = 128, 768, 3072, 12
@@ -74,15 +78,10 @@ def main(runs: int = 30) -> None:
                 prim.execute_args(args)
                 cur = y
 
-    for _ in range(5):
-        chain()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        chain()
-        times.append(time.perf_counter() - t)
-    print(f"24 oneDNN bf16 matmul primitives back to back ({up[0].pd.impl_name()}): "
-          f"median {np.median(times) * 1e3:.2f} ms")  # fmt: skip
+    ms = median_ms(chain, 5, runs)
+    print(
+        f"24 oneDNN bf16 matmul primitives back to back ({up[0].pd.impl_name()}): median {ms:.2f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -313,3 +313,53 @@ def test_group_query_attention_decode_loop_in_one_session():
         ref, got = ref_sess.run(None, f), sess.run(None, f)
         assert_close(got[0], ref[0], f32_tol(ref[0], h + total), f"output at total {total}")
         assert_close(got[1][:, :, :total], ref[1][:, :, :total], f32_tol(ref[1], 1), "present")
+
+
+@pytest.fixture
+def onednn_sdpa_calls(monkeypatch):
+    """Counts the calls of sdpa's oneDNN path that it took (returned a result)."""
+    from ziggurat.backends.cpu import attention_f32, dnnl
+
+    if not dnnl.available():
+        pytest.skip(f"oneDNN: {dnnl.unavailable_reason()}")
+    taken = []
+    real = attention_f32.attention
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(attention_f32, "attention", spy)
+    return taken
+
+
+@pytest.mark.parametrize("mask", ["none", "1d_lengths", "2d"])
+@pytest.mark.parametrize("unidirectional", [0, 1])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_attention_at_onednn_sizes(onednn_sdpa_calls, mask, unidirectional, with_bias):
+    """Large enough for sdpa's float32 oneDNN path (backends/cpu/attention_f32.py): padding mask,
+    attention bias and causal exclusion folded into one additive mask, against onnxruntime."""
+    b, s, n, h = 2, 64, 4, 32
+    d = n * h
+    rng = np.random.default_rng(9)
+    lens = np.array([s, s - 9], np.int32)
+    raw = np.ones((b, s), np.int32)
+    raw[1, -9:] = 0
+    m = {"none": None, "1d_lengths": lens, "2d": raw}[mask]
+    ins = [("x", _r(rng, b, s, d)), ("w", _r(rng, d, 3 * d, s=0.1)), ("b", _r(rng, 3 * d)),
+           ("mask", m), ("past", None), ("ab", _r(rng, 1, n, s, s) if with_bias else None)]  # fmt: skip
+    check("Attention", ins, 1, {"num_heads": n, "unidirectional": unidirectional}, n_terms=d + s)
+    assert onednn_sdpa_calls and all(onednn_sdpa_calls)
+
+
+def test_multi_head_attention_at_onednn_sizes(onednn_sdpa_calls):
+    b, s, t, n, h = 2, 64, 48, 4, 32
+    d = n * h
+    rng = np.random.default_rng(10)
+    raw = np.ones((b, t), np.int32)
+    raw[0, -5:] = 0
+    ins = [("q", _r(rng, b, s, d)), ("k", _r(rng, b, t, d)), ("v", _r(rng, b, t, d)),
+           ("bias", _r(rng, 3 * d)), ("mask", raw), ("ab", _r(rng, b, n, s, t))]  # fmt: skip
+    check("MultiHeadAttention", ins, 1, {"num_heads": n}, n_terms=h + t)
+    assert onednn_sdpa_calls and all(onednn_sdpa_calls)

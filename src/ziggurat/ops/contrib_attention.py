@@ -71,6 +71,9 @@ def sdpa(q, k, v, *, scale, allowed=None, add=None, bias=None, softcap=0.0, sink
     to [B, N, S, T]. ``sink`` (per head, [N]): an extra logit in every row's softmax that attends
     to nothing (smooth softmax is a sink of 0 for every head).
     """
+    fused = _sdpa_onednn(q, k, v, scale, allowed, add, bias, softcap, sink)
+    if fused is not None:
+        return fused
     xp = xp_of(q)
     dt = q.dtype
     cdt = np.float64 if dt == np.float64 else np.float32
@@ -95,6 +98,29 @@ def sdpa(q, k, v, *, scale, allowed=None, add=None, bias=None, softcap=0.0, sink
         p = p[..., :-1]
     (y,) = MatMul(p, v.astype(cdt, copy=False))
     return y.astype(dt, copy=False)
+
+
+def _sdpa_onednn(q, k, v, scale, allowed, add, bias, softcap, sink):
+    """``sdpa``'s common float32 case on oneDNN (``backends/cpu/attention_f32.py``: scores with
+    the scale and one additive mask in the matmul's epilogue, softmax in place, the context
+    written head-merged), or None. The padding mask, the attention bias and the causal exclusion
+    (as -inf) become that one float32 mask; grouped K/V heads, softcap and sinks stay on numpy."""
+    if softcap or sink is not None or type(q) is not np.ndarray or q.dtype != np.float32:
+        return None
+    if not (type(k) is np.ndarray and type(v) is np.ndarray and q.ndim == k.ndim == v.ndim == 4):
+        return None
+    if k.dtype != np.float32 or v.dtype != np.float32 or k.shape[1] != q.shape[1]:
+        return None
+    mask = None if add is None else np.asarray(add, np.float32)
+    if bias is not None:
+        if type(bias) is not np.ndarray or bias.dtype != np.float32:
+            return None
+        mask = bias if mask is None else mask + bias
+    if allowed is not None:
+        mask = np.where(allowed, np.float32(0) if mask is None else mask, np.float32(-np.inf))
+    from ..backends.cpu import attention_f32
+
+    return attention_f32.attention(q, np.swapaxes(k, -1, -2), v, mask, float(scale))
 
 
 def _merge_heads(y):

@@ -89,8 +89,8 @@ def _bias_chain(idx: Index, node: ir.Node, x: str, bias: str) -> tuple[list[ir.N
     b = idx.const(bias)
     if b is None or b.ndim != 1:
         return None
-    out = f"{node.label}/biased"
-    return [ir.Node("Add", [x, bias], [out], {}, name=f"{node.label}/bias_add")], out
+    out = _namer(idx.graph, node.label)("biased")
+    return [ir.Node("Add", [x, bias], [out], {}, name=out)], out
 
 
 def _gelu(kind: str):

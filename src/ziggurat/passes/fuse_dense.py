@@ -1,4 +1,5 @@
-"""Fuse MatMul(x, W) + Add(bias) [+ Gelu/GeluTanh/Relu] with constant W and bias into ``ziggurat::Dense``.
+"""Fuse MatMul(x, W) + Add(bias) [+ Gelu/GeluTanh/Relu] with constant W and bias into
+``ziggurat::Dense``.
 
 The fused kernel writes the bias and the activation into the matmul's own output buffer instead of
 allocating one tensor per op, and flattens the batch dims into one BLAS call.

@@ -2,8 +2,8 @@
 
 - always: Gradient nodes (ai.onnx.preview.training) expanded into their backward graph.
 - basic (1): constant folding, common subexpression elimination, dead code elimination.
-- extended (2) and all (99): also fusions (onnxruntime's contrib GELUs and SkipLayerNormalization
-  rewritten for them, GELU, MatMul+bias+activation, BatchNorm into Conv,
+- extended (2) and all (99): also fusions (onnxruntime's contrib GELUs, SkipLayerNormalization and
+  Attention rewritten for them by contrib_canon, GELU, MatMul+bias+activation, BatchNorm into Conv,
   Conv+residual+ReLU, zero Pad into Conv, Add+LayerNorm and decomposed LayerNorm, attention,
   quantize_dynamic's MatMulInteger->Cast->Mul[->Add][->GELU] into one int8 QDense)
   unless ``fusion`` is off; with ``quantize``, dynamic int8 quantization of MatMul/Gemm

@@ -692,15 +692,29 @@ class ExecArgs:
             self.array[i].memory = m.handle.value
 
 
+# oneDNN (this build: ONEDNN_ENABLE_CONCURRENT_EXEC off) gives every primitive in the default,
+# library-managed scratchpad mode one scratchpad shared by all of them: two such primitives
+# running at once from two threads (a server's workers on two models, the parallel executor, a
+# user's threads) overwrite each other's temporaries and return wrong numbers — measured: 3-5
+# wrong results in 12,000 runs of one packed Dense from 4 threads. Those primitives run one at a
+# time under this lock; primitives in user scratchpad mode (convolutions: backends/cpu/conv.py)
+# or with no scratchpad at all run freely.
+_shared_scratchpad = threading.Lock()
+_QUERY_MEMORY_CONSUMPTION = 6  # dnnl_query_memory_consumption_s64: the library scratchpad's bytes
+
+
 class Primitive:
     """A created primitive (keeps its descriptor alive); ``execute`` runs it and waits."""
 
-    __slots__ = ("handle", "pd")
+    __slots__ = ("handle", "pd", "_lock")
 
     def __init__(self, pd: PrimitiveDesc):
         self.pd = pd
         self.handle = c_void_p()
         call("dnnl_primitive_create", byref(self.handle), pd.handle)
+        scratch = c_int64(0)
+        call("dnnl_primitive_desc_query", pd.handle, _QUERY_MEMORY_CONSUMPTION, 0, byref(scratch))
+        self._lock = _shared_scratchpad if scratch.value > 0 else None
 
     @staticmethod
     def args(mapping: dict[int, Memory]) -> ExecArgs:
@@ -713,8 +727,18 @@ class Primitive:
         L = _state["lib"]
         st = _state["stream"]
         arr = args.array
-        _check(L.dnnl_primitive_execute(self.handle, st, len(arr), arr), "dnnl_primitive_execute")
-        _check(L.dnnl_stream_wait(st), "dnnl_stream_wait")
+        lock = self._lock
+        if lock is None:
+            _check(
+                L.dnnl_primitive_execute(self.handle, st, len(arr), arr), "dnnl_primitive_execute"
+            )
+            _check(L.dnnl_stream_wait(st), "dnnl_stream_wait")
+            return
+        with lock:  # the library's one shared scratchpad (see _shared_scratchpad)
+            _check(
+                L.dnnl_primitive_execute(self.handle, st, len(arr), arr), "dnnl_primitive_execute"
+            )
+            _check(L.dnnl_stream_wait(st), "dnnl_stream_wait")
 
     def execute(self, mapping: dict[int, Memory]) -> None:
         self.execute_args(self.args(mapping))

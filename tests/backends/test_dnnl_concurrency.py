@@ -1,9 +1,11 @@
 """oneDNN primitives run from several threads at once give each caller its own exact result.
 
-oneDNN's library-managed scratchpad is one buffer shared by every primitive: without
-``dnnl.Primitive``'s lock, 4 threads running one packed Dense 3,000 times each got 3-5 wrong
-results per run (what a server running two models at once, or the parallel executor, would hand
-back). Each thread checks every result bit for bit against the single-threaded one.
+oneDNN's library-managed scratchpad is one buffer shared by every primitive: before
+``dnnl.Primitive``'s lock and ``gemm._Plan``'s per-thread scratchpads, 4 threads running one
+packed Dense 3,000 times each got 3-5 wrong results per run (what a server running two models at
+once, or the parallel executor, would hand back). Each thread checks every result bit for bit
+against the single-threaded one. The Dense runs in user scratchpad mode (a scratchpad per
+thread, no lock); the int8 matmul below in the library's mode (under the lock).
 """
 
 from __future__ import annotations
@@ -50,3 +52,19 @@ def test_one_packed_dense_from_four_threads(dtype):
     xs = [rng.standard_normal((5, 256)).astype(np.float32) for _ in range(4)]
     bs = [rng.standard_normal(256).astype(np.float32) for _ in range(4)]
     assert _hammer(lambda i: gemm.dense(xs[i], w, bs[i], "gelu")) == []
+
+
+def test_one_int8_matmul_from_four_threads():
+    """The int8 matmul (library scratchpad mode: runs under dnnl.Primitive's lock), each thread
+    with its own activation zero point and scales."""
+    from ziggurat.backends.cpu import int8
+
+    if not int8.native():
+        pytest.skip("no native int8 matmul on this CPU")
+    rng = np.random.default_rng(2)
+    w = int8.pack(rng.integers(-127, 128, (96, 64)).astype(np.int8))
+    qas = [rng.integers(0, 256, (5, 96)).astype(np.uint8) for _ in range(4)]
+    zps = [np.uint8(z) for z in (3, 128, 250, 17)]
+    scales = [rng.uniform(1e-3, 1e-2, 64).astype(np.float32) for _ in range(4)]
+    assert _hammer(lambda i: int8.matmul_u8s8(qas[i], zps[i], np.float32(0.01 * (i + 1)), w,
+                                              scales[i])) == []  # fmt: skip

@@ -716,6 +716,11 @@ class Primitive:
         call("dnnl_primitive_desc_query", pd.handle, _QUERY_MEMORY_CONSUMPTION, 0, byref(scratch))
         self._lock = _shared_scratchpad if scratch.value > 0 else None
 
+    def user_scratchpad(self) -> bool:
+        """Whether this primitive neither uses the library's shared scratchpad nor needs a lock:
+        made in user scratchpad mode (the caller passes a scratchpad) or needing none."""
+        return self._lock is None
+
     @staticmethod
     def args(mapping: dict[int, Memory]) -> ExecArgs:
         """Execute arguments as a C array; build once, rebind its memories, reuse."""

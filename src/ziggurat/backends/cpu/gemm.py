@@ -158,7 +158,7 @@ def _matmul_pd(
     """The matmul primitive: ``activation(src @ w + bias) [+ residual]``, ``out_dt`` out;
     ``residual``: None or the residual's dtype."""
     m = src_shape[0]
-    attr = dnnl.Attr()
+    attr = dnnl.Attr(user_scratchpad=_USER_SCRATCH)
     if activation == "clip":
         lo, hi = bounds
         attr.eltwise(
@@ -182,25 +182,47 @@ def _matmul_pd(
     )
 
 
+# The matmuls made here run in user scratchpad mode: each thread brings its own scratchpad
+# (``_Plan``), so concurrent runs (the parallel executor's branches, a server's workers) need not
+# queue on the library's shared one (see dnnl.Primitive).
+_USER_SCRATCH = True
+
+
 class _Plan:
     """A primitive plus per-thread execute arguments whose memories are re-pointed each call
-    (memory objects are not thread-safe to re-point; primitives are safe to share)."""
+    (memory objects are not thread-safe to re-point; primitives are safe to share). A primitive
+    made in user scratchpad mode (``_USER_SCRATCH``) gets a scratchpad per thread, so threads run
+    it at once; one in the library's mode shares the library's scratchpad and runs under
+    ``dnnl.Primitive``'s lock."""
 
-    __slots__ = ("prim", "mds", "keys", "local")
+    __slots__ = ("prim", "mds", "keys", "local", "scratch")
 
     def __init__(self, pd: dnnl.PrimitiveDesc, mds: dict[int, dnnl.MemoryDesc]):
         self.prim = dnnl.Primitive(pd)
         self.mds = mds
         self.keys = tuple(mds)
         self.local = threading.local()
+        self.scratch = None
+        if self.prim.user_scratchpad():
+            md = pd.query_md(dnnl.QUERY_SCRATCHPAD_MD, (0,))
+            self.scratch = md if md.nbytes else None
+
+    def _thread_args(self, local):
+        mems = {k: dnnl.Memory(md) for k, md in self.mds.items()}
+        local.handles = [m.handle for m in mems.values()]
+        local.ptrs = [0] * len(self.mds)  # where each memory points now (0: nowhere yet)
+        if self.scratch is not None:  # this thread's own, for good
+            mems[dnnl.ARG_SCRATCHPAD] = dnnl.Memory(
+                self.scratch, dnnl.aligned_empty(self.scratch.nbytes)
+            )
+        local.args = dnnl.ExecArgs(mems)
+        return local.args
 
     def run(self, *arrays: np.ndarray) -> None:
         local = self.local
         args = getattr(local, "args", None)
         if args is None:
-            args = local.args = dnnl.ExecArgs({k: dnnl.Memory(md) for k, md in self.mds.items()})
-            local.handles = [m.handle for m in args.memories.values()]
-            local.ptrs = [0] * len(self.mds)  # where each memory points now (0: nowhere yet)
+            args = self._thread_args(local)
         set_handle, ptr, ptrs = dnnl.lib().dnnl_memory_set_data_handle, dnnl.data_ptr, local.ptrs
         for i, (h, arr) in enumerate(zip(local.handles, arrays)):
             p = ptr(arr)  # the caller holds ``arrays`` meanwhile
@@ -371,7 +393,8 @@ def matmul(a: np.ndarray, b: np.ndarray, scale: float = 1.0):
         }
         pd = dnnl.PrimitiveDesc(
             "dnnl_matmul_primitive_desc_create", dnnl.engine(), mds[dnnl.ARG_SRC],
-            mds[dnnl.ARG_WEIGHTS], None, mds[dnnl.ARG_DST], None,
+            mds[dnnl.ARG_WEIGHTS], None, mds[dnnl.ARG_DST],
+            dnnl.Attr(user_scratchpad=_USER_SCRATCH).finish(),
         )  # fmt: skip
         plan = _Plan(pd, mds)
         with _lock:
@@ -404,7 +427,7 @@ def _scaled_matmul(a: np.ndarray, b: np.ndarray, scale: float):
             dnnl.ARG_DST: dnnl.MemoryDesc.strided(out_shape, _F32),
             dnnl.ARG_SRC_SCALES: dnnl.MemoryDesc.strided((1,), _F32),
         }
-        attr = dnnl.Attr()
+        attr = dnnl.Attr(user_scratchpad=_USER_SCRATCH)
         dnnl.call("dnnl_primitive_attr_set_scales_mask", attr.handle, dnnl.ARG_SRC, 0)
         attr.finish()
         pd = dnnl.PrimitiveDesc(

@@ -41,14 +41,15 @@ def run(graph: ir.Graph, opsets: dict[str, int] | None = None) -> ir.Graph:
     idx = Index(graph)
     replace: dict[int, list[ir.Node]] = {}
     masks: dict[tuple[str, float], str] = {}  # one additive mask per mask_index, for all layers
+    taken = graph.defined_names() | set(graph.initializers)  # names new values must avoid
     for node in graph.nodes:
         key = (node.domain or "", node.op_type)
         if key == (MS, "Attention"):
-            chain = _attention(graph, idx, node, (opsets or {}).get("", 1), masks)
+            chain = _attention(graph, idx, node, (opsets or {}).get("", 1), masks, taken)
         elif key not in _REWRITES or not any(_reads_gemm(idx, n) for n in node.inputs[:2]):
             continue
         else:
-            chain = _REWRITES[key](idx, node)
+            chain = _REWRITES[key](idx, node, taken)
         if chain is not None:
             replace[id(node)] = chain
     if replace:
@@ -81,7 +82,7 @@ def _reads_gemm(idx: Index, name: str) -> bool:
     return w is not None and w.ndim == 2 and w.dtype == np.float32
 
 
-def _bias_chain(idx: Index, node: ir.Node, x: str, bias: str) -> tuple[list[ir.Node], str] | None:
+def _bias_chain(idx: Index, node: ir.Node, x: str, bias: str, taken: set[str]):
     """``[Add(x, bias)]`` and its output name for a constant 1-D bias; ``([], x)`` without one;
     None for a bias that is not a constant vector (then the op is left alone)."""
     if not bias:
@@ -89,15 +90,15 @@ def _bias_chain(idx: Index, node: ir.Node, x: str, bias: str) -> tuple[list[ir.N
     b = idx.const(bias)
     if b is None or b.ndim != 1:
         return None
-    out = _namer(idx.graph, node.label)("biased")
+    out = _namer(taken, node.label)("biased")
     return [ir.Node("Add", [x, bias], [out], {}, name=out)], out
 
 
 def _gelu(kind: str):
-    def rewrite(idx: Index, node: ir.Node) -> list[ir.Node] | None:
+    def rewrite(idx: Index, node: ir.Node, taken: set[str]) -> list[ir.Node] | None:
         op = "GeluTanh" if kind == "tanh" or node.attrs.get("approximate") == "tanh" else "Gelu"
         bias = node.inputs[1] if len(node.inputs) > 1 else ""
-        found = _bias_chain(idx, node, node.inputs[0], bias)
+        found = _bias_chain(idx, node, node.inputs[0], bias, taken)
         if found is None or len(node.outputs) != 1:
             return None
         chain, x = found
@@ -107,7 +108,7 @@ def _gelu(kind: str):
     return rewrite
 
 
-def _skip_layer_norm(idx: Index, node: ir.Node) -> list[ir.Node] | None:
+def _skip_layer_norm(idx: Index, node: ir.Node, taken: set[str]) -> list[ir.Node] | None:
     ins = list(node.inputs) + [""] * (5 - len(node.inputs))
     x, skip, gamma, beta, bias = ins[:5]
     if not skip or idx.const(gamma) is None or (beta and idx.const(beta) is None):
@@ -115,7 +116,7 @@ def _skip_layer_norm(idx: Index, node: ir.Node) -> list[ir.Node] | None:
     outs = list(node.outputs) + [""] * (4 - len(node.outputs))
     if any(o and (idx.consumers.get(o) or o in idx.outputs) for o in outs[1:3]):
         return None  # the statistics are read: the contrib kernel computes them
-    found = _bias_chain(idx, node, x, bias)
+    found = _bias_chain(idx, node, x, bias, taken)
     if found is None:
         return None
     chain, x = found
@@ -127,7 +128,7 @@ def _skip_layer_norm(idx: Index, node: ir.Node) -> list[ir.Node] | None:
     return [*chain, fused]
 
 
-def _attention(graph, idx: Index, node: ir.Node, opset: int, masks: dict) -> list[ir.Node] | None:
+def _attention(graph, idx, node: ir.Node, opset: int, masks: dict, taken: set[str]):
     """``Attention(x, W, b, mask_index)`` without past state, attention bias or rotary embedding
     as ``Dense(x, W, b)``, a Split into per-head views (Reshape + Transpose, no copies), one
     ``ziggurat::FusedAttention`` with the additive mask (padding and, for ``unidirectional``, the
@@ -138,7 +139,7 @@ def _attention(graph, idx: Index, node: ir.Node, opset: int, masks: dict) -> lis
         return None
     x, wname, bname, mask_index, heads, hidden = found
     a = node.attrs
-    fresh = _namer(graph, node.label)
+    fresh = _namer(taken, node.label)
     qkv = fresh("qkv")
     chain = [ir.Node("Dense", [x, wname] + ([bname] if bname else []), [qkv],
                      {"activation": ""}, name=qkv, domain=FUSED_DOMAIN)]  # fmt: skip
@@ -210,9 +211,9 @@ def _head_views(graph, fresh, chain: list, qkv: str, heads: int, hidden: int, op
     return views
 
 
-def _namer(graph: ir.Graph, label: str):
-    """Fresh value names under ``label`` (none taken in ``graph``)."""
-    taken = graph.defined_names() | set(graph.initializers)
+def _namer(taken: set[str], label: str):
+    """Fresh value names under ``label``, none in ``taken`` (which records them): the graph's
+    names, gathered once per pass run."""
 
     def fresh(suffix: str) -> str:
         base = name = f"{label}/{suffix}"
